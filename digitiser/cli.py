@@ -1,0 +1,126 @@
+"""The `digitise` command. Each subcommand parses its arguments here and calls one function.
+
+Imports are lazy so that `digitise audit` does not pay for torch and `digitise synth` does not pay for Ray.
+"""
+import argparse
+import logging
+import sys
+
+
+def _audit(args):
+    import json
+    import contracts
+    report = contracts.audit(args.root)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return 0 if report.ok else 1
+
+
+def _synth(args):
+    from digitiser import synth
+    synth.write_dataset(args.out, n=args.n, seed=args.seed)
+    return 0
+
+
+def _train(args):
+    from digitiser import train
+    return train.main(args)
+
+
+def _eval(args):
+    from digitiser import evaluate
+    return evaluate.main(args)
+
+
+def _batch(args):
+    from batch_jobs import run_job
+    return run_job(args)
+
+
+def _serve(args):
+    from serve_app import serve_forever
+    return serve_forever(args)
+
+
+def _bench(args):
+    import runpy
+    sys.argv = [args.script, *args.rest]
+    runpy.run_path(args.script, run_name="__main__")
+    return 0
+
+
+def _cluster(args):
+    from cluster import describe
+    print(describe(args.address))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="digitise", description="Raster well-log digitisation.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("audit", help="ledger of every request under a results root")
+    s.add_argument("root", help="results root: a folder, file:// or s3://bucket/prefix")
+    s.add_argument("--json", action="store_true", help="machine-readable report")
+    s.set_defaults(func=_audit)
+
+    s = sub.add_parser("synth", help="render synthetic scans with calibration sidecars and ground truth")
+    s.add_argument("out")
+    s.add_argument("--n", type=int, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synth)
+
+    s = sub.add_parser("train", help="train the segmenter (seeded, resumable)")
+    s.add_argument("--config", help="JSON file overriding TrainConfig fields")
+    s.add_argument("--out", default="runs/train", help="run folder (checkpoints live here)")
+    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.add_argument("--export", help="write the final weights here (e.g. digitiser/weights/segmenter.pt)")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("eval", help="evaluate on scans with ground truth")
+    s.add_argument("dir")
+    s.add_argument("--weights", help="weights file (default: the shipped weights)")
+    s.add_argument("--json", help="write the report here")
+    s.add_argument("--qc", help="folder for QC overlays of the worst scans")
+    s.set_defaults(func=_eval)
+
+    s = sub.add_parser("batch", help="convert an archive: SRC listing -> DST results root (Ray Data)")
+    s.add_argument("src", help="folder, file:// or s3://bucket/prefix with scans")
+    s.add_argument("dst", help="results root: folder, file:// or s3://bucket/prefix")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--replicas", type=int, default=1, help="segmenter actors")
+    s.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per segmenter actor")
+    s.add_argument("--limit", type=int, help="convert at most K scans")
+    s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
+    s.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    s.set_defaults(func=_batch)
+
+    s = sub.add_parser("serve", help="run the HTTP endpoint on Ray Serve until interrupted")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--store", default="results/serve", help="results root")
+    s.add_argument("--replicas", type=int, default=1)
+    s.add_argument("--num-gpus", type=float, default=0.0)
+    s.add_argument("--max-batch-size", type=int, default=16)
+    s.set_defaults(func=_serve)
+
+    s = sub.add_parser("bench", help="run a benchmark script from bench/")
+    s.add_argument("script")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=_bench)
+
+    s = sub.add_parser("cluster", help="describe the Ray cluster (resources, nodes)")
+    s.add_argument("--address", default="auto")
+    s.set_defaults(func=_cluster)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
