@@ -9,12 +9,14 @@ Objects of a request (contract v1), all under `<root>/<request_id>/`:
 import hashlib
 import io
 import json
+import math
 
 import cv2
 import lasio
 import numpy as np
 
 from contracts.calibration import Calibration
+from contracts.errors import ContractViolation
 from contracts.result import CONTRACT_VERSION, Digitisation, InputInfo
 
 MANIFEST = "manifest.json"
@@ -52,12 +54,12 @@ def serialise(result: Digitisation) -> dict[str, bytes]:
     """All objects of a result as bytes, keyed by object name, manifest included (and last)."""
     cal = result.calibration
     depth = [format_number(d) for d in result.depth]
-    objects = {}
+    objects, columns = {}, {}
     for name in cal.names:
-        values = [format_number(v) for v in np.asarray(result.curves[name], dtype=np.float64)]
-        rows = [f"{d},{v}" for d, v in zip(depth, values)]
+        columns[name] = [format_number(v) for v in np.asarray(result.curves[name], dtype=np.float64)]
+        rows = [f"{d},{v}" for d, v in zip(depth, columns[name])]
         objects[csv_name(name)] = ("\n".join([CSV_HEADER, *rows]) + "\n").encode()
-    objects[LAS] = _las_bytes(result)
+    objects[LAS] = _las_bytes(result, depth, columns)
     objects[MASK] = _png_bytes(result.mask)
     objects[MANIFEST] = canonical_json(manifest_dict(result, objects))
     return objects
@@ -71,17 +73,23 @@ def manifest_dict(result: Digitisation, objects: dict[str, bytes]) -> dict:
         "input": result.input.to_dict(),
         "calibration": result.calibration.to_dict(),
         "tracing": result.tracing,
-        "coverage": {n: round(float(result.coverage[n]), 6) for n in result.calibration.names},
+        "coverage": {n: _coverage(result.coverage.get(n), n) for n in result.calibration.names},
         "objects": {n: {"bytes": len(b), "sha256": sha256(b)} for n, b in sorted(objects.items()) if n != MANIFEST},
     }
 
 
-def _las_bytes(result: Digitisation) -> bytes:
+def _coverage(v, name: str) -> float:
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1):
+        raise ContractViolation(f"coverage of {name} must be a fraction in [0, 1], got {v!r}")
+    return round(float(v), 6)
+
+
+def _las_bytes(result: Digitisation, depth: list[str], columns: dict[str, list[str]]) -> bytes:
+    """LAS 2.0 built from the CSVs' own numbers, so both say exactly the same thing."""
     las = lasio.LASFile()
-    las.append_curve(LAS_DEPTH_MNEMONIC, np.asarray(result.depth, dtype=np.float64),
-                     unit=result.calibration.depth_unit)
+    las.append_curve(LAS_DEPTH_MNEMONIC, np.array(depth, dtype=np.float64), unit=result.calibration.depth_unit)
     for spec in result.calibration.curves:
-        las.append_curve(spec.name, np.asarray(result.curves[spec.name], dtype=np.float64), unit=spec.unit)
+        las.append_curve(spec.name, np.array(columns[spec.name], dtype=np.float64), unit=spec.unit)
     text = io.StringIO()
     las.write(text, version=2.0, fmt=NUMBER_FORMAT)
     return text.getvalue().replace("\r\n", "\n").encode()

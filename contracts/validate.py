@@ -50,8 +50,8 @@ def validate(request_id: str, objects: dict[str, bytes]) -> None:
 
 def _manifest(request_id: str, data: bytes) -> dict:
     try:
-        m = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        m = json.loads(data, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as e:
         raise ContractViolation(f"manifest.json does not parse as JSON: {e}") from e
     _expect(isinstance(m, dict) and set(m) == _MANIFEST_FIELDS,
             f"manifest fields must be exactly {sorted(_MANIFEST_FIELDS)}")
@@ -98,7 +98,7 @@ def validate_csv(name: str, data: bytes, depth: list[str]) -> list[str]:
 
 def _validate_las(data: bytes, cal: Calibration, depth: list[str], columns: dict[str, list[str]]):
     try:
-        las = lasio.read(io.StringIO(data.decode("utf-8")))
+        las = lasio.read(io.StringIO(data.decode("utf-8")), mnemonic_case="preserve")
     except Exception as e:  # lasio raises many types on malformed input
         raise ContractViolation(f"{LAS} does not parse with lasio: {e}") from e
     _expect(las.version.VERS.value == 2.0, f"{LAS} must be LAS 2.0")
@@ -120,6 +120,10 @@ def _validate_mask(data: bytes, height: int, width: int):
     _expect(mask.shape == (height, width), f"{MASK} is {mask.shape[1]}x{mask.shape[0]}, input is {width}x{height}")
     bad = np.setdiff1d(np.unique(mask), [0, 1, 2])
     _expect(bad.size == 0, f"{MASK} has values {bad.tolist()}; only 0 (background), 1 and 2 (curves) are allowed")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed in JSON")
 
 
 def _fraction(v) -> bool:

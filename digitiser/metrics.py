@@ -1,0 +1,196 @@
+"""Evaluation metrics for traced curves against ground truth, their summary table, and QC overlays.
+
+Positions are fractions of track width on the 300-point depth grid, shape (300, 2): column 0 is curve 1 (solid),
+column 1 curve 2 (dashed/dotted). NaN in a truth or prediction marks a point without a value; such points are
+left out of every metric. Masks are HxW integer class maps (0 background, 1 curve 1, 2 curve 2).
+Summaries are JSON-able: a metric with no data is None, never NaN.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+N_DEPTH = 300
+SWAP_TOL = 0.01  # fraction of track width: closer curves cannot be told apart, so no swap is counted
+_RED, _BLUE, _GREEN = (0, 0, 255), (255, 0, 0), (0, 170, 0)  # BGR
+_SHIFT = 4  # cv2 fixed-point bits for sub-pixel drawing
+
+
+def _check_positions(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        if np.shape(a) != (N_DEPTH, 2):
+            raise ValueError(f"curve positions must have shape ({N_DEPTH}, 2) (depth points x curves), "
+                             f"got {np.shape(a)}")
+
+
+def curve_errors(pred_x: np.ndarray, true_x: np.ndarray) -> dict:
+    """Absolute position errors per curve, as fractions of track width.
+
+    Args:
+        pred_x, true_x: (300, 2) float positions (fractions of width); NaN points are left out.
+    Returns:
+        {"mae_1", "p95_1", "mae_2", "p95_2"}: mean and 95th percentile of |pred - true| for curve 1 and 2
+        (float; NaN when a curve has no point with both values).
+    """
+    _check_positions(pred_x, true_x)
+    out = {}
+    for i in range(2):
+        err = np.abs(np.asarray(pred_x, float)[:, i] - np.asarray(true_x, float)[:, i])
+        err = err[np.isfinite(err)]
+        out[f"mae_{i + 1}"] = float(err.mean()) if err.size else math.nan
+        out[f"p95_{i + 1}"] = float(np.percentile(err, 95)) if err.size else math.nan
+    return out
+
+
+def swap_rate(pred_x: np.ndarray, true_x: np.ndarray, tol: float = SWAP_TOL) -> float:
+    """Fraction of (depth point, curve) pairs where a curve is read at the other curve's position.
+
+    For depth point k and curve c with other curve o, the pair is *eligible* when both truths and the prediction
+    are finite and the true curves are apart: ``|true_c - true_o| > tol``; it is *swapped* when the prediction is
+    closer to the other curve's truth: ``|pred_c - true_o| < |pred_c - true_c|``. The rate is
+    swapped / eligible over both curves and all depth points (0.0 when nothing is eligible). A crossing read with
+    exchanged identities scores 1 on every point from the crossing until the curves cross back.
+
+    Args:
+        pred_x, true_x: (300, 2) float positions (fractions of width).
+        tol: minimum true separation (fraction of width) for a point to count.
+    """
+    _check_positions(pred_x, true_x)
+    pred, true = np.asarray(pred_x, float), np.asarray(true_x, float)
+    swapped = eligible = 0
+    for c, o in ((0, 1), (1, 0)):
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(pred[:, c]) & np.isfinite(true).all(axis=1) & (np.abs(true[:, c] - true[:, o]) > tol)
+            swapped += int((np.abs(pred[ok, c] - true[ok, o]) < np.abs(pred[ok, c] - true[ok, c])).sum())
+        eligible += int(ok.sum())
+    return swapped / eligible if eligible else 0.0
+
+
+def iou_per_class(pred_mask: np.ndarray, true_mask: np.ndarray) -> dict[int, float]:
+    """Intersection over union of classes 1 and 2 between two HxW class maps.
+
+    Returns {1: iou, 2: iou}; NaN for a class present in neither map (left out of summary means).
+    """
+    if np.shape(pred_mask) != np.shape(true_mask):
+        raise ValueError(f"masks differ in shape: {np.shape(pred_mask)} vs {np.shape(true_mask)}")
+    out = {}
+    for c in (1, 2):
+        p, t = np.asarray(pred_mask) == c, np.asarray(true_mask) == c
+        union = int(np.count_nonzero(p | t))
+        out[c] = np.count_nonzero(p & t) / union if union else math.nan
+    return out
+
+
+def scan_record(scan_id: str, pred_x=None, true_x=None, pred_mask=None, true_mask=None,
+                error: BaseException | None = None) -> dict:
+    """One scan's entry for ``summarise``: its id and either its metrics or its failure.
+
+    Pass pred_x and true_x ((300, 2) fractions) for a traced scan, plus the masks for IoU when available; pass
+    ``error`` (e.g. a CurveNotFound) for a scan that failed. Keys: id, failed, error, error_kind, mae_1, p95_1,
+    mae_2, p95_2, swap_rate, iou_1, iou_2 (metrics None when absent).
+    """
+    rec = {"id": str(scan_id), "failed": error is not None, "error": None, "error_kind": None,
+           "mae_1": None, "p95_1": None, "mae_2": None, "p95_2": None, "swap_rate": None, "iou_1": None, "iou_2": None}
+    if error is not None:
+        rec.update(error=str(error), error_kind=type(error).__name__)
+        return rec
+    if pred_x is None or true_x is None:
+        raise ValueError("scan_record needs pred_x and true_x for a scan that did not fail (or error=...)")
+    rec.update({k: _json_float(v) for k, v in curve_errors(pred_x, true_x).items()})
+    rec["swap_rate"] = swap_rate(pred_x, true_x)
+    if pred_mask is not None and true_mask is not None:
+        rec.update({f"iou_{c}": _json_float(v) for c, v in iou_per_class(pred_mask, true_mask).items()})
+    return rec
+
+
+def summarise(per_scan: list[dict], worst_k: int = 5) -> dict:
+    """Aggregate ``scan_record`` entries.
+
+    Means are over scans that did not fail and have the metric: mae_1/mae_2 (mean per-scan MAE), mae (mean of
+    the two), p95_1/p95_2 (mean per-scan 95th percentile), swap_rate, iou_1/iou_2. Also n_scans, n_failed,
+    failure_fraction, failures (count per error kind) and worst (ids of the worst_k traced scans by the larger of
+    their two MAEs, worst first). Units: fractions of track width. JSON-able (None where there is no data).
+    """
+    ok = [r for r in per_scan if not r.get("failed")]
+    failed = [r for r in per_scan if r.get("failed")]
+    out = {"n_scans": len(per_scan), "n_failed": len(failed),
+           "failure_fraction": len(failed) / len(per_scan) if per_scan else None}
+    for key in ("mae_1", "mae_2", "p95_1", "p95_2", "swap_rate", "iou_1", "iou_2"):
+        vals = [r[key] for r in ok if r.get(key) is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    both = [out["mae_1"], out["mae_2"]]
+    out["mae"] = float(np.mean(both)) if None not in both else None
+    kinds = [r.get("error_kind") or "error" for r in failed]
+    out["failures"] = {k: kinds.count(k) for k in sorted(set(kinds))}
+    scored = [r for r in ok if r.get("mae_1") is not None and r.get("mae_2") is not None]
+    scored.sort(key=lambda r: max(r["mae_1"], r["mae_2"]), reverse=True)
+    out["worst"] = [r["id"] for r in scored[:worst_k]]
+    return out
+
+
+def format_table(summary: dict) -> str:
+    """Human-readable report of a ``summarise`` result (errors shown in % of track width)."""
+    def pct(v, digits=2):
+        return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+    def num(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    s = summary
+    lines = [
+        f"scans {s['n_scans']}, failed {s['n_failed']} ({pct(s['failure_fraction'], 1)})"
+        + "".join(f", {k}: {n}" for k, n in s.get("failures", {}).items()),
+        f"{'':24}{'curve 1':>10}{'curve 2':>10}",
+        f"{'MAE (% of width)':24}{pct(s['mae_1']):>10}{pct(s['mae_2']):>10}",
+        f"{'p95 |error| (% width)':24}{pct(s['p95_1']):>10}{pct(s['p95_2']):>10}",
+        f"{'IoU':24}{num(s['iou_1']):>10}{num(s['iou_2']):>10}",
+        f"{'swap rate':24}{pct(s['swap_rate']):>10}",
+    ]
+    if s.get("worst"):
+        lines.append("worst: " + ", ".join(s["worst"]))
+    return "\n".join(lines)
+
+
+def qc_overlay(image: np.ndarray, x_frac_pred: np.ndarray, x_frac_true: np.ndarray | None = None) -> np.ndarray:
+    """Traced curves drawn over the scan for a visual check.
+
+    Args:
+        image: HxW uint8 grayscale or HxWx3 uint8 BGR scan (not modified).
+        x_frac_pred: (300, 2) traced positions (fractions of width): curve 1 red, curve 2 blue, solid lines.
+        x_frac_true: optional (300, 2) truth, drawn as green dots at depth points, spaced at least a dot apart
+            (NaN points skipped).
+    Returns:
+        HxWx3 uint8 BGR image.
+    """
+    _check_positions(x_frac_pred, *(() if x_frac_true is None else (x_frac_true,)))
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim not in (2, 3):
+        raise ValueError(f"image must be HxW or HxWx3 uint8, got {img.dtype} {img.shape}")
+    out = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img.copy()
+    h, w = out.shape[:2]
+    thick = max(1, round(w / 300))
+    y = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    for i, colour in ((0, _RED), (1, _BLUE)):
+        ok = np.isfinite(x_frac_pred[:, i])
+        pts = _fixed_point(np.asarray(x_frac_pred, float)[ok, i] * w - 0.5, y[ok])
+        cv2.polylines(out, [pts], False, colour, thick, cv2.LINE_AA, _SHIFT)
+    if x_frac_true is not None:
+        spacing = (h - 1) / (N_DEPTH - 1)
+        step = max(1, math.ceil(4 * thick / max(spacing, 1e-9)))  # gaps at least a dot wide: dotted, not solid
+        for i in range(2):
+            ok = np.isfinite(np.asarray(x_frac_true, float)[:, i])
+            ok[np.arange(N_DEPTH) % step != 0] = False
+            for x, yy in _fixed_point(np.asarray(x_frac_true, float)[ok, i] * w - 0.5, y[ok]):
+                cv2.circle(out, (int(x), int(yy)), thick * 2**_SHIFT, _GREEN, -1, cv2.LINE_AA, _SHIFT)
+    return out
+
+
+def _fixed_point(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n, 2) int32 cv2 points (column, row) with _SHIFT fractional bits; x, y in cv2 pixel coordinates."""
+    return np.round(np.stack([x, y], axis=1) * 2**_SHIFT).astype(np.int32)
+
+
+def _json_float(v: float):
+    return None if v is None or not math.isfinite(v) else float(v)

@@ -1,0 +1,269 @@
+"""Synthetic scanned well-log tracks with exact ground truth, to train and evaluate the segmenter.
+
+A scan is one track image (H rows x W columns; the image is the track) with two curves: curve 1
+solid, curve 2 dashed or dotted, over a linear or logarithmic grid with depth lines, on tinted paper,
+with annotations, blur, noise, specks, JPEG artefacts, page skew, or thresholded to a 1-bit CCITT G4
+TIFF. Curve shapes come from real logs (`curve_shapes`) or random layered beds.
+
+Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
+point per row, in final-image coordinates (the page skew is the horizontal shear
+`x_image = x_paper + skew * (y - (H - 1) / 2)` applied to curves and grid alike), so `x_frac` is read
+off that polyline at rows `y_k = k * (H - 1) / 299`, as `(x + 0.5) / W` (CONVENTIONS.md). Curves
+running off the scale are clipped at the track (and image) edge, and their truth with them.
+"""
+import concurrent.futures
+import contextlib
+from dataclasses import dataclass
+import functools
+import io
+import json
+import logging
+import os
+from pathlib import Path
+import time
+
+import cv2
+import numpy as np
+
+from digitiser import curve_shapes, g4tiff, strokes
+from digitiser import synth_paper as paper
+from digitiser.shape_scales import values_from_fraction
+from digitiser.synth_paper import STYLES
+
+try:
+    from contracts import N_DEPTH
+except ImportError:   # contracts does not define it (yet)
+    N_DEPTH = 300
+
+log = logging.getLogger(__name__)
+
+HEIGHT_RANGE = (300, 4000)      # px, random sizes are log-uniform in these ranges
+WIDTH_RANGE = (100, 800)
+_STYLE_P = {"gray": 0.45, "color": 0.25, "bilevel": 0.25, "clean": 0.05}
+_EXT_P = {"gray": {"png": 0.4, "jpg": 0.4, "tif": 0.2}, "color": {"png": 0.25, "jpg": 0.75},
+          "bilevel": {"tif": 1.0}, "clean": {"png": 1.0}}
+MASK_COVERAGE = 0.3             # a pixel belongs to a curve when its pen covers at least this fraction
+BILEVEL_COVERAGE = 0.25         # ... or, in 1-bit scans, this fraction and the pixel came out black
+
+
+@dataclass
+class SynthScan:
+    """One synthetic scan and its ground truth.
+
+    image: HxW uint8 grayscale, or HxWx3 uint8 BGR for coloured inks; exactly what decoding `encoded` gives.
+    mask: HxW uint8 in {0, 1, 2}: pixels whose ink belongs to curve 1 / curve 2 (0 in dash gaps; where the
+        curves overlap, the one drawn on top wins).
+    x_frac: (300, 2) float64 centreline of curve 1 and 2 at depth point k (row k * (H - 1) / 299), as a
+        fraction of track width (column c's centre at (c + 0.5) / W).
+    calibration: contract calibration dict (depths, names, left/right, scale, units) consistent with x_frac.
+    values: (300, 2) float64 curve values in calibration units at the depth points.
+    ext: "png" | "jpg" | "tif".
+    encoded: the image file bytes (bi-level scans: 1-bit CCITT G4 TIFF).
+    """
+    image: np.ndarray
+    mask: np.ndarray
+    x_frac: np.ndarray
+    calibration: dict
+    values: np.ndarray
+    ext: str
+    encoded: bytes
+
+
+def _log_uniform_int(rng, lo, hi) -> int:
+    return int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+
+
+def _skew(look: paper.Look, h: int, w: int) -> float:
+    """Horizontal shear from the page skew, capped so the page drifts at most 12 % of the width."""
+    s = float(np.tan(np.radians(look.skew_deg)))
+    cap = 0.12 * w / max(h - 1, 1) * 2
+    return float(np.clip(s, -cap, cap))
+
+
+def _centrelines(f: np.ndarray, h: int, w: int, skew: float, rng: np.random.Generator) -> np.ndarray:
+    """(2, H) centreline columns per row in final-image pixel coordinates, clipped at the edges."""
+    rows = np.arange(h, dtype=np.float64)
+    x = np.clip(curve_shapes.resample_rows(f, h, rng) * w - 0.5, 0.0, w - 1.0)  # the pen stops at the track edge
+    return np.clip(x + skew * (rows - (h - 1) / 2), 0.0, w - 1.0)          # ... the skewed page at the image edge
+
+
+def _dash_pattern(pen: float, rng: np.random.Generator) -> np.ndarray:
+    """Dash pattern [on, off, ...] in px of arc length; gaps are widened by the pen so they stay visible."""
+    kind = rng.choice(["dash", "long", "dot", "dashdot"], p=[0.4, 0.2, 0.25, 0.15])
+    gap = rng.uniform(2.0, 8.0) + pen
+    if kind == "dash":
+        return np.array([rng.uniform(4, 14), gap])
+    if kind == "long":
+        return np.array([rng.uniform(14, 30), gap])
+    if kind == "dot":
+        return np.array([rng.uniform(0.8, 2.0), rng.uniform(1.5, 5.0) + pen])
+    return np.array([rng.uniform(8, 20), gap, rng.uniform(0.8, 2.0), gap])
+
+
+def _pen_skips(h: int, rng: np.random.Generator) -> np.ndarray | None:
+    """(H,) bool rows where the pen left ink; None for an unbroken stroke."""
+    if rng.random() > 0.12:
+        return None
+    keep = np.ones(h, bool)
+    n_skips = rng.poisson(h / 250) + 1
+    for y, n in zip(rng.integers(0, h, n_skips), rng.integers(1, 8, n_skips)):
+        keep[y:y + n] = False
+    return keep
+
+
+def _alpha_rows(alpha: float, floor: float, h: int, rng: np.random.Generator) -> np.ndarray:
+    """(H,) float32 ink opacity along the stroke: faint strokes fade in and out, down to `floor`."""
+    if alpha >= 0.8:
+        return np.full(h, alpha, np.float32)
+    wave = np.interp(np.arange(h), np.linspace(0, h - 1, 12), rng.uniform(0.6, 1.4, 12))
+    return np.clip(alpha * wave, floor, 1.0).astype(np.float32)
+
+
+def _depths(h: int, unit: str, rng: np.random.Generator) -> tuple[float, float, float]:
+    """top, bottom depth and depth-line step at a plotting scale between 1:200 and 1:2000 at 200 dpi
+    (3-40 px/m, 1-12 px/ft), with depth lines at least 4 px apart."""
+    ppu = float(np.exp(rng.uniform(np.log(3), np.log(40)) if unit == "m" else rng.uniform(0, np.log(12))))
+    steps = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0] if unit == "m" else [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+    i = next(i for i, st in enumerate(steps) if st * ppu >= 4)
+    if rng.random() < 0.3 and i + 1 < len(steps) and steps[i + 1] * ppu <= 16:
+        i += 1
+    top = float(np.round(rng.uniform(50, 3000), 1))
+    return top, float(np.round(top + (h - 1) / ppu, 4)), steps[i]
+
+
+def _draw_curves(img, x, look, rng, min_pen=1.0):
+    """Draw both curves in random order over img (CxHxW, in place).
+
+    Returns the mask and [(class, flat pixel indices, coverage)] in drawing order.
+    """
+    _, h, w = img.shape
+    mask = np.zeros((h, w), np.uint8)
+    drawn = []
+    for k in ([0, 1] if rng.random() < 0.5 else [1, 0]):
+        pen = min_pen + (4.0 - min_pen) * rng.random() ** 1.5
+        pattern = None if k == 0 else _dash_pattern(pen, rng)
+        idx, cov = strokes.stroke_pixels(x[k], w, pen, pattern=pattern, phase=rng.uniform(0, 60),
+                                         keep_rows=_pen_skips(h, rng))
+        alpha = _alpha_rows(look.curve_alpha[k], look.alpha_floor[k], h, rng)[idx // w]
+        paper.composite_sparse(img, idx, cov * alpha, look.curve_inks[k])
+        mask.ravel()[idx[cov >= MASK_COVERAGE]] = k + 1
+        drawn.append((k + 1, idx, cov))
+    return mask, drawn
+
+
+def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, np.ndarray, str, bytes]:
+    """Final image, mask, extension and file bytes of a uint8 HxW / HxWx3 image; bi-level scans are
+    thresholded here and their mask keeps only curve pixels that came out black."""
+    ext = str(rng.choice(list(_EXT_P[style]), p=list(_EXT_P[style].values())))
+    if style == "bilevel":
+        ink = img < rng.uniform(120, 180)
+        mask = np.zeros_like(mask)
+        for k, idx, cov in drawn:
+            sel = idx[cov >= BILEVEL_COVERAGE]
+            mask.ravel()[sel[ink.ravel()[sel]]] = k
+        return np.where(ink, 0, 255).astype(np.uint8), mask, ext, g4tiff.write_g4_tiff(ink)
+    if ext == "jpg":
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 92))])
+        assert ok, "JPEG encoding failed"
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), mask, ext, buf.tobytes()
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if ext == "png" else \
+        [cv2.IMWRITE_TIFF_COMPRESSION, cv2.IMWRITE_TIFF_COMPRESSION_LZW]
+    ok, buf = cv2.imencode("." + ext, img, params)
+    assert ok, f"{ext} encoding failed"
+    return img, mask, ext, buf.tobytes()
+
+
+def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
+                style: str | None = None) -> SynthScan:
+    """Render one synthetic scan; deterministic for (seed, height, width, style).
+
+    Args:
+        seed: any non-negative int.
+        height, width: image size in px; random (log-uniform in HEIGHT_RANGE / WIDTH_RANGE) when None.
+        style: one of STYLES ("gray", "color", "bilevel", "clean"); random when None.
+    """
+    rng = np.random.default_rng(seed)
+    style = str(rng.choice(list(_STYLE_P), p=list(_STYLE_P.values()))) if style is None else style
+    h = height if height is not None else _log_uniform_int(rng, *HEIGHT_RANGE)
+    w = width if width is not None else _log_uniform_int(rng, *WIDTH_RANGE)
+    if h < 32 or w < 16:
+        raise ValueError(f"scan size {h}x{w} too small: need height >= 32 and width >= 16 px")
+    look = paper.sample_look(style, rng)
+    pair = curve_shapes.sample_pair(rng, h)
+    skew = _skew(look, h, w)
+    x = _centrelines(pair.f, h, w, skew, rng)
+    top, bottom, step = _depths(h, pair.depth_unit, rng)
+    hlines = paper.depth_lines(top, bottom, step, h)
+    img = paper.paper(h, w, look, rng)
+    grid = paper.grid_layer(h, w, paper.vertical_grid(pair.curves[0], pair.log_grid, rng), hlines, skew)
+    text = paper.text_layer(h, w, look, hlines, rng, grid)
+    paper.composite(img, grid, look.grid_ink, look.grid_alpha)
+    if look.n_notes or look.depth_numbers:
+        paper.composite_sparse(img, *paper.sparse(text), look.text_ink)
+    mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0)
+    if look.speckle > 0:
+        idx, a = paper.sparse(paper.speckle(h, w, look, rng))
+        paper.composite_sparse(img, idx, a * 0.9, np.zeros(look.channels, np.float32))
+    image, mask, ext, encoded = _encode(paper.scan_effects(img, look, rng), style, drawn, mask, rng)
+
+    y_k = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    x_frac = np.stack([(np.interp(y_k, np.arange(h), xk) + 0.5) / w for xk in x], axis=1)
+    calibration = {"top_depth": top, "bottom_depth": bottom, "depth_unit": pair.depth_unit,
+                   "curves": pair.curves}
+    values = np.stack([values_from_fraction(x_frac[:, k], c) for k, c in enumerate(pair.curves)], axis=1)
+    return SynthScan(image, mask, x_frac, calibration, values, ext, encoded)
+
+
+def scan_seed(seed: int, i: int) -> int:
+    """Seed of scan i of a data set made with `seed` (independent streams via SeedSequence)."""
+    if seed < 0 or i < 0:
+        raise ValueError(f"seed and index must be >= 0, got seed={seed}, i={i}")
+    return int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
+
+
+def _put(path: Path, data: bytes) -> None:
+    """Whole-file write: a temp file renamed into place, so readers never see a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_scan(root: Path, seed: int, i: int) -> str:
+    """Render scan i of the data set and write its three files; returns the image path."""
+    scan = render_scan(scan_seed(seed, i))
+    stem = f"scan_{i:05d}"
+    buf = io.BytesIO()
+    np.savez_compressed(buf, mask=scan.mask, x_frac=scan.x_frac, values=scan.values)
+    _put(root / f"{stem}.truth.npz", buf.getvalue())
+    _put(root / f"{stem}.json", json.dumps(scan.calibration, indent=2).encode())
+    image_path = root / f"{stem}.{scan.ext}"
+    _put(image_path, scan.encoded)   # last: an image on disk always has its sidecar and truth
+    return str(image_path)
+
+
+def write_dataset(out: str, n: int, seed: int, workers: int = 1) -> list[str]:
+    """Render n scans into folder `out` (created if needed).
+
+    Writes scan_{i:05d}.{ext} (image), scan_{i:05d}.json (calibration sidecar) and scan_{i:05d}.truth.npz
+    (mask HxW uint8, x_frac (300, 2) float64, values (300, 2) float64); scan i uses scan_seed(seed, i),
+    so the files are the same whatever `workers` (processes rendering in parallel) is.
+    Returns the image paths, in order.
+    """
+    if n < 0 or workers < 1:
+        raise ValueError(f"need n >= 0 and workers >= 1, got n={n}, workers={workers}")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    write = functools.partial(_write_scan, root, seed)
+    paths, t0, last = [], time.monotonic(), time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers))
+            results = pool.map(write, range(n), chunksize=4)
+        else:
+            results = map(write, range(n))
+        for i, path in enumerate(results):
+            paths.append(path)
+            if time.monotonic() - last > 10 or i + 1 == n:
+                last = time.monotonic()
+                log.info("synth: %d/%d scans in %s (%.1f scans/s)", i + 1, n, root, (i + 1) / (last - t0))
+    return paths

@@ -1,0 +1,128 @@
+"""Shared fixtures: a real S3 endpoint (moto server on 127.0.0.1), per-backend stores, one local Ray.
+
+Fixtures (pick the narrowest one you need):
+
+- `s3_server` (session): the endpoint URL, e.g. "http://127.0.0.1:40229", of a moto S3 server on a port
+  the OS chose. While it runs, the environment holds AWS_ENDPOINT_URL=<endpoint>, AWS_ACCESS_KEY_ID /
+  AWS_SECRET_ACCESS_KEY = "testing", AWS_DEFAULT_REGION=us-east-1, so a plain
+  `fsspec.core.url_to_fs("s3://bucket/key")` or `boto3.client("s3")` reaches it, in this process and in
+  subprocesses / Ray workers started later (they inherit the environment). Restored at session end.
+- `s3_fs` (function): resets moto (all buckets dropped) and returns an `s3fs.S3FileSystem` on the endpoint
+  with no instance cache and no listings cache, so it never answers from a stale listing. Picklable (it can
+  be passed to Ray tasks as `fs=`).
+- `s3_bucket` (function): the name of a fresh, uniquely named bucket created through `s3_fs`.
+- `store` (function, params local/s3): a `Store(kind, root, fs)`; storage tests that take it run once per
+  backend (ids `[local]`, `[s3]`). The root does not exist yet on either backend.
+- `ray_local` (session): `ray.init(num_cpus=2)` on loopback only; started by the first test that asks for
+  it, shut down at session end. It depends on `s3_server`, so Ray workers inherit the S3 environment.
+"""
+import logging
+import urllib.request
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+import pytest
+
+TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Endpoint URL (str) of a moto S3 server on 127.0.0.1:<port chosen by the OS>; env set while it runs."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {**TEST_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
+            mp.setenv(name, value)
+        mp.delenv("AWS_PROFILE", raising=False)  # a developer's profile must not override the test keys
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+def make_s3fs(endpoint: str):
+    """An S3FileSystem on `endpoint` that never answers from a cache: no instance cache (each call builds a
+    new object, so tests do not share one) and no listings cache (with it on, `exists`/`ls` miss objects
+    another writer created after the first listing, and still report ones it deleted)."""
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing",
+                             skip_instance_cache=True, use_listings_cache=False)
+
+
+@pytest.fixture
+def s3_fs(s3_server):
+    """s3fs.S3FileSystem on the moto endpoint, uncached. Moto is reset first: no bucket from earlier tests
+    survives. Request `s3_bucket` for a fresh bucket to write in."""
+    urllib.request.urlopen(urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST")).close()
+    return make_s3fs(s3_server)
+
+
+@pytest.fixture
+def s3_bucket(s3_fs) -> str:
+    """Name of a fresh, empty, uniquely named bucket, created through `s3_fs` (one client per test: setting
+    up an S3 client costs ~0.7 s)."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_fs.mkdir(name)
+    return name
+
+
+@dataclass(frozen=True)
+class Store:
+    """A results root on one backend.
+
+    kind: "local" or "s3".
+    root: URL string to pass as the root: a tmp folder path (local) or "s3://<bucket>/results" (s3).
+    fs:   the fsspec filesystem to pass as `fs=`, or None (local), meaning "derive it from the root".
+    """
+    kind: str
+    root: str
+    fs: fsspec.AbstractFileSystem | None
+
+    def resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        """(filesystem, root path inside it), for tests that inspect or tamper with stored objects directly.
+        Locally it creates parent folders on write (auto_mkdir), as S3 has no folders to create."""
+        if self.fs is None:
+            return fsspec.core.url_to_fs(self.root, auto_mkdir=True)
+        return self.fs, self.fs._strip_protocol(self.root)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> Store:
+    """A fresh, not yet existing results root, once per backend. S3 fixtures start only for the s3 case."""
+    if request.param == "local":
+        return Store("local", str(tmp_path / "results"), None)
+    bucket = request.getfixturevalue("s3_bucket")
+    return Store("s3", f"s3://{bucket}/results", request.getfixturevalue("s3_fs"))
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """A local Ray (2 CPUs, no dashboard) listening on 127.0.0.1 only; yields the RayContext.
+
+    `_node_ip_address="127.0.0.1"` alone is not enough in Ray 2.60: Ray rewrites a loopback address to the
+    host's outward IP (services.resolve_ip_for_localhost) and then binds there and on 0.0.0.0. With
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 it resolves the node IP to loopback instead. That flag is read into
+    ray_constants at import, so it is set both in the environment (for raylet and workers) and on the
+    already imported module."""
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no network here; do not try to report
+        mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        # Raylet and workers are spawned from this process now, so they inherit the S3 environment.
+        context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+        try:
+            yield context
+        finally:
+            ray.shutdown()

@@ -1,0 +1,135 @@
+"""Metrics on small hand-made positions and masks."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from digitiser.metrics import (curve_errors, format_table, iou_per_class, qc_overlay, scan_record, summarise,
+                               swap_rate)
+from digitiser.tracing import CurveNotFound
+
+
+def positions(a=0.3, b=0.7):
+    return np.column_stack([np.full(300, a), np.full(300, b)])
+
+
+def crossing():
+    """Curve 1 goes left to right, curve 2 right to left: they cross at depth point ~150."""
+    t = np.linspace(0.1, 0.9, 300)
+    return np.column_stack([t, t[::-1]])
+
+
+def test_curve_errors_zero_for_exact():
+    assert curve_errors(positions(), positions()) == {"mae_1": 0.0, "p95_1": 0.0, "mae_2": 0.0, "p95_2": 0.0}
+
+
+def test_curve_errors_known_values():
+    pred = positions()
+    pred[:, 0] += 0.01
+    pred[:15, 1] += 0.2  # 5% of points far off: the p95 sits at the edge of that tail
+    e = curve_errors(pred, positions())
+    assert e["mae_1"] == pytest.approx(0.01) and e["p95_1"] == pytest.approx(0.01)
+    assert e["mae_2"] == pytest.approx(0.01) and 0.0 <= e["p95_2"] <= 0.2
+
+
+def test_curve_errors_skip_nan_truth():
+    true = positions()
+    true[:100, 0] = np.nan
+    pred = positions()
+    pred[:100, 0] = 5.0
+    assert curve_errors(pred, true)["mae_1"] == 0.0
+
+
+def test_curve_errors_shape_checked():
+    with pytest.raises(ValueError, match=r"\(300, 2\)"):
+        curve_errors(np.zeros((300,)), np.zeros((300, 2)))
+
+
+def test_swap_rate_zero_when_correct():
+    assert swap_rate(crossing(), crossing()) == 0.0
+
+
+def test_swap_rate_one_when_identities_exchanged():
+    assert swap_rate(crossing()[:, ::-1], crossing()) == 1.0
+
+
+def test_swap_rate_after_crossing_only():
+    pred = crossing()
+    pred[150:] = pred[150:, ::-1]  # the tracer followed the wrong curve after the crossing
+    assert swap_rate(pred, crossing()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_swap_rate_ignores_points_where_curves_touch():
+    true = positions(0.5, 0.505)  # closer than the tolerance everywhere
+    assert swap_rate(true[:, ::-1], true) == 0.0
+
+
+def test_iou_known_values():
+    true = np.zeros((4, 4), int)
+    true[0, :] = 1
+    pred = np.zeros((4, 4), int)
+    pred[0, :2] = 1
+    pred[3, 0] = 2
+    iou = iou_per_class(pred, true)
+    assert iou[1] == pytest.approx(0.5) and iou[2] == 0.0
+
+
+def test_iou_nan_when_class_absent():
+    assert math.isnan(iou_per_class(np.zeros((3, 3)), np.zeros((3, 3)))[2])
+
+
+def records():
+    good = scan_record("a", positions(0.31, 0.7), positions(),
+                       pred_mask=np.ones((2, 2), int), true_mask=np.ones((2, 2), int))
+    bad = scan_record("b", positions(0.3, 0.74), positions())
+    failed = scan_record("c", error=CurveNotFound(2, 0.1, 0.5))
+    return [good, bad, failed]
+
+
+def test_summarise_aggregates():
+    s = summarise(records())
+    assert s["n_scans"] == 3 and s["n_failed"] == 1 and s["failure_fraction"] == pytest.approx(1 / 3)
+    assert s["mae_1"] == pytest.approx(0.005) and s["mae_2"] == pytest.approx(0.02)
+    assert s["mae"] == pytest.approx(0.0125)
+    assert s["iou_1"] == 1.0 and s["iou_2"] is None  # class 2 absent from both masks: no data
+    assert s["swap_rate"] == 0.0
+    assert s["failures"] == {"CurveNotFound": 1}
+    assert s["worst"] == ["b", "a"]
+
+
+def test_summary_is_strict_json():
+    json.dumps(summarise(records()), allow_nan=False)
+    json.dumps(summarise([]), allow_nan=False)
+
+
+def test_failed_record_keeps_message():
+    rec = records()[2]
+    assert rec["failed"] and "curve 2" in rec["error"] and rec["mae_1"] is None
+
+
+def test_format_table_mentions_numbers():
+    text = format_table(summarise(records()))
+    assert "failed 1" in text and "0.50%" in text and "2.00%" in text and "CurveNotFound: 1" in text
+    assert "worst: b, a" in text
+
+
+def test_format_table_empty():
+    assert "scans 0" in format_table(summarise([]))
+
+
+def test_qc_overlay_colours():
+    img = np.full((600, 200), 230, np.uint8)
+    out = qc_overlay(img, positions(0.25, 0.75), positions(0.5, 0.5))
+    assert out.shape == (600, 200, 3) and out.dtype == np.uint8
+    row = out[300]
+    assert row[49:51, 2].max() > 200 and row[49:51, 0].max() < 100  # red at 0.25 * 200 - 0.5
+    assert row[149:151, 0].max() > 200 and row[149:151, 2].max() < 100  # blue at 0.75
+    green = (out[:, 99:101, 1] > 120) & (out[:, 99:101, 2] < 100)
+    assert green.any() and not green.all()  # dotted
+    assert (img == 230).all()  # input untouched
+
+
+def test_qc_overlay_accepts_bgr_and_no_truth():
+    img = np.zeros((300, 100, 3), np.uint8)
+    assert qc_overlay(img, positions()).shape == (300, 100, 3)

@@ -1,0 +1,210 @@
+"""Synthetic scans: determinism, sizes, exact ground truth, encodings, data set files, no-LAS fallback."""
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from digitiser import curve_shapes, g4tiff, strokes, synth
+
+SIZE = {"height": 600, "width": 240}
+
+
+@pytest.fixture(scope="module")
+def scans():
+    """Two small scans per style, rendered once for the module."""
+    return {style: [synth.render_scan(seed, style=style, **SIZE) for seed in (1, 2)] for style in synth.STYLES}
+
+
+def _all(scans):
+    return [s for group in scans.values() for s in group]
+
+
+def test_same_seed_gives_identical_scan():
+    a, b = synth.render_scan(7, **SIZE), synth.render_scan(7, **SIZE)
+    assert a.encoded == b.encoded and a.ext == b.ext and a.calibration == b.calibration
+    assert np.array_equal(a.mask, b.mask) and np.array_equal(a.x_frac, b.x_frac)
+
+
+def test_different_seeds_give_different_scans():
+    assert synth.render_scan(7, **SIZE).encoded != synth.render_scan(8, **SIZE).encoded
+
+
+def test_random_sizes_are_in_range():
+    for i in range(3):
+        h, w = synth.render_scan(synth.scan_seed(0, i)).mask.shape
+        assert synth.HEIGHT_RANGE[0] <= h <= synth.HEIGHT_RANGE[1]
+        assert synth.WIDTH_RANGE[0] <= w <= synth.WIDTH_RANGE[1]
+
+
+def test_requested_size_and_style_are_honoured(scans):
+    for style, group in scans.items():
+        for s in group:
+            assert s.mask.shape == (SIZE["height"], SIZE["width"])
+            assert s.image.shape[:2] == s.mask.shape
+            assert (s.image.ndim == 3) == (style == "color")
+
+
+def test_unknown_style_is_rejected():
+    with pytest.raises(ValueError, match="unknown style"):
+        synth.render_scan(0, style="sepia", **SIZE)
+
+
+def test_mask_has_both_curve_classes_and_nothing_else(scans):
+    for s in _all(scans):
+        assert s.mask.dtype == np.uint8
+        counts = np.bincount(s.mask.ravel(), minlength=3)
+        assert len(counts) == 3, "mask values outside {0, 1, 2}"
+        assert counts[1] > 50 and counts[2] > 50, counts
+
+
+def test_mask_marks_dark_pixels(scans):
+    for s in _all(scans):
+        gray = cv2.cvtColor(s.image, cv2.COLOR_BGR2GRAY) if s.image.ndim == 3 else s.image
+        for k in (1, 2):
+            assert gray[s.mask == k].mean() < gray[s.mask == 0].mean() - 20
+
+
+def test_x_frac_shape_and_range(scans):
+    for s in _all(scans):
+        assert s.x_frac.shape == (synth.N_DEPTH, 2) and s.x_frac.dtype == np.float64
+        assert (s.x_frac > 0).all() and (s.x_frac < 1).all()
+
+
+def _nearest_mask_distance(s, k):
+    """For each depth point whose row has class-k pixels: px from x_frac to the nearest one."""
+    h, w = s.mask.shape
+    out = []
+    for i in range(synth.N_DEPTH):
+        cols = np.flatnonzero(s.mask[round(i * (h - 1) / (synth.N_DEPTH - 1))] == k + 1)
+        if cols.size:
+            out.append(np.abs(cols - (s.x_frac[i, k] * w - 0.5)).min())
+    return np.array(out)
+
+
+def test_x_frac_agrees_with_mask(scans):
+    # Rows can lose a curve's pixels to dash gaps, the other curve drawn on top, or thresholding, and a
+    # fast-moving dashed curve can have its point in a gap: so most rows, not all, must be close.
+    for s in _all(scans):
+        for k in (0, 1):
+            d = _nearest_mask_distance(s, k)
+            assert len(d) > 50
+            assert np.median(d) <= 1.0
+            assert np.mean(d <= 3.0) >= 0.8
+
+
+def test_calibration_round_trips_to_values(scans):
+    for s in _all(scans):
+        cal = s.calibration
+        assert cal["top_depth"] < cal["bottom_depth"] and cal["depth_unit"] in ("m", "ft")
+        for k, c in enumerate(cal["curves"]):
+            f = s.x_frac[:, k]
+            if c["scale"] == "log":
+                expected = 10 ** (np.log10(c["left"]) + f * (np.log10(c["right"]) - np.log10(c["left"])))
+            else:
+                expected = c["left"] + f * (c["right"] - c["left"])
+            np.testing.assert_allclose(s.values[:, k], expected, rtol=1e-12)
+        assert json.loads(json.dumps(cal)) == cal
+
+
+def test_calibration_satisfies_the_contract(scans):
+    contracts = pytest.importorskip("contracts")
+    for s in _all(scans):
+        contracts.Calibration.from_dict(s.calibration)
+
+
+def test_encoded_bytes_decode_to_the_image(scans):
+    for s in _all(scans):
+        decoded = cv2.imdecode(np.frombuffer(s.encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert decoded is not None, s.ext
+        assert np.array_equal(decoded, s.image), s.ext
+
+
+def test_bilevel_scan_is_a_g4_tiff(scans):
+    for s in scans["bilevel"]:
+        assert s.ext == "tif"
+        assert set(np.unique(s.image)) <= {0, 255}
+        page = tifffile.TiffFile(io.BytesIO(s.encoded)).pages[0]
+        assert page.compression == 4 and page.bitspersample == 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 33), (20, 3000)])
+def test_g4_encoder_round_trips(shape):
+    rng = np.random.default_rng(shape[1])
+    ink = rng.random(shape) < 0.3
+    ink[shape[0] // 2, :] = True            # a full black line (long runs, make-up codes)
+    if shape[0] > 1:
+        ink[-1] = ink[-2]                   # an identical pair of lines
+    decoded = cv2.imdecode(np.frombuffer(g4tiff.write_g4_tiff(ink), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(decoded, np.where(ink, 0, 255).astype(np.uint8))
+
+
+def test_write_dataset_writes_three_files_per_scan(tmp_path):
+    paths = synth.write_dataset(str(tmp_path / "ds"), n=2, seed=5)
+    assert len(paths) == 2
+    for i, p in enumerate(paths):
+        stem = tmp_path / "ds" / f"scan_{i:05d}"
+        assert p.startswith(str(stem) + ".") and p.rsplit(".", 1)[1] in ("png", "jpg", "tif")
+        scan = synth.render_scan(synth.scan_seed(5, i))
+        assert open(p, "rb").read() == scan.encoded
+        assert json.loads((tmp_path / "ds" / f"scan_{i:05d}.json").read_text()) == scan.calibration
+        with np.load(tmp_path / "ds" / f"scan_{i:05d}.truth.npz") as z:
+            assert np.array_equal(z["mask"], scan.mask)
+            assert z["x_frac"].shape == (synth.N_DEPTH, 2) and z["values"].shape == (synth.N_DEPTH, 2)
+    names = {f.name for f in (tmp_path / "ds").iterdir()}
+    assert names == {n for i, p in enumerate(paths)
+                     for n in (p.rsplit("/", 1)[1], f"scan_{i:05d}.json", f"scan_{i:05d}.truth.npz")}
+
+
+def test_write_dataset_in_parallel_writes_the_same_files(tmp_path):
+    serial = synth.write_dataset(str(tmp_path / "a"), n=2, seed=9)
+    parallel = synth.write_dataset(str(tmp_path / "b"), n=2, seed=9, workers=2)
+    for d in ("a", "b"):
+        assert len(list((tmp_path / d).iterdir())) == 6
+    for f in (tmp_path / "a").iterdir():
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+    assert [p.replace("/a/", "/b/") for p in serial] == parallel
+
+
+def test_renders_without_las_folder_or_bank(monkeypatch, tmp_path):
+    monkeypatch.setattr(curve_shapes, "LAS_DIR", tmp_path / "no_las")
+    monkeypatch.setattr(curve_shapes, "BANK_PATH", tmp_path / "no_bank.npz")
+    assert curve_shapes.sample_pair(np.random.default_rng(0)).source == "layered"
+    s = synth.render_scan(3, **SIZE)
+    assert set(np.unique(s.mask)) == {0, 1, 2}
+    with pytest.raises(FileNotFoundError, match="LAS folder"):
+        curve_shapes.build_curve_bank(out=tmp_path / "bank.npz")
+
+
+@pytest.mark.skipif(not curve_shapes.LAS_DIR.is_dir(), reason="no LAS files next to the project")
+def test_bank_builds_from_las(tmp_path):
+    pairs = [("lasio_6038187_v1.2.las", "GAMN", "DFAR", False)]
+    out = curve_shapes.build_curve_bank(out=tmp_path / "bank.npz", per_pair=3, pairs=pairs)
+    pair = curve_shapes.sample_pair(np.random.default_rng(1), bank_path=out)
+    assert pair.source in ("bank:lasio_6038187_v1.2.las", "layered")
+    assert curve_shapes.load_bank(out)["q"].shape == (3, 2, curve_shapes.N_SAMPLES)
+
+
+def test_shipped_bank_is_small_and_loads():
+    assert curve_shapes.BANK_PATH.stat().st_size < 1_000_000
+    bank = curve_shapes.load_bank()
+    assert bank is not None and len(bank["q"]) >= 100
+
+
+@pytest.mark.parametrize("pen", [1.0, 2.0, 2.5, 4.0])
+def test_stroke_is_centred_on_the_centreline(pen):
+    x = 20.0 + 0.3 * np.arange(80)           # a steep line, sub-pixel positions on every row
+    cov = strokes.stroke_coverage(x, 64, pen)
+    rows = np.arange(10, 70)
+    centroid = (cov[rows] * np.arange(64)).sum(1) / cov[rows].sum(1)
+    np.testing.assert_allclose(centroid, x[rows], atol=0.15)
+    # a square pen swept along the line: pen * (1 + slope) px of ink per row, to the 0.5 px sampling step
+    np.testing.assert_allclose(cov[rows].sum(1), pen * (1 + 0.3), atol=0.5 * 0.3 + 1e-6)
+
+
+def test_dashes_leave_gaps():
+    cov = strokes.stroke_coverage(np.full(200, 10.0), 20, 2.0, pattern=np.array([6.0, 4.0]))
+    inked = cov.max(1) >= synth.MASK_COVERAGE
+    assert 0.5 < inked.mean() < 0.8

@@ -1,0 +1,277 @@
+"""Tracing on probability maps drawn in the tests (anti-aliased cv2 strokes, sub-pixel coordinates).
+
+A stroke drawn by cv2 at column coordinate ``x`` is centred on pixel-convention position ``x + 0.5``
+(CONVENTIONS.md: column c has its centre at c + 0.5), so truth as a track fraction is ``(x + 0.5) / W``.
+"""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from digitiser.tracing import N_DEPTH, CurveNotFound, TracingParams, to_values, trace, trace_plane
+
+SHIFT = 4  # cv2 fixed-point bits: 1/16 px
+
+
+def stroke(h, w, xs, rows=None, thickness=2):
+    """(h, w) float64 intensity in [0, 1] of the polyline (xs[y], y) over rows ``rows`` (default all rows;
+    a list of row arrays draws one polyline per array)."""
+    img = np.zeros((h, w), np.uint8)
+    pieces = [np.arange(h)] if rows is None else [rows] if np.ndim(rows[0]) == 0 else rows
+    pts = [np.round(np.stack([xs[r], r], 1) * 2**SHIFT).astype(np.int32) for r in pieces]
+    cv2.polylines(img, pts, False, 255, thickness, cv2.LINE_AA, SHIFT)
+    return img / 255.0
+
+
+def dash_rows(h, on, off):
+    """Row ranges of a dashed stroke: `on` rows drawn, `off` rows blank, repeating from row 0."""
+    return [np.arange(s, min(s + on, h)) for s in range(0, h, on + off)]
+
+
+def dashed(h, w, xs, on=12, off=12, thickness=2):
+    return stroke(h, w, xs, [r for r in dash_rows(h, on, off) if r.size > 1], thickness)
+
+
+def probs_from(a1, a2):
+    """(3, H, W) float32 softmax-like map; curve 1 is drawn over curve 2 where they cross."""
+    p1 = a1
+    p2 = a2 * (1 - a1)
+    return np.stack([1 - p1 - p2, p1, p2]).astype(np.float32)
+
+
+def truth(xs, h, w):
+    """(300,) truth fraction at depth points from a per-row cv2 column coordinate."""
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    return (np.interp(yk, np.arange(h), xs) + 0.5) / w
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """3000 x 400 track: solid sine (curve 1) and dashed cosine (curve 2) crossing it several times."""
+    h, w = 3000, 400
+    y = np.arange(h, dtype=float)
+    x1 = 200 + 120 * np.sin(y / 250)
+    x2 = 200 + 120 * np.cos(y / 170)
+    return h, w, x1, x2, stroke(h, w, x1), dashed(h, w, x2)
+
+
+def test_shapes_dtypes_and_finite(scene):
+    h, w, x1, x2, a1, a2 = scene
+    x_frac, observed = trace(probs_from(a1, a2))
+    assert x_frac.shape == (N_DEPTH, 2) and x_frac.dtype == np.float64
+    assert observed.shape == (N_DEPTH, 2) and observed.dtype == bool
+    assert np.isfinite(x_frac).all()
+
+
+def test_solid_curve_subpixel(scene):
+    h, w, x1, x2, a1, a2 = scene
+    x_frac, observed = trace(probs_from(a1, a2))
+    assert observed[:, 0].all()
+    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).mean() * w < 0.2
+
+
+def test_dashed_curve_subpixel_inside_dashes(scene):
+    h, w, x1, x2, a1, a2 = scene
+    x_frac, observed = trace(probs_from(a1, a2))
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    inside = np.zeros(N_DEPTH, bool)
+    for r in dash_rows(h, 12, 12):
+        inside |= (yk >= r[0] + 2) & (yk <= r[-1] - 2)  # away from the round caps at dash ends
+    away = np.abs(truth(x1, h, w) - truth(x2, h, w)) * w > 6  # not where curve 1 covers curve 2
+    sel = inside & away
+    assert sel.sum() > 50
+    assert np.abs(x_frac[sel, 1] - truth(x2, h, w)[sel]).mean() * w < 0.2
+
+
+def test_dashes_bridged_and_observed_flags(scene):
+    h, w, x1, x2, a1, a2 = scene
+    on, off = 10, 30  # gaps of 3 depth spacings (10 rows each)
+    a2 = dashed(h, w, x2, on, off)
+    apart = stroke(h, w, np.full(h, 20.0))  # curve 1 away from curve 2: its flags follow the dashes only
+    x_frac, observed = trace(probs_from(apart, a2))
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    drawn = np.concatenate(dash_rows(h, on, off))
+    dist = np.abs(yk[:, None] - drawn[None, :]).min(axis=1)
+    radius = 0.5 * (h - 1) / (N_DEPTH - 1)
+    assert observed[dist <= radius - 2, 1].all()  # 2 rows of slack for the round caps
+    assert not observed[dist > radius + 2, 1].any()
+    bridged = ~observed[:, 1]
+    assert 0.3 < bridged.mean() < 0.7
+    seen = np.flatnonzero(observed[:, 1])
+    bridged[seen[-1]:] = False  # past the last dash the trace is extended flat, not bridged
+    assert np.abs(x_frac[bridged, 1] - truth(x2, h, w)[bridged]).max() * w < 2.0  # linear over 30 rows
+
+
+def test_crossing_keeps_identity_with_confused_classes(scene):
+    """Near each crossing, 20 rows of curve 2 are read as class 1: curve 1 must not follow that branch."""
+    h, w, x1, x2, a1, a2 = scene
+    a2_solid = stroke(h, w, x2)
+    crossings = np.flatnonzero(np.diff(np.sign(x1 - x2)))
+    confused = np.zeros(h, bool)
+    for c in crossings:
+        confused[max(c - 20, 0):c + 20] = True
+    branch = np.where(confused[:, None], a2_solid, 0.0)
+    p1 = np.maximum(a1, branch)
+    p2 = np.where(confused[:, None], 0.0, a2 * (1 - p1))
+    probs = np.stack([1 - p1 - p2, p1, p2]).astype(np.float32)
+    x_frac, observed = trace(probs)
+    t1, t2 = truth(x1, h, w), truth(x2, h, w)
+    sep = np.abs(t1 - t2) * w
+    err1 = np.abs(x_frac[:, 0] - t1) * w
+    assert len(crossings) >= 4
+    assert err1[sep > 8].max() < 0.5
+    assert (err1 <= sep / 2 + 0.5).all()  # where the strokes touch, one run holds both: centroid in between
+    apart = sep > 4
+    assert (np.abs(x_frac[apart, 1] - t2[apart]) < np.abs(x_frac[apart, 1] - t1[apart])).all()
+
+
+def test_noise_blobs_far_from_curves_are_ignored(scene):
+    h, w, x1, x2, a1, a2 = scene
+    rng = np.random.default_rng(1)
+    noise = [np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)]
+    n_blobs = 0
+    for y, x, r in zip(rng.integers(20, h - 20, 200), rng.uniform(10, w - 10, 200), rng.integers(2, 9, 200)):
+        if min(abs(x - x1[y]), abs(x - x2[y])) > 30 + r:  # blobs of either class, off both curves
+            cv2.circle(noise[n_blobs % 2], (int(x), int(y)), int(r), 255, -1, cv2.LINE_AA)
+            n_blobs += 1
+    x_frac, _ = trace(probs_from(np.maximum(a1, noise[0] / 255.0), np.maximum(a2, noise[1] / 255.0)))
+    clean, _ = trace(probs_from(a1, a2))
+    assert n_blobs > 80
+    assert np.abs(x_frac - clean).max() * w < 0.1
+
+
+def test_parallel_stroke_of_same_class_is_not_followed(scene):
+    """An annotation line of class 1 running 15 px beside curve 1 for 300 rows."""
+    h, w, x1, x2, a1, a2 = scene
+    rows = np.arange(1000, 1300)
+    extra = stroke(h, w, x1 + 15, rows)
+    x_frac, _ = trace(probs_from(np.maximum(a1, extra), a2))
+    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 0.5
+
+
+def test_long_gap_is_bridged_between_distant_parts():
+    """A gap longer than lookback_rows, with the curve coming back elsewhere: both parts kept."""
+    h, w = 3000, 400
+    xs = np.where(np.arange(h) < 1500, 100.0, 300.0)
+    a1 = stroke(h, w, xs, rows=[np.arange(0, 1100), np.arange(1900, h)])
+    a2 = stroke(h, w, np.full(h, 20.0))
+    x_frac, observed = trace(probs_from(a1, a2))
+    assert observed[:105, 0].all() and observed[195:, 0].all() and not observed[115:185, 0].any()
+    assert np.allclose(x_frac[[0, -1], 0] * w, [100.5, 300.5], atol=0.1)
+
+
+def test_hole_in_stroke_is_merged():
+    h, w = 400, 100
+    xs = np.full(h, 50.3)
+    a = stroke(h, w, xs, thickness=5)
+    a[200, 50] = 0.0  # a one-pixel hole splits the run in row 200
+    rows, xc = trace_plane(a.astype(np.float32))
+    assert rows.size == h
+    assert abs(xc[200] - 50.8) < 0.3
+
+
+def test_empty_plane_raises_naming_curve():
+    h, w = 600, 200
+    a1 = stroke(h, w, np.full(h, 80.0))
+    with pytest.raises(CurveNotFound) as err:
+        trace(probs_from(a1, np.zeros_like(a1)))
+    assert err.value.curve == 2 and err.value.coverage == 0.0
+    assert "curve 2" in str(err.value) and "50%" in str(err.value)
+
+
+def test_thirty_percent_coverage_raises():
+    h, w = 1000, 200
+    a1 = stroke(h, w, np.full(h, 80.0), rows=np.arange(0, 300))
+    a2 = stroke(h, w, np.full(h, 150.0))
+    with pytest.raises(CurveNotFound) as err:
+        trace(probs_from(a1, a2))
+    assert err.value.curve == 1
+    assert 0.28 <= err.value.coverage <= 0.33
+    assert "30%" in str(err.value) or "31%" in str(err.value)
+
+
+def test_min_coverage_is_a_parameter():
+    h, w = 1000, 200
+    a1 = stroke(h, w, np.full(h, 80.0), rows=np.arange(0, 300))
+    a2 = stroke(h, w, np.full(h, 150.0))
+    x_frac, observed = trace(probs_from(a1, a2), TracingParams(min_coverage=0.25))
+    assert 0.28 <= observed[:, 0].mean() <= 0.33
+
+
+def test_ends_extended_flat():
+    h, w = 1000, 200
+    xs = 60 + 0.05 * np.arange(h)
+    a1 = stroke(h, w, xs, rows=np.arange(200, 1000))
+    a2 = stroke(h, w, np.full(h, 150.0))
+    x_frac, observed = trace(probs_from(a1, a2))
+    top = ~observed[:, 0]
+    assert top[:55].all() and observed[65:, 0].all()
+    assert np.allclose(x_frac[top, 0], x_frac[top, 0][0])
+    assert abs(x_frac[0, 0] * w - (xs[200] + 0.5)) < 0.3
+
+
+@pytest.mark.parametrize("h,w", [(300, 100), (120, 100), (2, 50)])
+def test_small_images(h, w):
+    a1 = stroke(h, w, np.full(h, 0.3 * w))
+    a2 = stroke(h, w, np.full(h, 0.7 * w))
+    x_frac, observed = trace(probs_from(a1, a2))
+    assert observed.all()
+    assert np.allclose(x_frac * w, [0.3 * w + 0.5, 0.7 * w + 0.5], atol=0.2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(x0=st.floats(20, 180), dx=st.floats(-100, 100), thickness=st.integers(1, 4))
+def test_straight_lines_subpixel(x0, dx, thickness):
+    h, w = 400, 200
+    xs = np.clip(x0 + dx * np.arange(h) / h, 5, w - 6)
+    a1 = stroke(h, w, xs, thickness=thickness)
+    a2 = stroke(h, w, np.full(h, 2.0) if x0 > 100 else np.full(h, w - 3.0))
+    x_frac, _ = trace(probs_from(a1, a2))
+    assert np.abs(x_frac[:, 0] - truth(xs, h, w)).mean() * w < 0.2
+
+
+def test_bad_shape_raises():
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        trace(np.zeros((2, 10, 10), np.float32))
+
+
+def test_nan_probs_raise():
+    p = np.zeros((3, 10, 10), np.float32)
+    p[1, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        trace(p)
+
+
+def test_params_to_dict_is_json():
+    d = TracingParams(min_coverage=0.6).to_dict()
+    assert json.loads(json.dumps(d))["min_coverage"] == 0.6
+
+
+def test_params_validated():
+    with pytest.raises(ValueError, match="min_prob"):
+        TracingParams(min_prob=0.0)
+
+
+def test_to_values_linear_and_reversed():
+    f = np.array([0.0, 0.25, 1.0])
+    assert np.allclose(to_values(f, 0, 150, "linear"), [0, 37.5, 150])
+    assert np.allclose(to_values(f, 150, 0, "linear"), [150, 112.5, 0])
+
+
+def test_to_values_log():
+    f = np.array([0.0, 0.5, 1.0])
+    assert np.allclose(to_values(f, 0.2, 2000, "log"), [0.2, 20, 2000])
+    assert np.allclose(to_values(f, 2000, 0.2, "log"), [2000, 20, 0.2])
+
+
+def test_to_values_clips_fractions():
+    assert np.allclose(to_values(np.array([-0.1, 1.2]), 0, 10), [0, 10])
+
+
+def test_to_values_rejects_bad_scale_and_log_bounds():
+    with pytest.raises(ValueError, match="positive"):
+        to_values(np.zeros(3), 0, 10, "log")
+    with pytest.raises(ValueError, match="scale"):
+        to_values(np.zeros(3), 0, 10, "sqrt")
