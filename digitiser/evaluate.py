@@ -1,0 +1,100 @@
+"""`digitise eval DIR`: digitise scans that have ground truth (written by `digitise synth`) and score them.
+
+Per scan: MAE and p95 position error per curve (fraction of track width), swap rate, IoU per curve class,
+or the failure. The summary goes to stdout as a table and to --json; --qc writes overlays of the worst scans.
+"""
+import json
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import contracts
+from digitiser.imageio import decode_scan
+from digitiser.metrics import format_table, qc_overlay, scan_record, summarise
+from digitiser.predictor import MAX_BATCH, Digitiser
+
+log = logging.getLogger(__name__)
+
+
+def truth_files(folder) -> list[Path]:
+    return sorted(Path(folder).glob("*.truth.npz"))
+
+
+def image_for(truth: Path) -> Path:
+    stem = truth.name[: -len(".truth.npz")]
+    found = [p for p in truth.parent.glob(stem + ".*") if not p.name.endswith((".json", ".truth.npz"))]
+    assert len(found) == 1, f"expected one image for {truth}, found {found}"
+    return found[0]
+
+
+def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5) -> dict:
+    """Score every scan with ground truth in `folder`; returns the summary (see metrics.summarise)."""
+    truths = truth_files(folder)
+    assert truths, f"no *.truth.npz files in {folder}: make some with `digitise synth {folder} --n 300`"
+    records, t0 = [], time.monotonic()
+    for start in range(0, len(truths), MAX_BATCH):
+        records += _evaluate_batch(truths[start:start + MAX_BATCH], digitiser)
+        log.info("eval: %d/%d scans (%.2f s/scan)", len(records), len(truths), (time.monotonic() - t0) / len(records))
+    summary = summarise(records, worst_k=worst_k)
+    summary["seconds_per_scan"] = (time.monotonic() - t0) / len(truths)
+    summary["model_version"] = digitiser.model_version
+    if qc_dir:
+        _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir))
+    return summary
+
+
+def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
+    scans = [decode_scan(image_for(t).read_bytes()) for t in truths]
+    cals = [contracts.Calibration.from_dict(json.loads(t.with_name(image_for(t).stem + ".json").read_text()))
+            for t in truths]
+    records = []
+    for t, scan, cal, probs in zip(truths, scans, cals, digitiser.segment([s.gray for s in scans])):
+        truth = np.load(t)
+        scan_id = t.name[: -len(".truth.npz")]
+        try:
+            result = digitiser.finish(scan, cal, probs)
+        except ValueError as e:
+            records.append(scan_record(scan_id, error=e))
+            continue
+        records.append(scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
+                                   pred_mask=result.mask, true_mask=truth["mask"]))
+    return records
+
+
+def _fractions(result: contracts.Digitisation, cal: contracts.Calibration) -> np.ndarray:
+    """Curve values back to fractions of track width (inverse of the calibration), (300, 2)."""
+    out = []
+    for spec in cal.curves:
+        v = np.asarray(result.curves[spec.name])
+        if spec.scale == "log":
+            out.append((np.log10(v) - np.log10(spec.left)) / (np.log10(spec.right) - np.log10(spec.left)))
+        else:
+            out.append((v - spec.left) / (spec.right - spec.left))
+    return np.stack(out, axis=1)
+
+
+def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):
+    qc_dir.mkdir(parents=True, exist_ok=True)
+    for scan_id in worst_ids:
+        truth_path = Path(folder) / f"{scan_id}.truth.npz"
+        scan = decode_scan(image_for(truth_path).read_bytes())
+        cal = contracts.Calibration.from_dict(json.loads((Path(folder) / f"{scan_id}.json").read_text()))
+        probs = digitiser.segment([scan.gray])[0]
+        try:
+            pred = _fractions(digitiser.finish(scan, cal, probs), cal)
+        except ValueError:
+            pred = np.full((contracts.N_DEPTH, 2), np.nan)
+        cv2.imwrite(str(qc_dir / f"{scan_id}.qc.png"), qc_overlay(scan.gray, pred, np.load(truth_path)["x_frac"]))
+    log.info("wrote %d QC overlays to %s", len(worst_ids), qc_dir)
+
+
+def main(args) -> int:
+    digitiser = Digitiser(args.weights)
+    summary = evaluate(args.dir, digitiser, qc_dir=args.qc)
+    print(format_table(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return 0

@@ -1,0 +1,112 @@
+"""The digitiser: scan pixels in, `contracts.Digitisation` out. Both routes call exactly this.
+
+Segmentation runs on fixed-size tiles in fixed-size chunks, so every forward pass has the same shape
+whatever the batch holds: a scan's probabilities are then bit-identical whether it was segmented alone or
+among 15 others (per-sample conv arithmetic does not depend on batch mates), which is what lets the online
+and offline routes write byte-identical objects. The tile policy, for any input size:
+
+  pad the scan by `margin` px of blank paper on every side, cut it into `tile_h x tile_w` tiles at a stride of
+  (tile - 2*margin), run the model on chunks of `chunk` tiles (the last chunk padded with blank tiles), and
+  keep each tile's centre. Output: class probabilities at the scan's own resolution.
+"""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import contracts
+from digitiser.checkpoint import load_segmenter
+from digitiser.imageio import DecodedScan
+from digitiser.tracing import TracingParams, to_values, trace
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "segmenter.pt"
+MAX_BATCH = 16
+
+
+@dataclass(frozen=True)
+class TilePolicy:
+    tile_h: int = 576
+    tile_w: int = 384
+    margin: int = 32      # context kept around each tile's centre; seams never see a cut stroke's end
+    chunk: int = 8        # tiles per forward pass (fixed, so the pass shape never changes)
+
+
+class Digitiser:
+    """Owns the segmenter (device, no-grad, tiling) and tracing. Thread-compatible, not thread-safe."""
+
+    def __init__(self, weights=None, device: str | None = None, tracing: TracingParams = TracingParams(),
+                 tiles: TilePolicy = TilePolicy()):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.model_version = load_segmenter(weights or DEFAULT_WEIGHTS, device)
+        self.device, self.tracing, self.tiles = torch.device(device), tracing, tiles
+        m = self.model.config.multiple
+        assert tiles.tile_h % m == 0 and tiles.tile_w % m == 0, f"tiles must be multiples of {m}"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = False  # the same algorithm every time
+            torch.backends.cudnn.deterministic = True
+
+    def segment(self, grays: list[np.ndarray]) -> list[np.ndarray]:
+        """Batched forward over up to 16 scans. grays: HxW uint8 (ink dark). Returns per scan (3, H, W)
+        float32 class probabilities at the scan's resolution."""
+        assert len(grays) <= MAX_BATCH, f"at most {MAX_BATCH} scans per batch, got {len(grays)}"
+        tiles, places = [], []
+        for i, gray in enumerate(grays):
+            for y, x, tile in self._tiles(gray):
+                tiles.append(tile)
+                places.append((i, y, x))
+        out = [np.zeros((3, *g.shape), np.float32) for g in grays]
+        t, c, m = self.tiles, self.tiles.chunk, self.tiles.margin
+        for start in range(0, len(tiles), c):
+            probs = self._forward(tiles[start:start + c])
+            for (i, y, x), p in zip(places[start:start + c], probs):
+                h = min(t.tile_h - 2 * m, out[i].shape[1] - y)
+                w = min(t.tile_w - 2 * m, out[i].shape[2] - x)
+                out[i][:, y:y + h, x:x + w] = p[:, m:m + h, m:m + w]
+        return out
+
+    def _tiles(self, gray: np.ndarray):
+        """Yield (y, x, tile) with (y, x) the top-left of the tile's kept centre in scan pixels."""
+        t, m = self.tiles, self.tiles.margin
+        ink = 1.0 - gray.astype(np.float32) / 255.0   # the model sees ink as high, paper as 0
+        step_h, step_w = t.tile_h - 2 * m, t.tile_w - 2 * m
+        rows, cols = -(-ink.shape[0] // step_h), -(-ink.shape[1] // step_w)
+        padded = np.zeros((rows * step_h + 2 * m, cols * step_w + 2 * m), np.float32)
+        padded[m:m + ink.shape[0], m:m + ink.shape[1]] = ink
+        for r in range(rows):
+            for c in range(cols):
+                y, x = r * step_h, c * step_w
+                yield y, x, padded[y:y + t.tile_h, x:x + t.tile_w]
+
+    @torch.no_grad()
+    def _forward(self, tiles: list[np.ndarray]) -> np.ndarray:
+        t = self.tiles
+        batch = np.zeros((t.chunk, 1, t.tile_h, t.tile_w), np.float32)  # blank tiles pad the last chunk
+        batch[:len(tiles), 0] = tiles
+        logits = self.model(torch.from_numpy(batch).to(self.device))
+        return torch.softmax(logits.float(), dim=1)[:len(tiles)].cpu().numpy()
+
+    def finish(self, scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray) -> contracts.Digitisation:
+        """Trace both curves and build the result. Raises tracing.CurveNotFound when a curve has too little
+        coverage (no fabricated curve is ever written)."""
+        x_frac, observed = trace(probs, self.tracing)
+        curves = {spec.name: to_values(x_frac[:, k], spec.left, spec.right, spec.scale)
+                  for k, spec in enumerate(calibration.curves)}
+        coverage = {spec.name: float(observed[:, k].mean()) for k, spec in enumerate(calibration.curves)}
+        info = contracts.InputInfo(scan.sha256, scan.n_bytes, scan.width, scan.height, scan.format)
+        return contracts.Digitisation.create(
+            calibration=calibration, model_version=self.model_version, input=info, curves=curves,
+            mask=probs.argmax(axis=0).astype(np.uint8), coverage=coverage, tracing=self.tracing.to_dict())
+
+    def digitise(self, scans: list[DecodedScan], calibrations: list[contracts.Calibration]) -> list:
+        """Segment and trace a batch; per scan a Digitisation, or the exception that failed it."""
+        results = []
+        for scan, cal, probs in zip(scans, calibrations, self.segment([s.gray for s in scans])):
+            try:
+                results.append(self.finish(scan, cal, probs))
+            except ValueError as e:
+                results.append(e)
+        return results

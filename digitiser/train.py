@@ -1,0 +1,334 @@
+"""Seeded, resumable training of the segmenter on synthetic scans.
+
+Determinism: the batch for step s is a pure function of (config, s): scans come from the synthetic generator
+with seeds drawn from `default_rng([seed, 0, s // scan_reuse])`, crops from `default_rng([seed, 1, s])`.
+There is no data-loader state, so a checkpoint (weights, optimiser, RNG states, step) is all that a resume
+needs, and a run killed at any point and resumed ends with the same weights, byte for byte, as an
+uninterrupted one (CPU, same `threads`; torch deterministic algorithms on).
+
+Run folder: config.json (the TrainConfig), ckpt_NNNNNN.pt + .sha256 (the last `keep_checkpoints`),
+segmenter.pt + segmenter.pt.json (final shipped weights, see checkpoint.save_weights).
+"""
+import dataclasses
+import importlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torch.utils.deterministic
+
+from digitiser import checkpoint as ckpt
+from digitiser.model import Segmenter, SegmenterConfig
+
+log = logging.getLogger(__name__)
+
+# Config fields that may differ between a run and its resume without changing the result.
+_RESUME_MUTABLE = {"log_every", "eval_every"}
+
+
+class TrainConfigError(ValueError):
+    """The training config or run folder is not usable as asked (unknown field, resume mismatch, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 2800                       # ~40 min on this 2-core CPU at ~1.2 steps/s
+    batch_size: int = 16
+    crop: tuple[int, int] = (256, 128)      # (height, width) px of training crops; multiples of 2 ** levels
+    lr: float = 3e-3                        # AdamW peak; linear warmup then cosine decay to lr * min_lr_frac
+    min_lr_frac: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    ce_weights: tuple[float, float, float] = (1.0, 5.0, 5.0)  # background, solid, dashed
+    dice_weight: float = 1.0                # soft Dice on the two curve classes, added to the CE
+    p_crossing: float = 0.3                 # chance a crop is centred where the two curves meet
+    p_curve: float = 0.5                    # ... else on a curve pixel; otherwise anywhere
+    data_source: str = "digitiser.synth:render_scan"  # "module:function" with synth.render_scan's signature
+    data_seeds: tuple[int, int] = (0, 1_000_000)       # training scan seeds are drawn from [lo, hi)
+    scan_size: tuple[int, int] | None = None           # (h, w) of rendered scans; None = the generator's sizes
+    scans_per_step: int = 4                 # distinct scans in a batch
+    scan_reuse: int = 4                     # consecutive steps that crop the same scans (rendering is slow)
+    eval_seeds: tuple[int, int] = (10_000_000, 10_000_008)  # held-out scans for per-class IoU, disjoint
+    eval_every: int = 400                   # steps between held-out IoU logs; 0 = only at the end
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 25
+    # torch CPU threads. Weights are reproducible for a fixed count only. 1, not 2: on a shared 2-core box
+    # a busy neighbour makes 2 OpenMP threads ~3x slower than 1 (threads spin at every barrier).
+    threads: int = 1
+    device: str = "cpu"
+    model: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from a JSON-style dict (lists for tuples, a dict for `model`); unknown keys are errors."""
+        _check_keys(d, cls, "TrainConfig")
+        d = dict(d)
+        model = d.pop("model", {})
+        _check_keys(model, SegmenterConfig, "TrainConfig.model")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d, model=SegmenterConfig(**model))
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _check_keys(d: dict, cls, what: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise TrainConfigError(f"unknown {what} field(s) {sorted(unknown)}; valid: {sorted(names)}")
+
+
+# ----------------------------------------------------------------------------- data
+
+def resolve_source(spec: str):
+    """'package.module:function' -> the function (called as f(seed, height=, width=) -> SynthScan-like)."""
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise TrainConfigError(f"data_source {spec!r} is not an importable 'module:function' ({e})") from e
+
+
+class ScanCache:
+    """Renders scans and remembers the last few: one scan serves `scan_reuse` consecutive steps."""
+
+    def __init__(self, render, scan_size, capacity: int):
+        self.render, self.scan_size, self.capacity, self.items = render, scan_size, capacity, {}
+
+    def get(self, seed: int) -> dict:
+        """-> {"ink": HxW float32 in [0, 1] (1 = ink), "mask": HxW uint8, "curve": (n, 2) rows/cols of curve
+        pixels, "cross": (m, 2) rows/cols within 3 px of both curves}."""
+        if seed not in self.items:
+            h, w = self.scan_size or (None, None)
+            scan = self.render(seed, height=h, width=w)
+            gray = cv2.cvtColor(scan.image, cv2.COLOR_BGR2GRAY) if scan.image.ndim == 3 else scan.image
+            mask = np.asarray(scan.mask, np.uint8)
+            assert gray.shape == mask.shape, f"scan {seed}: image {gray.shape} vs mask {mask.shape}"
+            k = np.ones((7, 7), np.uint8)
+            cross = cv2.dilate((mask == 1).astype(np.uint8), k) & cv2.dilate((mask == 2).astype(np.uint8), k)
+            if len(self.items) >= self.capacity:
+                self.items.pop(next(iter(self.items)))
+            self.items[seed] = {"ink": 1.0 - gray.astype(np.float32) / 255.0, "mask": mask,
+                                "curve": np.argwhere(mask > 0), "cross": np.argwhere(cross > 0)}
+        return self.items[seed]
+
+
+def _crop(scan: dict, crop: tuple[int, int], rng, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One (ch, cw) crop of ink and mask, centred on a crossing / curve pixel / anywhere; scans smaller
+    than the crop are padded with blank paper (ink 0, class 0)."""
+    ch, cw = crop
+    h, w = scan["mask"].shape
+    u = rng.random()
+    pool = scan["cross"] if u < cfg.p_crossing else scan["curve"] if u < cfg.p_crossing + cfg.p_curve else None
+    if pool is not None and len(pool):
+        cy, cx = pool[rng.integers(len(pool))]
+        y0 = int(cy) - ch // 2 + int(rng.integers(-ch // 4, ch // 4 + 1))
+        x0 = int(cx) - cw // 2 + int(rng.integers(-cw // 4, cw // 4 + 1))
+    else:
+        y0, x0 = int(rng.integers(0, max(h - ch, 0) + 1)), int(rng.integers(0, max(w - cw, 0) + 1))
+    y0, x0 = min(max(y0, 0), max(h - ch, 0)), min(max(x0, 0), max(w - cw, 0))
+    ink = np.zeros(crop, np.float32)
+    mask = np.zeros(crop, np.uint8)
+    part = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+    ph, pw = scan["mask"][part].shape
+    ink[:ph, :pw], mask[:ph, :pw] = scan["ink"][part], scan["mask"][part]
+    if rng.random() < 0.5:  # flips keep line style (solid vs dashed) intact
+        ink, mask = ink[:, ::-1], mask[:, ::-1]
+    if rng.random() < 0.5:
+        ink, mask = ink[::-1], mask[::-1]
+    return ink, mask
+
+
+def make_batch(cfg: TrainConfig, step: int, cache: ScanCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch for `step`, a pure function of (cfg, step). -> x (B, 1, ch, cw) float32, y (B, ch, cw) int64."""
+    group_rng = np.random.default_rng([cfg.seed, 0, step // cfg.scan_reuse])
+    seeds = group_rng.integers(cfg.data_seeds[0], cfg.data_seeds[1], size=cfg.scans_per_step)
+    rng = np.random.default_rng([cfg.seed, 1, step])
+    pairs = [_crop(cache.get(int(seeds[i % len(seeds)])), cfg.crop, rng, cfg) for i in range(cfg.batch_size)]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
+    y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+    return x, y
+
+
+# ----------------------------------------------------------------------------- loss and schedule
+
+def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Class-weighted cross-entropy + soft Dice over classes 1 and 2. logits (B, 3, h, w), y (B, h, w)."""
+    weight = torch.tensor(cfg.ce_weights, dtype=logits.dtype, device=logits.device)
+    ce = F.cross_entropy(logits, y, weight=weight)
+    probs = logits.softmax(1)[:, 1:]                                     # (B, 2, h, w)
+    onehot = torch.stack([y == 1, y == 2], 1).to(probs.dtype)
+    inter = (probs * onehot).sum((0, 2, 3))
+    dice = 1 - (2 * inter + 1) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
+    return ce + cfg.dice_weight * dice.mean()
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def heldout_iou(model: Segmenter, seeds, cache: ScanCache, device="cpu") -> np.ndarray:
+    """Per-class IoU (3,) float64 over whole held-out scans (zero-padded to the model's multiple)."""
+    was_training = model.training
+    model.eval()
+    inter, union = np.zeros(3), np.zeros(3)
+    m = model.config.multiple
+    for seed in seeds:
+        scan = cache.get(int(seed))
+        h, w = scan["mask"].shape
+        x = np.zeros((-(-h // m) * m, -(-w // m) * m), np.float32)
+        x[:h, :w] = scan["ink"]
+        pred = model(torch.from_numpy(x)[None, None].to(device)).argmax(1)[0, :h, :w].cpu().numpy()
+        for c in range(3):
+            inter[c] += np.sum((pred == c) & (scan["mask"] == c))
+            union[c] += np.sum((pred == c) | (scan["mask"] == c))
+    model.train(was_training)
+    return inter / np.maximum(union, 1)
+
+
+# ----------------------------------------------------------------------------- training
+
+def _setup_determinism(cfg: TrainConfig) -> torch.device:
+    if cfg.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainConfigError(f"device {cfg.device!r} asked for but CUDA is not available; use 'cpu'")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        torch.backends.cudnn.benchmark = False
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True)
+    # By default deterministic mode also NaN-fills every new tensor: a third of a CPU training step here.
+    # Our ops never read uninitialised memory, so results are the same without it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    return torch.device(cfg.device)
+
+
+def _check_resume_config(saved: dict, cfg: TrainConfig, path) -> None:
+    new = cfg.to_dict()
+    diff = {k: (saved.get(k), new[k]) for k in new if saved.get(k) != new[k] and k not in _RESUME_MUTABLE}
+    if diff:
+        raise TrainConfigError(f"--resume with a config that differs from the one in {path}: "
+                               f"{ {k: f'{a!r} -> {b!r}' for k, (a, b) in diff.items()} }; "
+                               f"resume without --config, or start a new --out folder")
+
+
+def train(config: TrainConfig, out_dir, resume: bool = False) -> Path:
+    """Train (or continue training) into run folder `out_dir`. Returns the final weights path
+    (`out_dir/segmenter.pt`, written with checkpoint.save_weights). Sets process-global torch state:
+    thread count and deterministic algorithms (meant for a process of its own, like `digitise train`)."""
+    cfg, out = config, Path(out_dir)
+    m = cfg.model.multiple
+    if cfg.crop[0] % m or cfg.crop[1] % m:
+        raise TrainConfigError(f"crop {cfg.crop} must be multiples of 2 ** levels = {m}")
+    existing = ckpt.list_checkpoints(out) if out.exists() else []
+    if existing and not resume:
+        raise TrainConfigError(f"{out} already holds checkpoints (last {existing[-1].name}); "
+                               f"pass --resume to continue, or choose a new --out folder")
+    device = _setup_determinism(cfg)
+    torch.manual_seed(cfg.seed)
+    model = Segmenter(cfg.model).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    if existing:
+        state = ckpt.load_training_checkpoint(existing[-1])
+        _check_resume_config(state["train_config"], cfg, existing[-1])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        ckpt.restore_rng(state["rng"])
+        start = state["step"]
+        log.info("resuming from %s at step %d/%d", existing[-1].name, start, cfg.steps)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.atomic_write_bytes(out / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+    render = resolve_source(cfg.data_source)
+    cache = ScanCache(render, cfg.scan_size, capacity=cfg.scans_per_step)
+    eval_cache = ScanCache(render, cfg.scan_size, capacity=cfg.eval_seeds[1] - cfg.eval_seeds[0])
+    log.info("training %d-param segmenter for %d steps (batch %d, crop %s) on %s",
+             model.num_params(), cfg.steps, cfg.batch_size, cfg.crop, device)
+    model.train()
+    t0, loss_sum, n_loss = time.monotonic(), 0.0, 0
+    for step in range(start, cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x, y = make_batch(cfg, step, cache)
+        loss = seg_loss(model(x.to(device)), y.to(device), cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        done = step + 1
+        loss_sum, n_loss = loss_sum + loss.item(), n_loss + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            rate = (done - start) / (time.monotonic() - t0)
+            log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s ETA %s", done, cfg.steps, loss_sum / n_loss,
+                     lr_at(step, cfg), rate, _hms((cfg.steps - done) / rate))
+            loss_sum, n_loss = 0.0, 0
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            _log_iou(model, cfg, eval_cache, device, done)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            state = {"step": done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "rng": ckpt.capture_rng(), "train_config": cfg.to_dict(),
+                     "model_config": dataclasses.asdict(cfg.model)}
+            ckpt.save_training_checkpoint(ckpt.checkpoint_path(out, done), state)
+            ckpt.prune_checkpoints(out, cfg.keep_checkpoints)
+    _log_iou(model, cfg, eval_cache, device, cfg.steps)
+    final = out / "segmenter.pt"
+    ckpt.save_weights(model, cfg.model, final)
+    return final
+
+
+def _log_iou(model, cfg, cache, device, step) -> np.ndarray:
+    if cfg.eval_seeds[1] <= cfg.eval_seeds[0]:
+        return np.zeros(3)
+    iou = heldout_iou(model, range(*cfg.eval_seeds), cache, device)
+    log.info("step %d held-out IoU background %.3f solid %.3f dashed %.3f", step, *iou)
+    return iou
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def load_config(path) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise TrainConfigError(f"cannot read train config {path}: {e}") from e
+
+
+def main(args) -> int:
+    """`digitise train --config JSON --out DIR [--resume] [--export PATH]`. Returns the exit code."""
+    out = Path(args.out)
+    try:
+        if args.config:
+            cfg = load_config(args.config)
+        elif args.resume and (out / "config.json").exists():
+            cfg = load_config(out / "config.json")
+        else:
+            cfg = TrainConfig()
+        final = train(cfg, out, resume=args.resume)
+        if args.export:
+            model, version = ckpt.load_segmenter(final)
+            ckpt.save_weights(model, model.config, args.export)
+            log.info("exported %s (model version %s)", args.export, version)
+    except (TrainConfigError, ckpt.CheckpointError) as e:
+        log.error("%s", e)
+        return 2
+    return 0

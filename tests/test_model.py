@@ -1,0 +1,182 @@
+"""Segmenter network shapes, the folded eval path, shipped weights bytes and the load_segmenter preflight."""
+import json
+
+import pytest
+import torch
+
+from digitiser import checkpoint as ckpt
+from digitiser.model import Segmenter, SegmenterConfig
+
+SMALL = SegmenterConfig(base=4, levels=2, max_width=8)
+
+
+def _model(config=SMALL, seed=0) -> Segmenter:
+    torch.manual_seed(seed)
+    return Segmenter(config)
+
+
+def _trained_looking(model: Segmenter) -> Segmenter:
+    """Non-trivial batch-norm statistics, so the folded eval path is really exercised."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(2, 1, 32, 32) * 3 + 0.5)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- network
+
+def test_output_is_logits_for_three_classes_at_input_size():
+    out = _model()(torch.rand(2, 1, 32, 48))
+    assert out.shape == (2, 3, 32, 48) and out.dtype == torch.float32
+
+
+def test_default_config_handles_a_padded_1000x300_scan():
+    model = Segmenter(SegmenterConfig()).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, 1008, 304))
+    assert out.shape == (1, 3, 1008, 304) and out.is_contiguous()
+
+
+def test_input_not_a_multiple_of_2_pow_levels_is_refused():
+    with pytest.raises(AssertionError, match="multiple of 4"):
+        _model()(torch.rand(1, 1, 30, 32))
+
+
+def test_widths_are_thin_at_full_resolution_and_capped():
+    assert SegmenterConfig(base=8, levels=4, max_width=64).widths() == [8, 16, 32, 64, 64]
+
+
+def test_receptive_field_spans_dash_periods():
+    """A pixel's logits must see at least ~60 px up and down: dashed vs solid is a matter of context."""
+    model = _trained_looking(_model(SegmenterConfig()))
+    x = torch.rand(1, 1, 256, 64, requires_grad=True)
+    model(x)[0, :, 128, 32].sum().backward()
+    rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten()
+    assert rows.min() <= 128 - 60 and rows.max() >= 128 + 60
+
+
+def test_folded_eval_path_matches_plain_batch_norm():
+    model = _trained_looking(_model())
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        folded = model(x)
+        for block in [m for m in model.modules() if hasattr(m, "bn")]:
+            block.forward = lambda t, b=block: torch.relu(b.bn(b.conv(t)))
+        plain = model(x)
+    torch.testing.assert_close(folded, plain, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- shipped weights
+
+def test_same_tensors_give_same_bytes_at_any_path(tmp_path):
+    model = _trained_looking(_model())
+    v1 = ckpt.save_weights(model, SMALL, tmp_path / "a.pt")
+    v2 = ckpt.save_weights(_trained_looking(_model()), SMALL, tmp_path / "sub" / "b.pt")
+    assert v1 == v2 and (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b.pt").read_bytes()
+
+
+def test_model_version_is_sha256_of_the_weights_file(tmp_path):
+    version = ckpt.save_weights(_model(), SMALL, tmp_path / "w.pt")
+    sidecar = json.loads((tmp_path / "w.pt.json").read_text())
+    assert version == ckpt.sha256_file(tmp_path / "w.pt") == sidecar["sha256"]
+    assert sidecar["n_classes"] == 3 and sidecar["config"] == SMALL.__dict__
+
+
+def test_load_segmenter_round_trips_weights_and_outputs(tmp_path):
+    model = _trained_looking(_model())
+    version = ckpt.save_weights(model, SMALL, tmp_path / "w.pt")
+    loaded, loaded_version = ckpt.load_segmenter(tmp_path / "w.pt")
+    x = torch.rand(1, 1, 16, 16)
+    assert loaded_version == version and not loaded.training
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_preflight_refuses_sidecar_sha_mismatch(tmp_path):
+    ckpt.save_weights(_model(), SMALL, tmp_path / "w.pt")
+    ckpt.save_weights(_model(seed=1), SMALL, tmp_path / "other.pt")
+    (tmp_path / "w.pt.json").write_bytes((tmp_path / "other.pt.json").read_bytes())
+    with pytest.raises(ckpt.CheckpointError, match="sha256 is .* but the sidecar says"):
+        ckpt.load_segmenter(tmp_path / "w.pt")
+
+
+def test_preflight_refuses_a_flipped_byte(tmp_path):
+    ckpt.save_weights(_model(), SMALL, tmp_path / "w.pt")
+    data = bytearray((tmp_path / "w.pt").read_bytes())
+    data[-5] ^= 0x01
+    (tmp_path / "w.pt").write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="w.pt"):
+        ckpt.load_segmenter(tmp_path / "w.pt")
+
+
+def test_preflight_refuses_a_class_count_other_than_3(tmp_path):
+    cfg = SegmenterConfig(base=4, levels=2, max_width=8, n_classes=4)
+    ckpt.save_weights(_model(cfg), cfg, tmp_path / "w.pt")
+    with pytest.raises(ckpt.CheckpointError, match="4 classes"):
+        ckpt.load_segmenter(tmp_path / "w.pt")
+
+
+def test_preflight_refuses_weights_that_do_not_fit_the_config(tmp_path):
+    ckpt.save_weights(_model(), SegmenterConfig(base=8, levels=2, max_width=8), tmp_path / "w.pt")
+    with pytest.raises(ckpt.CheckpointError, match="state dict does not match"):
+        ckpt.load_segmenter(tmp_path / "w.pt")
+
+
+def test_preflight_refuses_non_finite_weights(tmp_path):
+    model = _model()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    ckpt.save_weights(model, SMALL, tmp_path / "w.pt")
+    with pytest.raises(ckpt.CheckpointError, match="finite=False"):
+        ckpt.load_segmenter(tmp_path / "w.pt")
+
+
+def test_preflight_refuses_a_missing_sidecar(tmp_path):
+    ckpt.save_weights(_model(), SMALL, tmp_path / "w.pt")
+    (tmp_path / "w.pt.json").unlink()
+    with pytest.raises(ckpt.CheckpointError, match="sidecar w.pt.json not found"):
+        ckpt.load_segmenter(tmp_path / "w.pt")
+
+
+# ----------------------------------------------------------------------------- training checkpoints
+
+def _training_state(model) -> dict:
+    return {"step": 5, "model": model.state_dict(), "optimizer": {}, "rng": ckpt.capture_rng(),
+            "train_config": {"seed": 0}, "model_config": SMALL.__dict__}
+
+
+def test_training_checkpoint_round_trips(tmp_path):
+    model = _model()
+    path = ckpt.checkpoint_path(tmp_path, 5)
+    ckpt.save_training_checkpoint(path, _training_state(model))
+    state = ckpt.load_training_checkpoint(path)
+    assert state["step"] == 5 and torch.equal(state["model"]["head.weight"], model.head.weight)
+    assert ckpt.list_checkpoints(tmp_path) == [path]
+
+
+def test_training_checkpoint_with_a_flipped_byte_is_refused(tmp_path):
+    path = ckpt.checkpoint_path(tmp_path, 5)
+    ckpt.save_training_checkpoint(path, _training_state(_model()))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match=r"ckpt_000005.pt is corrupt: sha256 \w+ but .* expects \w+"):
+        ckpt.load_training_checkpoint(path)
+
+
+def test_checkpoint_without_manifest_is_an_interrupted_write(tmp_path):
+    path = ckpt.checkpoint_path(tmp_path, 5)
+    ckpt.save_training_checkpoint(path, _training_state(_model()))
+    (tmp_path / "ckpt_000005.pt.sha256").unlink()
+    assert ckpt.list_checkpoints(tmp_path) == []
+    with pytest.raises(ckpt.CheckpointError, match="no manifest"):
+        ckpt.load_training_checkpoint(path)
+
+
+def test_rng_states_round_trip(tmp_path):
+    import random
+    import numpy as np
+    ckpt.save_training_checkpoint(tmp_path / "c.pt", _training_state(_model()))
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    ckpt.restore_rng(ckpt.load_training_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected

@@ -1,0 +1,81 @@
+"""The Digitiser both routes call: tiling policy, batch invariance, tracing into a contract result."""
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import contracts
+from digitiser import CurveNotFound, Digitiser, decode_scan
+from digitiser.checkpoint import save_weights
+from digitiser.model import Segmenter, SegmenterConfig
+from digitiser.synth import render_scan
+
+
+@pytest.fixture(scope="module")
+def random_digitiser(tmp_path_factory):
+    """Untrained weights: exercises the plumbing without depending on model quality."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "random.pt"
+    save_weights(Segmenter(SegmenterConfig()), SegmenterConfig(), path)
+    return Digitiser(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Digitiser(device="cpu")
+
+
+def gray(seed, h, w, style="clean"):
+    s = render_scan(seed, height=h, width=w, style=style)
+    return s, decode_scan(s.encoded)
+
+
+@pytest.mark.parametrize("shape", [(20, 10), (300, 100), (577, 385), (1500, 130)])
+def test_probabilities_at_input_resolution(random_digitiser, shape):
+    probs = random_digitiser.segment([np.full(shape, 255, np.uint8)])[0]
+    assert probs.shape == (3, *shape) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=0), 1, atol=1e-5)
+
+
+def test_scan_result_does_not_depend_on_batch_mates(random_digitiser):
+    grays = [gray(i, h, w)[1].gray for i, (h, w) in enumerate([(400, 120), (900, 300), (333, 77)])]
+    batch = random_digitiser.segment(grays)
+    for g, together in zip(grays, batch):
+        assert np.array_equal(random_digitiser.segment([g])[0], together)
+    assert all(np.array_equal(a, b) for a, b in zip(random_digitiser.segment(grays[::-1])[::-1], batch))
+
+
+def test_more_than_16_scans_is_refused(random_digitiser):
+    with pytest.raises(AssertionError, match="at most 16"):
+        random_digitiser.segment([np.zeros((16, 16), np.uint8)] * 17)
+
+
+def test_model_version_is_sha256_of_the_weights_file(shipped):
+    from digitiser import DEFAULT_WEIGHTS
+    assert shipped.model_version == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
+
+
+def test_blank_scan_fails_with_curve_not_found(shipped):
+    blank = decode_scan(cv2.imencode(".png", np.full((400, 150), 250, np.uint8))[1].tobytes())
+    cal = contracts.Calibration.from_dict({})
+    with pytest.raises(CurveNotFound, match="coverage"):
+        shipped.finish(blank, cal, shipped.segment([blank.gray])[0])
+
+
+def test_clean_scan_digitises_into_a_valid_result(shipped, tmp_path):
+    synth, scan = gray(3, 800, 240)
+    cal = contracts.Calibration.from_dict(synth.calibration)
+    result = shipped.finish(scan, cal, shipped.segment([scan.gray])[0])
+    assert result.request_id == contracts.request_id(synth.encoded, cal, shipped.model_version)
+    receipt = contracts.commit(result, str(tmp_path))
+    back = contracts.load(str(tmp_path), receipt.request_id)
+    for k, name in enumerate(cal.names):
+        true = synth.values[:, k]
+        span = abs(cal.curves[k].right - cal.curves[k].left)
+        if cal.curves[k].scale == "log":
+            err = np.abs(np.log10(back.curves[name]) - np.log10(true)) / abs(np.log10(cal.curves[k].right / cal.curves[k].left))
+        else:
+            err = np.abs(back.curves[name] - true) / span
+        assert np.median(err) < 0.01, f"{name}: median error {np.median(err):.4f} of track width"

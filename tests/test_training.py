@@ -1,0 +1,215 @@
+"""Training: seeded determinism, SIGKILL + resume equals an uninterrupted run, checkpoint integrity.
+
+Runs on a tiny stand-in scan generator (`stand_in_scan`, below) so the tests take seconds; the subprocess
+tests reach it through `data_source="test_training:stand_in_scan"` with this folder on PYTHONPATH.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.utils.deterministic
+
+from digitiser import checkpoint as ckpt
+from digitiser import train as tr
+from digitiser.model import SegmenterConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class StandInScan:
+    image: np.ndarray  # HxW uint8, ink dark
+    mask: np.ndarray   # HxW uint8 {0, 1, 2}
+
+
+def stand_in_scan(seed: int, *, height=None, width=None, style=None) -> StandInScan:
+    """A tiny scan: a solid and a dashed random polyline that cross, on light noisy paper."""
+    rng = np.random.default_rng(seed)
+    h, w = height or 64, width or 48
+    mask = np.zeros((h, w), np.uint8)
+    ys = np.arange(0, h + 8, 8)
+    for cls in (2, 1):  # solid drawn last, on top
+        xs = np.clip(w / 2 + np.cumsum(rng.normal(0, 4, len(ys))), 2, w - 3)
+        pts = np.stack([xs, ys], 1).astype(np.int32)
+        layer = np.zeros_like(mask)
+        cv2.polylines(layer, [pts], False, 1, 1)
+        if cls == 2:
+            layer[(np.arange(h) // 4) % 2 == 1] = 0
+        mask[layer > 0] = cls
+    image = np.where(mask > 0, 40, 235).astype(np.int16) + rng.integers(-10, 10, (h, w))
+    return StandInScan(np.clip(image, 0, 255).astype(np.uint8), mask)
+
+
+def tiny_config(**overrides) -> tr.TrainConfig:
+    """A model of ~4k parameters on 32 px crops; 1 thread: tiny ops are slower with 2 on a busy machine."""
+    base = dict(seed=3, steps=40, batch_size=4, crop=(32, 32), warmup_steps=4, checkpoint_every=4,
+                keep_checkpoints=2, log_every=10, threads=1, data_source="test_training:stand_in_scan",
+                data_seeds=(0, 50), scans_per_step=2, scan_reuse=2, eval_seeds=(100, 102),
+                model=SegmenterConfig(base=4, levels=2, max_width=8))
+    return tr.TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def _import_stand_in(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+
+
+def _cli(args, cfg_path, out, **popen):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
+    cmd = [sys.executable, "-m", "digitiser.cli", "train", "--config", str(cfg_path), "--out", str(out), *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def _write_config(tmp_path, cfg) -> Path:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    return path
+
+
+# ----------------------------------------------------------------------------- data and config
+
+def test_batch_depends_only_on_seed_and_step():
+    cfg = tiny_config()
+    render = tr.resolve_source(cfg.data_source)
+    x1, y1 = tr.make_batch(cfg, 7, tr.ScanCache(render, None, 2))
+    cache = tr.ScanCache(render, None, 2)
+    tr.make_batch(cfg, 3, cache)  # a different history must not matter
+    x2, y2 = tr.make_batch(cfg, 7, cache)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert x1.shape == (4, 1, 32, 32) and x1.dtype == torch.float32 and y1.dtype == torch.int64
+
+
+def test_crops_prefer_curve_pixels():
+    cfg = tiny_config(batch_size=64, crop=(16, 16))
+    _, y = tr.make_batch(cfg, 0, tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2))
+    assert (y > 0).flatten(1).any(1).float().mean() > 0.7
+
+
+def test_crop_pads_scans_smaller_than_the_crop():
+    cfg = tiny_config(crop=(128, 96))
+    x, y = tr.make_batch(cfg, 0, tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2))
+    assert x.shape == (4, 1, 128, 96) and y.max() <= 2
+
+
+def test_config_round_trips_through_json():
+    cfg = tiny_config()
+    assert tr.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_unknown_config_field_is_refused():
+    with pytest.raises(tr.TrainConfigError, match="stpes"):
+        tr.TrainConfig.from_dict({"stpes": 10})
+
+
+def test_loss_is_lower_for_the_right_answer():
+    cfg = tiny_config()
+    y = torch.randint(0, 3, (2, 16, 16))
+    good = torch.nn.functional.one_hot(y, 3).permute(0, 3, 1, 2).float() * 10
+    assert tr.seg_loss(good, y, cfg) < tr.seg_loss(-good, y, cfg)
+
+
+# ----------------------------------------------------------------------------- training runs
+
+def test_same_config_gives_identical_weights(tmp_path):
+    cfg = tiny_config(steps=8)
+    a = tr.train(cfg, tmp_path / "a").read_bytes()
+    b = tr.train(cfg, tmp_path / "b").read_bytes()
+    assert a == b
+
+
+def test_different_seed_gives_different_weights(tmp_path):
+    a = tr.train(tiny_config(steps=4), tmp_path / "a").read_bytes()
+    b = tr.train(tiny_config(steps=4, seed=4), tmp_path / "b").read_bytes()
+    assert a != b
+
+
+def test_final_weights_load_with_preflight(tmp_path):
+    final = tr.train(tiny_config(steps=4), tmp_path / "run")
+    model, version = ckpt.load_segmenter(final)
+    assert version == ckpt.sha256_file(final) and not model.training
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    tr.train(tiny_config(steps=4), tmp_path / "run")
+    with pytest.raises(tr.TrainConfigError, match="--resume"):
+        tr.train(tiny_config(steps=4), tmp_path / "run")
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    tr.train(tiny_config(steps=4), tmp_path / "run")
+    with pytest.raises(tr.TrainConfigError, match="lr"):
+        tr.train(tiny_config(steps=8, lr=1e-2), tmp_path / "run", resume=True)
+
+
+def test_resume_from_a_middle_checkpoint_matches(tmp_path):
+    full = tr.train(tiny_config(steps=12), tmp_path / "full").read_bytes()
+    tr.train(tiny_config(steps=12), tmp_path / "part")
+    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
+        Path(str(p) + ".sha256").unlink()
+    (tmp_path / "part" / "segmenter.pt").unlink()
+    assert tr.train(tiny_config(steps=12), tmp_path / "part", resume=True).read_bytes() == full
+
+
+def test_only_the_last_checkpoints_are_kept(tmp_path):
+    tr.train(tiny_config(steps=12), tmp_path / "run")
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["ckpt_000008.pt", "ckpt_000012.pt"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    expected = tr.train(tiny_config(steps=60), tmp_path / "full").read_bytes()  # in-process: saves a start
+    cfg = _write_config(tmp_path, tiny_config(steps=60))
+    killed = _cli([], cfg, tmp_path / "killed")
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "killed").glob("ckpt_*.pt.sha256")):
+        assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint before exit/timeout"
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "segmenter.pt").exists(), "run finished before the kill"
+    resumed = _cli(["--resume", "--export", str(tmp_path / "export.pt")], cfg, tmp_path / "killed")
+    log = resumed.communicate(timeout=120)[0].decode()
+    assert resumed.returncode == 0, log
+    assert "resuming from ckpt_" in log
+    assert (tmp_path / "killed" / "segmenter.pt").read_bytes() == expected
+    assert (tmp_path / "export.pt").read_bytes() == expected
+
+
+def test_progress_lines_report_rate_and_eta(tmp_path, caplog):
+    caplog.set_level("INFO", logger="digitiser.train")
+    tr.train(tiny_config(steps=10, log_every=5), tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    assert len(lines) == 2 and "step 5/10 loss" in lines[0] and "ETA" in lines[0]
+
+
+def test_cli_resume_without_config_uses_the_run_folder_config(tmp_path):
+    final = tr.train(tiny_config(steps=4), tmp_path / "run")
+    before = final.read_bytes()
+    args = Namespace(config=None, out=str(tmp_path / "run"), resume=True, export=str(tmp_path / "w.pt"))
+    assert tr.main(args) == 0
+    assert final.read_bytes() == before == (tmp_path / "w.pt").read_bytes()
+
+
+def test_cli_reports_a_bad_config_with_exit_code_2(tmp_path, caplog):
+    (tmp_path / "cfg.json").write_text(json.dumps({"stpes": 4}))
+    args = Namespace(config=str(tmp_path / "cfg.json"), out=str(tmp_path / "run"), resume=False, export=None)
+    assert tr.main(args) == 2
+    assert "stpes" in caplog.text
