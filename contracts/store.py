@@ -80,7 +80,8 @@ def commit(result: Digitisation, root: str, *, fs=None) -> Receipt:
     keys = {name: posixpath.join(prefix, name) for name in objects}
     existing = _read(fs, keys[MANIFEST], missing_ok=True)
     if existing is not None and existing != objects[MANIFEST]:
-        raise ConflictError(f"{keys[MANIFEST]} holds a different committed result; refusing to overwrite it")
+        raise ConflictError(f"{keys[MANIFEST]} differs from this result's manifest (a different result, or a torn "
+                            "manifest: `digitise audit` tells which); refusing to overwrite a commit")
     if existing is not None and _all_match(fs, keys, objects):
         log.debug("request %s already committed", result.request_id)
         return Receipt(result.request_id, keys, written=False)
@@ -96,8 +97,9 @@ def commit(result: Digitisation, root: str, *, fs=None) -> Receipt:
 def is_committed(root: str, request_id: str, *, fs=None) -> bool:
     """Cheap check (one existence test) used to skip work: True if the request's manifest exists."""
     fs, base = filesystem(root, fs)
-    with _storage("check", base):
-        return fs.exists(posixpath.join(base, _checked_id(request_id), MANIFEST))
+    path = posixpath.join(base, _checked_id(request_id), MANIFEST)  # a bad id is a ValueError, not a StorageError
+    with _storage("check", path):
+        return fs.exists(path)
 
 
 def load(root: str, request_id: str, *, fs=None) -> Digitisation:

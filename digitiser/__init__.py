@@ -1,8 +1,18 @@
-"""The digitiser core: decode a scan, segment it (batched), trace the curves, build the contract result."""
-from digitiser.checkpoint import CheckpointError
-from digitiser.imageio import BadImage, DecodedScan, ImageLimits, decode_scan
-from digitiser.predictor import DEFAULT_WEIGHTS, MAX_BATCH, Digitiser, TilePolicy
-from digitiser.tracing import CurveNotFound, TracingParams
+"""The digitiser core: decode a scan, segment it (batched), trace the curves, build the contract result.
 
-__all__ = ["Digitiser", "TilePolicy", "TracingParams", "CurveNotFound", "BadImage", "DecodedScan", "ImageLimits",
-           "decode_scan", "CheckpointError", "DEFAULT_WEIGHTS", "MAX_BATCH"]
+Names resolve lazily, so `digitise audit` or `digitise synth` do not pay for importing torch."""
+import importlib
+
+_EXPORTS = {
+    "Digitiser": "digitiser.predictor", "TilePolicy": "digitiser.predictor", "DEFAULT_WEIGHTS": "digitiser.predictor",
+    "MAX_BATCH": "digitiser.predictor", "TracingParams": "digitiser.tracing", "CurveNotFound": "digitiser.tracing",
+    "BadImage": "digitiser.imageio", "DecodedScan": "digitiser.imageio", "ImageLimits": "digitiser.imageio",
+    "decode_scan": "digitiser.imageio", "CheckpointError": "digitiser.checkpoint",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'digitiser' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

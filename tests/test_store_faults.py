@@ -1,0 +1,167 @@
+"""Commit under storage faults, on every backend: nothing is acknowledged, nothing is trusted, a retry converges.
+
+Faults come from `FaultyFS` (tests/faults.py) wrapped around the filesystem commit would use itself (locally
+`AtomicLocalFileSystem`, which a plain `LocalFileSystem` becomes inside `contracts`). Outcomes are checked
+with the plain filesystem (`store.resolve()`), and the retry runs on a healthy one.
+"""
+import socket
+import time
+import urllib.request
+
+import pytest
+
+import contracts
+from contracts.format import MANIFEST
+from contracts.store import AtomicLocalFileSystem
+from conftest import make_s3fs
+from faults import FaultyFS, SimulatedCrash
+from tests.builders import make_result
+
+
+@pytest.fixture(scope="module")
+def s3_client(s3_server):
+    """One uncached S3FileSystem for the whole module: building a client costs ~0.5 s of CPU, and with no
+    instance or listings cache it carries nothing from one test to the next."""
+    return make_s3fs(s3_server)
+
+
+@pytest.fixture
+def s3_fs(s3_server, s3_client):
+    """Overrides conftest's `s3_fs` (same reset, same settings) to reuse the module's client."""
+    urllib.request.urlopen(urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST")).close()
+    return s3_client
+
+
+def faulty(store, **faults) -> FaultyFS:
+    inner = AtomicLocalFileSystem() if store.kind == "local" else store.fs
+    return FaultyFS(inner, **faults)
+
+
+def manifest_path(store, result) -> str:
+    return f"{store.resolve()[1]}/{result.request_id}/{MANIFEST}"
+
+
+def assert_nothing_committed(store, result):
+    assert not store.resolve()[0].exists(manifest_path(store, result))
+    with pytest.raises(contracts.NotCommitted):
+        contracts.load(store.root, result.request_id, fs=store.fs)
+    assert not contracts.is_committed(store.root, result.request_id, fs=store.fs)
+
+
+def assert_retry_converges(store, result):
+    """A retry on a healthy store commits; the request then holds exactly its objects, all valid."""
+    assert contracts.commit(result, store.root, fs=store.fs).request_id == result.request_id
+    assert contracts.load(store.root, result.request_id, fs=store.fs).request_id == result.request_id
+    report = contracts.audit(store.root, fs=store.fs)
+    assert report.ok and report.summary == {"committed": 1, "uncommitted": 0, "corrupt": 0}
+    assert report.entries[0].objects == sorted(contracts.serialise(result))  # no leftovers, no temp files
+
+
+# --- a put that fails, lands short, or reads back wrong: StorageError, nothing committed ------------------
+
+PUT_FAULTS = {  # each kind on another object (first, second, last); crashes below cover every position
+    "bad-read-back-GR.csv": (dict(corrupt_on_read={"GR.csv": 1}), "read back"),
+    "truncated-ILD.csv": (dict(truncate_on_put={"ILD.csv": 1}), "read back"),
+    "torn-put-mask.png": (dict(raise_on_put={"mask.png": 1}, partial=True), "injected put failure"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PUT_FAULTS))
+def test_failed_object_put_is_a_storage_error_and_commits_nothing(store, case):
+    faults, message = PUT_FAULTS[case]
+    result, fs = make_result(), faulty(store, **faults)
+    with pytest.raises(contracts.StorageError, match=message):
+        contracts.commit(result, store.root, fs=fs)
+    assert ("pipe_file", manifest_path(store, result)) not in fs.calls, "the manifest was attempted"
+    assert_nothing_committed(store, result)
+    assert_retry_converges(store, result)
+
+
+def test_torn_put_keeps_the_store_error_as_cause(store):
+    result = make_result()
+    with pytest.raises(contracts.StorageError) as err:
+        contracts.commit(result, store.root, fs=faulty(store, raise_on_put={"GR.csv": 1}, partial=True))
+    assert isinstance(err.value.__cause__, OSError) and "injected" in str(err.value.__cause__)
+    assert isinstance(err.value, OSError)  # callers that retry on OSError keep working
+
+
+@pytest.mark.parametrize("puts", [1, 2, 3, 4])
+def test_crash_between_objects_commits_nothing(store, puts):
+    """The writer dies after `puts` whole objects (4: just before the manifest). Nothing catches the crash."""
+    result, fs = make_result(), faulty(store, crash_after_puts=puts)
+    with pytest.raises(SimulatedCrash):
+        contracts.commit(result, store.root, fs=fs)
+    assert fs.crashed and fs.puts_done == puts
+    assert_nothing_committed(store, result)
+    assert_retry_converges(store, result)
+
+
+# --- faults on the manifest itself -------------------------------------------------------------------------
+
+def test_failed_manifest_put_commits_nothing(store):
+    result, fs = make_result(), faulty(store, raise_on_put={MANIFEST: 1})
+    with pytest.raises(contracts.StorageError, match="could not commit"):
+        contracts.commit(result, store.root, fs=fs)
+    assert_nothing_committed(store, result)
+    assert_retry_converges(store, result)
+
+
+def test_manifest_that_reads_back_wrong_is_not_acknowledged(store):
+    """The manifest landed whole but its verify read came back different: the commit may have happened,
+    so no receipt is given; the retry finds it committed and writes nothing."""
+    result = make_result()
+    with pytest.raises(contracts.StorageError, match="read back"):
+        contracts.commit(result, store.root, fs=faulty(store, corrupt_on_read={MANIFEST: 1}))
+    retry = faulty(store)
+    assert contracts.commit(result, store.root, fs=retry).written is False
+    assert [op for op, _ in retry.calls if op == "pipe_file"] == []
+    assert_retry_converges(store, result)
+
+
+def test_truncated_manifest_is_never_trusted_and_never_overwritten(store):
+    """A store that cuts the create-only manifest short leaves it torn: no receipt, `load` and `audit` call
+    it corrupt, and a retry refuses loudly rather than overwrite a manifest (STYLE.md, Storage)."""
+    result = make_result()
+    with pytest.raises(contracts.StorageError, match="read back"):
+        contracts.commit(result, store.root, fs=faulty(store, truncate_on_put={MANIFEST: 1}))
+    with pytest.raises(contracts.Corrupt) as err:
+        contracts.load(store.root, result.request_id, fs=store.fs)
+    assert err.value.obj == MANIFEST
+    assert not contracts.audit(store.root, fs=store.fs).ok
+    with pytest.raises(contracts.ConflictError):
+        contracts.commit(result, store.root, fs=store.fs)
+
+
+# --- the store is unreachable ------------------------------------------------------------------------------
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound by the OS, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_s3_outage_is_a_storage_error_quickly():
+    import botocore.exceptions
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=f"http://127.0.0.1:{closed_port()}", key="testing", secret="testing",
+                           skip_instance_cache=True, use_listings_cache=False,
+                           config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}, "connect_timeout": 2})
+    fs.retries = 1  # s3fs's own retry loop (a class attribute, not an argument)
+    result, root = make_result(), "s3://bucket/results"
+    calls = [lambda: contracts.commit(result, root, fs=fs), lambda: contracts.load(root, result.request_id, fs=fs),
+             lambda: contracts.is_committed(root, result.request_id, fs=fs), lambda: contracts.audit(root, fs=fs)]
+    start = time.monotonic()
+    for call in calls:
+        with pytest.raises(contracts.StorageError) as err:
+            call()
+        assert isinstance(err.value.__cause__, botocore.exceptions.EndpointConnectionError)
+    assert time.monotonic() - start < 20
+
+
+def test_local_root_that_cannot_be_created_is_a_storage_error(tmp_path):
+    (tmp_path / "file").write_bytes(b"not a folder")
+    with pytest.raises(contracts.StorageError) as err:
+        contracts.commit(make_result(), str(tmp_path / "file" / "results"))
+    assert isinstance(err.value.__cause__, NotADirectoryError)
