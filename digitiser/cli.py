@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per segmenter actor")
     s.add_argument("--limit", type=int, help="convert at most K scans")
     s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
+    s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
     s.add_argument("--address", help="Ray cluster address (default: start a local one)")
     s.set_defaults(func=_batch)
 
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replicas", type=int, default=1)
     s.add_argument("--num-gpus", type=float, default=0.0)
     s.add_argument("--max-batch-size", type=int, default=16)
+    s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
+    s.add_argument("--device", help="cpu or cuda (default: cuda when the replica has a GPU)")
     s.set_defaults(func=_serve)
 
     s = sub.add_parser("bench", help="run a benchmark script from bench/")

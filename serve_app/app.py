@@ -1,0 +1,107 @@
+"""Building the Serve application from a ServeConfig, and running it locally until interrupted (`digitise serve`)."""
+import logging
+import os
+import signal
+import threading
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import BackpressureConfig
+
+from digitiser import CheckpointError, Digitiser
+from serve_app.config import ServeConfig
+from serve_app.ingress import Ingress
+from serve_app.segmenter import Segmenter
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "digitiser"
+
+
+def build_app(config: ServeConfig) -> Application:
+    """The typed application builder (`import_path: serve_app:build_app`; Serve validates `args` into a
+    ServeConfig). Returns the bound app: Ingress -> Segmenter. A dict is accepted too."""
+    if not isinstance(config, ServeConfig):
+        config = ServeConfig.model_validate(config)
+    backpressure = BackpressureConfig(retry_after_s=config.retry_after_s)
+    segmenter = Segmenter.options(
+        num_replicas=config.replicas,
+        ray_actor_options={"num_cpus": config.segmenter_num_cpus, "num_gpus": config.num_gpus},
+        max_ongoing_requests=config.segmenter_ongoing,
+        max_queued_requests=config.segmenter_max_queued_requests,
+        backpressure_config=backpressure,
+        user_config=config.batching.model_dump(),
+    ).bind(config.weights, config.device, config.tracing, config.loopback_only)
+    ingress = Ingress.options(
+        num_replicas=config.ingress_replicas,
+        ray_actor_options={"num_cpus": config.ingress_num_cpus},
+        max_ongoing_requests=config.ingress_max_ongoing_requests,
+        max_queued_requests=config.ingress_max_queued_requests,
+        backpressure_config=backpressure,
+    )
+    return ingress.bind(segmenter, config)
+
+
+def config_from_args(args) -> ServeConfig:
+    """ServeConfig from `digitise serve` arguments; a local store path is made absolute (replicas do not
+    share the driver's working directory). Optional attributes (weights, device) are read if present.
+    Ray itself is loopback-only here (one machine), so the replicas' internal servers are too."""
+    store = args.store if "://" in args.store else os.path.abspath(args.store)
+    extra = {k: getattr(args, k) for k in ("weights", "device") if getattr(args, k, None) is not None}
+    return ServeConfig(store=store, replicas=args.replicas, num_gpus=args.num_gpus,
+                       max_batch_size=args.max_batch_size, loopback_only=True, **extra)
+
+
+def serve_forever(args) -> int:
+    """Start a loopback-only local Ray and the app on args.host:args.port; block until Ctrl-C or SIGTERM,
+    then shut Serve and Ray down. Returns the exit code."""
+    config = config_from_args(args)
+    try:  # fail fast, with the preflight's own message, before Ray and Serve start
+        Digitiser(config.weights, device="cpu")
+    except CheckpointError as e:
+        log.error("%s", e)
+        return 1
+    ray = start_local_ray()
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        try:
+            serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as e:  # a replica that cannot start (e.g. weights failing their preflight)
+            log.error("the app did not start: %s", str(e).strip().splitlines()[-1])
+            return 1
+        log.info("serving on http://%s:%d (POST /v1/digitise, docs at /docs), results under %s; Ctrl-C stops",
+                 args.host, args.port, config.store)
+        _wait_for_signal()
+        return 0
+    except KeyboardInterrupt:  # Ctrl-C while still deploying
+        return 130
+    finally:
+        log.info("shutting down")
+        serve.shutdown()
+        ray.shutdown()
+
+
+def start_local_ray():
+    """ray.init on 127.0.0.1 only. Ray 2.60 rewrites a loopback node address to the host's outward IP unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (read into ray_constants at import, so set in both places), as in
+    tests/conftest.py `ray_local`."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+    return ray
+
+
+def _wait_for_signal():
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
