@@ -1,0 +1,141 @@
+"""What a conversion job is told (JobConfig) and what it reports (JobSummary). Plain data, no Ray."""
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from digitiser import DEFAULT_WEIGHTS, MAX_BATCH
+
+# Ledger statuses, one per listed scan. "skipped": the request was already committed under DST (by an
+# earlier job, or by a retried task of this one) and nothing was written for it.
+COMMITTED, SKIPPED, FAILED = "committed", "skipped", "failed"
+MAX_REPORTED_FAILURES = 1000   # the summary keeps this many; the ledger keeps every one
+
+
+class JobError(Exception):
+    """The job cannot start: the source is missing, the default calibration or the weights are unusable.
+    The message says what was wrong and how to fix it. Per-scan problems are never a JobError: they become
+    `failed` ledger rows."""
+
+
+class JobAborted(Exception):
+    """The job started but its pipeline stopped (a stage or the cluster failed, not a scan). `summary` counts
+    what finished before; its ledger was written. Running the same job again resumes."""
+
+    def __init__(self, summary: "JobSummary", message: str):
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One archive conversion.
+
+    src: folder, file:// or s3://bucket/prefix holding the scans (listed recursively; .png .jpg .jpeg .tif .tiff
+        in any case). A scan's calibration is the sidecar `<stem>.json` next to it, else `default_calibration`,
+        else the contract defaults.
+    dst: results root (folder, file:// or s3://bucket/prefix); results go only through `contracts.commit`,
+        the job's ledger to `<dst>/_ledger/<job_id>.parquet`.
+    batch_size: scans per segmenter call (1..16). replicas: segmenter actors. num_gpus: GPUs per actor.
+    cpus_per_replica: CPUs reserved per actor (torch uses that many threads).
+    io_cpus: CPUs reserved per read/decode and per commit task (I/O bound; fractional lets several overlap).
+    limit: list at most this many scans (in sorted walk order), None for all.
+    default_calibration: path or URL of a calibration JSON for scans without a sidecar.
+    weights: segmenter weights file (its `.json` sidecar next to it); None: the shipped weights.
+    job_id: names the ledger; None: a UTC timestamp plus a random suffix.
+    progress_every_s: seconds between progress log lines on the driver.
+    """
+    src: str
+    dst: str
+    batch_size: int = 16
+    replicas: int = 1
+    num_gpus: float = 0.0
+    cpus_per_replica: float = 1.0
+    io_cpus: float = 0.5
+    limit: int | None = None
+    default_calibration: str | None = None
+    weights: str | Path | None = None
+    job_id: str | None = None
+    progress_every_s: float = 10.0
+
+    def __post_init__(self):
+        problems = [msg for ok, msg in (
+            (1 <= self.batch_size <= MAX_BATCH, f"batch_size must be 1..{MAX_BATCH}, got {self.batch_size}"),
+            (self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}"),
+            (self.num_gpus >= 0, f"num_gpus must be >= 0, got {self.num_gpus}"),
+            (self.cpus_per_replica > 0, f"cpus_per_replica must be > 0, got {self.cpus_per_replica}"),
+            (self.io_cpus > 0, f"io_cpus must be > 0, got {self.io_cpus}"),
+            (self.limit is None or self.limit >= 0, f"limit must be >= 0, got {self.limit}"),
+            (self.progress_every_s > 0, f"progress_every_s must be > 0, got {self.progress_every_s}"),
+        ) if not ok]
+        if problems:
+            raise ValueError("invalid job config: " + "; ".join(problems))
+
+    @property
+    def weights_path(self) -> Path:
+        return Path(self.weights) if self.weights is not None else DEFAULT_WEIGHTS
+
+
+def new_job_id() -> str:
+    """Sortable and unique enough for an operational ledger: 20261122T023400Z-1a2b3c4d."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+@dataclass(frozen=True)
+class Failure:
+    source: str          # full URI of the scan
+    kind: str            # not_image | corrupt | too_large | unsupported | bad_calibration | curve_not_found | ...
+    message: str
+
+
+@dataclass
+class JobSummary:
+    """Counts over every listed scan (listed == committed + skipped + failed when the job ran to the end).
+    failures: the first MAX_REPORTED_FAILURES failed scans; the ledger holds all of them."""
+    job_id: str
+    src: str
+    dst: str
+    model_version: str
+    listed: int = 0
+    committed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    ledger: str | None = None
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every listed scan is committed (now or before)."""
+        return self.failed == 0 and self.listed == self.committed + self.skipped
+
+    @property
+    def scans_per_s(self) -> float:
+        """Listed scans finished (any status) per second of job wall time."""
+        return self.listed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def committed_per_s(self) -> float:
+        return self.committed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def count(self, status: str, source: str, kind: str | None, message: str | None):
+        assert status in (COMMITTED, SKIPPED, FAILED), f"unknown ledger status {status!r}"
+        self.listed += 1
+        setattr(self, status, getattr(self, status) + 1)
+        if status == FAILED and len(self.failures) < MAX_REPORTED_FAILURES:
+            self.failures.append(Failure(source, kind or "unknown", message or ""))
+
+    def format(self) -> str:
+        """The human summary printed at the end of `digitise batch`."""
+        lines = [f"job {self.job_id}: {self.src} -> {self.dst} (model {self.model_version[:12]})",
+                 f"  listed {self.listed}, committed {self.committed}, already done (skipped) {self.skipped}, "
+                 f"failed {self.failed}",
+                 f"  {self.elapsed_s:.1f} s, {self.scans_per_s:.2f} scans/s "
+                 f"({self.committed_per_s:.2f} committed/s)"]
+        if self.ledger:
+            lines.append(f"  ledger: {self.ledger}")
+        for f in self.failures:
+            lines.append(f"  FAILED {f.source}: [{f.kind}] {f.message}")
+        if self.failed > len(self.failures):
+            lines.append(f"  ... and {self.failed - len(self.failures)} more failures (see the ledger)")
+        return "\n".join(lines)

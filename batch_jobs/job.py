@@ -1,0 +1,190 @@
+"""The conversion job on Ray Data: `convert(JobConfig) -> JobSummary`, and `run_job(args)` for the CLI.
+
+Pipeline (all streaming; one row per listed scan):
+
+  ListScans          one read task walks SRC lazily, pages of {source, sidecar, size}
+  -> repartition     blocks of `batch_size` rows, so reads spread over tasks
+  -> prepare_batch   tasks: read bytes + sidecar, calibration, request id, skip if committed, decode check
+  -> DigitiseBatch   actor pool (`replicas` actors, `num_gpus` each): segment the batch, trace each scan
+  -> commit_batch    tasks: contracts.commit
+  -> driver          ledger rows (streamed to a temp Parquet file), counts, progress lines
+
+Resuming is the same job run again: request ids depend only on the scan bytes, calibration and model version,
+so whatever a killed run committed is skipped before decoding; whatever it half-wrote has no manifest and is
+overwritten by the commit protocol.
+"""
+import json
+import logging
+import sys
+import time
+
+import ray
+
+import cluster
+import contracts
+from batch_jobs.config import FAILED, JobAborted, JobConfig, JobError, JobSummary, new_job_id
+from batch_jobs.ledger import LedgerWriter
+from batch_jobs.listing import SCAN_EXTENSIONS, ScanListingDatasource, open_fs
+from batch_jobs.stages import DigitiseBatch, commit_batch, prepare_batch
+from digitiser import CheckpointError, Digitiser
+
+log = logging.getLogger(__name__)
+
+
+def convert(config: JobConfig) -> JobSummary:
+    """Convert every scan under config.src into committed results under config.dst; returns the counts.
+    Needs Ray (an initialised one, or Ray Data starts a local one). Per-scan problems only count as failures.
+    Raises JobError (nothing ran) when the source, default calibration or weights are unusable, and
+    JobAborted (ledger written, summary attached) when the pipeline itself fails."""
+    job_id = config.job_id or new_job_id()
+    src_fs, src_root = _source(config.src)
+    dst_fs, dst_base = contracts.filesystem(config.dst, open_fs(config.dst)[0])
+    default_calibration = _default_calibration(config.default_calibration)
+    model_version = _model_version(config)
+    summary = JobSummary(job_id, src_fs.unstrip_protocol(src_root), dst_fs.unstrip_protocol(dst_base),
+                         model_version)
+    dst = summary.dst   # absolute URI: workers may run in another working directory
+    exclude = (dst_base,) if type(dst_fs).protocol == type(src_fs).protocol else ()
+    ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration)
+    log.info("job %s: %s -> %s, model %s, %d replica(s), batch %d", job_id, summary.src, summary.dst,
+             model_version[:12], config.replicas, config.batch_size)
+    _warn_if_short_of_gpus(config)
+    meta = {"job_id": job_id, "src": summary.src, "dst": summary.dst, "model_version": model_version,
+            "limit": config.limit, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    t0 = time.monotonic()
+    with LedgerWriter(meta) as ledger:
+        try:
+            _drain(ds, ledger, summary, t0, config.progress_every_s)
+        except BaseException as e:   # the ledger is written also when the job fails or is interrupted
+            summary.elapsed_s = time.monotonic() - t0
+            summary.ledger = _publish_after_failure(ledger, dst, dst_fs, job_id)
+            if isinstance(e, Exception):
+                raise JobAborted(summary, f"job {job_id} stopped after {summary.listed} scans: "
+                                          f"{type(e).__name__}: {e}") from e
+            raise
+        summary.elapsed_s = time.monotonic() - t0
+        summary.ledger = ledger.publish(dst, dst_fs, job_id)
+    if summary.listed == 0:
+        log.warning("no scans (%s) found under %s", " ".join(SCAN_EXTENSIONS), summary.src)
+    log.info("job %s done: %d listed, %d committed, %d skipped, %d failed in %.1f s", job_id, summary.listed,
+             summary.committed, summary.skipped, summary.failed, summary.elapsed_s)
+    return summary
+
+
+def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration):
+    listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit)
+    # I/O-bound tasks; CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
+    # (fused, reading and decoding would run serially inside the segmenter actor)
+    io = {"num_cpus": config.io_cpus}
+    return (ray.data.read_datasource(listing, override_num_blocks=1)
+            .repartition(target_num_rows_per_block=config.batch_size)
+            .map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+                         fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
+                                    "default_calibration": default_calibration})
+            .map_batches(DigitiseBatch, batch_size=config.batch_size, batch_format="pyarrow",
+                         compute=ray.data.ActorPoolStrategy(size=config.replicas),
+                         num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
+                         fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
+                                               "model_version": model_version,
+                                               "device": "cuda" if config.num_gpus > 0 else "cpu"})
+            .map_batches(commit_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+                         fn_kwargs={"dst": dst, "dst_fs": dst_fs}))
+
+
+def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float):
+    last = time.monotonic()
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        ledger.append(batch)
+        for source, status, kind, message in zip(*(batch.column(c).to_pylist() for c in
+                                                   ("source", "status", "error_kind", "error_message"))):
+            summary.count(status, source, kind, message)
+            if status == FAILED:
+                log.warning("failed %s: [%s] %s", source, kind, message)
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            log.info("progress: %d done (%d committed, %d already done, %d failed), %.2f scans/s",
+                     summary.listed, summary.committed, summary.skipped, summary.failed,
+                     summary.listed / (last - t0))
+
+
+def _warn_if_short_of_gpus(config: JobConfig):
+    need = config.num_gpus * config.replicas
+    have = ray.cluster_resources().get("GPU", 0.0) if ray.is_initialized() else need
+    if need > have:
+        log.warning("the job asks for %g GPU(s) (%d replicas x %g) but the cluster has %g now: the segmenter "
+                    "actors wait until an autoscaler adds them; pass --num-gpus 0 to run on CPUs", need,
+                    config.replicas, config.num_gpus, have)
+
+
+def _publish_after_failure(ledger: LedgerWriter, dst: str, dst_fs, job_id: str) -> str | None:
+    try:
+        return ledger.publish(dst, dst_fs, job_id)
+    except Exception:   # keep the job's own error; this one is logged
+        log.exception("could not write the ledger of job %s", job_id)
+        return None
+
+
+def _source(src: str):
+    fs, root = open_fs(src)
+    try:
+        exists = fs.exists(root)
+    except Exception as e:   # credentials, endpoint, permissions: say so before starting anything
+        raise JobError(f"cannot reach the source {src}: {type(e).__name__}: {e}") from e
+    if not exists:
+        raise JobError(f"the source {src} does not exist: pass a folder, file:// or s3://bucket/prefix of scans")
+    return fs, root
+
+
+def _default_calibration(url: str | None) -> dict | None:
+    """The --default-calibration JSON, normalised, or None. Raises JobError naming the file."""
+    if url is None:
+        return None
+    fs, path = open_fs(url)
+    try:
+        raw = json.loads(fs.cat_file(path))
+        return contracts.Calibration.from_dict(raw).to_dict()
+    except (OSError, ValueError) as e:   # missing file, bad JSON, ContractViolation
+        raise JobError(f"default calibration {url} is unusable ({type(e).__name__}: {e}); "
+                       "pass a calibration JSON file (contract v1)") from e
+
+
+def _model_version(config: JobConfig) -> str:
+    """Load the weights once on the driver (CPU): a preflight that fails fast, and the model version the
+    request ids are keyed by (every actor checks it loads the same)."""
+    try:
+        return Digitiser(config.weights_path, device="cpu").model_version
+    except CheckpointError as e:
+        raise JobError(str(e)) from e
+
+
+# ----------------------------------------------------------------------------- CLI entry point
+
+def run_job(args) -> int:
+    """`digitise batch` (see digitiser/cli.py). Exit 0: every listed scan is committed (now or before);
+    1: some scans failed (listed, with the ledger's location); 2: the job could not start."""
+    try:
+        config = JobConfig(src=args.src, dst=args.dst, batch_size=args.batch_size, replicas=args.replicas,
+                           num_gpus=args.num_gpus, limit=args.limit, default_calibration=args.default_calibration,
+                           weights=getattr(args, "weights", None), job_id=getattr(args, "job_id", None))
+    except ValueError as e:
+        print(f"digitise batch: {e}", file=sys.stderr)
+        return 2
+    cluster.connect(getattr(args, "address", None))
+    try:
+        summary = convert(config)
+    except JobError as e:
+        print(f"digitise batch: {e}", file=sys.stderr)
+        return 2
+    except JobAborted as e:
+        print(e.summary.format())
+        print(f"digitise batch: {e}; run the same command again to resume", file=sys.stderr)
+        return 1
+    finally:
+        ray.shutdown()
+    print(summary.format())
+    if summary.ok:
+        return 0
+    print(f"{summary.failed} of {summary.listed} scans failed; fix them and run the same command again "
+          "(committed scans are skipped)")
+    return 1
+

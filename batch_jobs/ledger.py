@@ -1,0 +1,68 @@
+"""The job's ledger: one row per listed scan, `<dst>/_ledger/<job id>.parquet`.
+
+Rows stream into a local temporary Parquet file as the job's output arrives (the driver never holds the
+archive's rows in memory); when the job ends, also on failure, the finished file is put whole through
+fsspec (atomic locally, one PUT on S3), so a reader sees the whole ledger or none.
+"""
+import json
+import logging
+import os
+import posixpath
+import tempfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import contracts
+from batch_jobs.stages import LEDGER_SCHEMA
+
+log = logging.getLogger(__name__)
+
+LEDGER_FOLDER = "_ledger"   # not a request id, so audits and loads never mistake it for a result
+
+
+def ledger_path(dst_base: str, job_id: str) -> str:
+    return posixpath.join(dst_base, LEDGER_FOLDER, f"{job_id}.parquet")
+
+
+class LedgerWriter:
+    """Append ROW_SCHEMA/LEDGER_SCHEMA batches, then `publish` once. Use as a context manager."""
+
+    def __init__(self, metadata: dict):
+        schema = LEDGER_SCHEMA.with_metadata({"digitise_batch": json.dumps(metadata, sort_keys=True)})
+        fd, self._tmp = tempfile.mkstemp(prefix="ledger-", suffix=".parquet")
+        os.close(fd)
+        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+        self._schema = schema
+        self.rows = 0
+
+    def append(self, batch: pa.Table):
+        table = batch.select(LEDGER_SCHEMA.names).cast(self._schema)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def publish(self, dst: str, dst_fs, job_id: str) -> str:
+        """Close the file and put it whole at `<dst>/_ledger/<job_id>.parquet`; returns its URI."""
+        self._close()
+        fs, base = contracts.filesystem(dst, dst_fs)
+        path = ledger_path(base, job_id)
+        with open(self._tmp, "rb") as f:
+            data = f.read()
+        fs.pipe_file(path, data)
+        uri = fs.unstrip_protocol(path)
+        log.info("ledger: %d rows, %d bytes at %s", self.rows, len(data), uri)
+        return uri
+
+    def _close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        return False

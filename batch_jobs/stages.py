@@ -1,0 +1,223 @@
+"""The job's per-batch steps, as plain functions over pyarrow tables (Ray Data calls them; tests can too).
+
+Every step takes and returns ROW_SCHEMA tables, one row per listed scan. A row stays `pending` while it still
+has work to do and becomes `committed`, `skipped` or `failed` (with error kind and message) at the step that
+settles it; later steps pass settled rows through untouched. Rows carry the scan's bytes (not its pixels) into
+the segmenter step and the pickled `contracts.Digitisation` from there to the commit step; each is dropped as
+soon as it is used, so settled rows are a few hundred bytes.
+
+Everything that reaches storage goes through `contracts.commit`; skipping uses `contracts.request_id` and
+`contracts.is_committed`, exactly as the online route does. Ray retries tasks, so each step is idempotent.
+"""
+import json
+import logging
+import pickle
+import time
+
+import pyarrow as pa
+
+import contracts
+from batch_jobs.config import COMMITTED, FAILED, SKIPPED
+from digitiser import BadImage, CheckpointError, CurveNotFound, Digitiser, decode_scan
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+SEGMENT_PIXELS = 32_000_000    # scans per segmenter call are capped by total pixels (probabilities: 12 B/px)
+STORAGE_ATTEMPTS = 3
+
+ROW_SCHEMA = pa.schema([
+    ("source", pa.string()), ("sidecar", pa.string()), ("request_id", pa.string()),
+    ("status", pa.string()), ("error_kind", pa.string()), ("error_message", pa.string()),
+    ("input_bytes", pa.int64()),
+    # seconds: read_s bytes + sidecar; decode_s validation + the actor's decode; segment_s this scan's pixel
+    # share of its segmenter call; trace_s tracing + result; commit_s the is-committed check + the commit
+    ("read_s", pa.float64()), ("decode_s", pa.float64()), ("segment_s", pa.float64()),
+    ("trace_s", pa.float64()), ("commit_s", pa.float64()),
+    ("calibration", pa.string()),      # normalised calibration JSON, while pending
+    ("data", pa.large_binary()),       # the scan file's bytes, until segmented
+    ("result", pa.large_binary()),     # pickled contracts.Digitisation, until committed
+])
+TRANSIT = ("sidecar", "calibration", "data", "result")
+LEDGER_SCHEMA = pa.schema([f for f in ROW_SCHEMA if f.name not in TRANSIT])
+
+
+def _fail(row: dict, kind: str, message: str) -> dict:
+    row.update(status=FAILED, error_kind=kind, error_message=message, data=None, result=None, calibration=None)
+    return row
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+def _with_storage_retries(fn, *args, **kwargs):
+    """contracts raises StorageError for a store failure that a retry may fix; try a few times."""
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+        try:
+            return fn(*args, **kwargs)
+        except contracts.StorageError as e:
+            if attempt == STORAGE_ATTEMPTS:
+                raise
+            log.warning("storage error (attempt %d of %d), retrying: %s", attempt, STORAGE_ATTEMPTS, e)
+            time.sleep(0.5 * 2 ** attempt)
+
+
+# ----------------------------------------------------------------------------- 1. read, check, validate
+
+def prepare_batch(listing: pa.Table, *, src_fs, dst: str, dst_fs, model_version: str,
+                  default_calibration: dict | None) -> pa.Table:
+    """Listing rows -> ROW_SCHEMA rows: read the bytes and sidecar, validate the calibration, derive the
+    request id, skip what DST already holds (no decode, no model), and check the image decodes. Pending rows
+    leave with their bytes and normalised calibration."""
+    return _table([_prepare(row, src_fs, dst, dst_fs, model_version, default_calibration)
+                   for row in listing.to_pylist()])
+
+
+def _prepare(listed: dict, src_fs, dst, dst_fs, model_version, default_calibration) -> dict:
+    row = {"source": listed["source"], "sidecar": listed["sidecar"], "status": PENDING,
+           "input_bytes": listed["size"]}
+    t0 = time.perf_counter()
+    try:
+        data = src_fs.cat_file(src_fs._strip_protocol(row["source"]))
+    except (OSError, ValueError) as e:   # vanished since listing, permission, network
+        return _fail(row, "read_error", f"cannot read the scan: {type(e).__name__}: {e}")
+    row["input_bytes"] = len(data)
+    try:
+        calibration = _calibration(src_fs, row["sidecar"], default_calibration)
+    except contracts.ContractViolation as e:
+        return _fail(row, "bad_calibration", str(e))
+    row["read_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    row["request_id"] = contracts.request_id(data, calibration, model_version)
+    try:
+        done = _with_storage_retries(contracts.is_committed, dst, row["request_id"], fs=dst_fs)
+    except contracts.StorageError as e:
+        return _fail(row, "storage", str(e))
+    row["commit_s"] = time.perf_counter() - t0
+    if done:
+        row["status"] = SKIPPED
+        return row
+    t0 = time.perf_counter()
+    try:
+        decode_scan(data)       # validated here so a bad file never takes a segmenter slot
+    except BadImage as e:
+        return _fail(row, e.kind, str(e))
+    row.update(decode_s=time.perf_counter() - t0, data=data, calibration=json.dumps(calibration.to_dict()))
+    return row
+
+
+def _calibration(fs, sidecar: str | None, default: dict | None) -> contracts.Calibration:
+    """The sidecar's calibration, else the job default, else the contract defaults. Raises ContractViolation
+    naming the sidecar when it cannot be read, is not JSON, or breaks the contract."""
+    if sidecar is None:
+        return contracts.Calibration.from_dict(default)
+    try:
+        raw = json.loads(fs.cat_file(fs._strip_protocol(sidecar)))
+    except (OSError, ValueError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise contracts.ContractViolation(f"calibration sidecar {sidecar} is unreadable or not JSON "
+                                          f"({type(e).__name__}: {e}); fix or remove it") from e
+    try:
+        return contracts.Calibration.from_dict(raw)
+    except contracts.ContractViolation as e:
+        raise contracts.ContractViolation(f"calibration sidecar {sidecar}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- 2. segment and trace
+
+class DigitiseBatch:
+    """Ray Data callable class: holds one `Digitiser` (loaded once per actor, on `device`) and turns pending
+    rows into pickled results (segment the batch, then trace each scan). Raises CheckpointError if the weights
+    it loads are not the model version the job derived its request ids from."""
+
+    def __init__(self, weights: str, model_version: str, device: str = "cpu"):
+        self.digitiser = Digitiser(weights, device=device)   # "cuda" only where the actor reserved a GPU
+        if self.digitiser.model_version != model_version:
+            raise CheckpointError(f"segmenter weights {weights} are model version {self.digitiser.model_version} "
+                                  f"on this worker, but the job keys requests by {model_version}: the weights "
+                                  "changed during the job; run it again")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        pending = [r for r in rows if r["status"] == PENDING]
+        for group in _groups(pending, SEGMENT_PIXELS):
+            self._digitise(group)
+        return _table(rows)
+
+    def _digitise(self, group: list[tuple[dict, object]]):
+        t0 = time.perf_counter()
+        try:
+            probs = self.digitiser.segment([scan.gray for _, scan in group])
+        except Exception as e:   # one bad batch must not stop the job: its scans fail, visibly
+            log.exception("segmenting %d scans failed", len(group))
+            for row, _ in group:
+                _fail(row, "internal", f"segmentation failed: {type(e).__name__}: {e}")
+            return
+        share = (time.perf_counter() - t0) / sum(s.gray.size for _, s in group)
+        for (row, scan), p in zip(group, probs):
+            row["segment_s"], row["data"] = share * scan.gray.size, None
+            t0 = time.perf_counter()
+            try:
+                calibration = contracts.Calibration.from_dict(json.loads(row["calibration"]))
+                result = self.digitiser.finish(scan, calibration, p)
+            except CurveNotFound as e:
+                _fail(row, "curve_not_found", str(e))
+            except ValueError as e:   # ContractViolation and other bad input to result building
+                _fail(row, "invalid_result", f"{type(e).__name__}: {e}")
+            else:
+                assert result.request_id == row["request_id"], \
+                    f"{row['source']}: result id {result.request_id} != planned id {row['request_id']}"
+                row["result"] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            row["trace_s"] = time.perf_counter() - t0
+
+
+def _groups(pending: list[dict], max_pixels: int):
+    """Decode pending rows and yield [(row, DecodedScan)] groups of at most `max_pixels` in total (a larger
+    scan goes alone). Segmentation is per-sample identical whatever the batch, so grouping changes nothing
+    but peak memory."""
+    group, pixels = [], 0
+    for row in pending:
+        t0 = time.perf_counter()
+        try:
+            scan = decode_scan(row["data"])
+        except BadImage as e:   # validated before, so only if the bytes changed in flight
+            _fail(row, e.kind, str(e))
+            continue
+        row["decode_s"] = (row["decode_s"] or 0.0) + time.perf_counter() - t0
+        if group and pixels + scan.gray.size > max_pixels:
+            yield group
+            group, pixels = [], 0
+        group.append((row, scan))
+        pixels += scan.gray.size
+    if group:
+        yield group
+
+
+# ----------------------------------------------------------------------------- 3. commit
+
+def commit_batch(batch: pa.Table, *, dst: str, dst_fs) -> pa.Table:
+    """Commit each pending row's result through `contracts.commit` (idempotent: a retried or duplicate
+    commit writes nothing and reports `skipped`)."""
+    rows = batch.to_pylist()
+    for row in rows:
+        if row["status"] == PENDING:
+            _commit(row, dst, dst_fs)
+    return _table(rows)
+
+
+def _commit(row: dict, dst: str, dst_fs):
+    assert row["result"] is not None, f"{row['source']}: pending without a result after segmentation"
+    result = pickle.loads(row["result"])
+    row["result"] = None
+    t0 = time.perf_counter()
+    try:
+        receipt = _with_storage_retries(contracts.commit, result, dst, fs=dst_fs)
+    except contracts.ConflictError as e:
+        _fail(row, "conflict", str(e))
+    except contracts.StorageError as e:
+        _fail(row, "storage", str(e))
+    except contracts.ContractViolation as e:
+        _fail(row, "contract_violation", str(e))
+    else:
+        row["status"] = COMMITTED if receipt.written else SKIPPED
+    row["commit_s"] = (row["commit_s"] or 0.0) + time.perf_counter() - t0
