@@ -82,16 +82,12 @@ def serve_forever(args) -> int:
 
 
 def start_local_ray():
-    """ray.init on 127.0.0.1 only. Ray 2.60 rewrites a loopback node address to the host's outward IP unless
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (read into ray_constants at import, so set in both places), as in
-    tests/conftest.py `ray_local`."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    """A local Ray on 127.0.0.1 only (the one place that knows how: `cluster.connect`)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
-    import ray._private.ray_constants as ray_constants
 
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+    from cluster import connect
+    connect()
     return ray
 
 
