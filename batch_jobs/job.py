@@ -73,10 +73,11 @@ def convert(config: JobConfig) -> JobSummary:
 
 def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration):
     listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit)
-    # I/O-bound tasks; CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
+    # I/O-bound tasks (the listing too: Ray's default of 1 CPU would starve it beside a running Serve app);
+    # CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
     # (fused, reading and decoding would run serially inside the segmenter actor)
     io = {"num_cpus": config.io_cpus}
-    return (ray.data.read_datasource(listing, override_num_blocks=1)
+    return (ray.data.read_datasource(listing, override_num_blocks=1, ray_remote_args=io)
             .repartition(target_num_rows_per_block=config.batch_size)
             .map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,

@@ -25,15 +25,12 @@ import time
 import cv2
 import numpy as np
 
+from contracts import N_DEPTH
 from digitiser import curve_shapes, g4tiff, strokes
 from digitiser import synth_paper as paper
 from digitiser.shape_scales import values_from_fraction
-from digitiser.synth_paper import STYLES
+from digitiser.synth_paper import STYLES  # noqa: F401 (re-exported: synth.STYLES)
 
-try:
-    from contracts import N_DEPTH
-except ImportError:   # contracts does not define it (yet)
-    N_DEPTH = 300
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import math
 import pytest
 
 import contracts
-from tests.builders import CALIBRATION
+from builders import CALIBRATION
 
 C = contracts.Calibration
 

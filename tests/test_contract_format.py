@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import contracts
 from contracts.format import parse
-from tests.builders import make_result
+from builders import make_result
 
 GOLDEN = Path(__file__).parent / "golden" / "v1"
 

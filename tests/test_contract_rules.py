@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import contracts
-from contracts.format import MANIFEST, canonical_json
-from tests.builders import edit_manifest, make_result, restamp
+from contracts.format import MANIFEST
+from builders import edit_manifest, make_result, restamp
 
 V = contracts.ContractViolation
 

@@ -9,7 +9,6 @@ import posixpath
 import subprocess
 import sys
 import threading
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,26 +18,11 @@ import pytest
 import contracts
 from contracts.format import MANIFEST, canonical_json, format_number, sha256
 from contracts.store import AtomicLocalFileSystem
-from conftest import make_s3fs
 from faults import FaultyFS
-from tests.builders import make_result
+from builders import make_result
 
 PROJECT = Path(__file__).resolve().parents[1]
 NAMES = ["GR.csv", "ILD.csv", "curves.las", "mask.png", MANIFEST]
-
-
-@pytest.fixture(scope="module")
-def s3_client(s3_server):
-    """One uncached S3FileSystem for the whole module: building a client costs ~0.5 s of CPU, and with no
-    instance or listings cache it carries nothing from one test to the next."""
-    return make_s3fs(s3_server)
-
-
-@pytest.fixture
-def s3_fs(s3_server, s3_client):
-    """Overrides conftest's `s3_fs` (same reset, same settings) to reuse the module's client."""
-    urllib.request.urlopen(urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST")).close()
-    return s3_client
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -326,7 +310,7 @@ def test_concurrent_threads_committing_one_request_all_succeed(store, n):
 WRITER = """
 import json, sys
 import contracts
-from tests.builders import make_result
+from tests.builders import make_result  # run in the project root
 result = make_result()
 print("ready", flush=True)
 sys.stdin.readline()

@@ -6,30 +6,14 @@ with the plain filesystem (`store.resolve()`), and the retry runs on a healthy o
 """
 import socket
 import time
-import urllib.request
 
 import pytest
 
 import contracts
 from contracts.format import MANIFEST
 from contracts.store import AtomicLocalFileSystem
-from conftest import make_s3fs
 from faults import FaultyFS, SimulatedCrash
-from tests.builders import make_result
-
-
-@pytest.fixture(scope="module")
-def s3_client(s3_server):
-    """One uncached S3FileSystem for the whole module: building a client costs ~0.5 s of CPU, and with no
-    instance or listings cache it carries nothing from one test to the next."""
-    return make_s3fs(s3_server)
-
-
-@pytest.fixture
-def s3_fs(s3_server, s3_client):
-    """Overrides conftest's `s3_fs` (same reset, same settings) to reuse the module's client."""
-    urllib.request.urlopen(urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST")).close()
-    return s3_client
+from builders import make_result
 
 
 def faulty(store, **faults) -> FaultyFS:
