@@ -68,6 +68,10 @@ class TrainConfig:
     threads: int = 1
     device: str = "cpu"
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
+    # Fine-tuning: start from these exported weights (their model config must equal `model`) instead of a
+    # seeded init. The sha256 pins the file, so the config still names exactly one result.
+    init_weights: str | None = None
+    init_sha256: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -243,7 +247,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False) -> Path:
                                f"pass --resume to continue, or choose a new --out folder")
     device = _setup_determinism(cfg)
     torch.manual_seed(cfg.seed)
-    model = Segmenter(cfg.model).to(device)
+    model = _initial_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if existing:
@@ -291,6 +295,21 @@ def train(config: TrainConfig, out_dir, resume: bool = False) -> Path:
     final = out / "segmenter.pt"
     ckpt.save_weights(model, cfg.model, final)
     return final
+
+
+def _initial_model(cfg: TrainConfig) -> Segmenter:
+    if cfg.init_weights is None:
+        return Segmenter(cfg.model)
+    if not cfg.init_sha256:
+        raise TrainConfigError("init_weights needs init_sha256 (the model version it starts from)")
+    model, version = ckpt.load_segmenter(cfg.init_weights)
+    if version != cfg.init_sha256:
+        raise TrainConfigError(f"init_weights {cfg.init_weights} has model version {version}, "
+                               f"the config pins {cfg.init_sha256}")
+    if model.config != cfg.model:
+        raise TrainConfigError(f"init_weights {cfg.init_weights} is a {model.config}, the config asks {cfg.model}")
+    log.info("fine-tuning from %s (model version %s)", cfg.init_weights, version[:12])
+    return model.train()
 
 
 def _log_iou(model, cfg, cache, device, step) -> np.ndarray:

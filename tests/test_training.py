@@ -148,6 +148,29 @@ def test_final_weights_load_with_preflight(tmp_path):
     assert version == ckpt.sha256_file(final) and not model.training
 
 
+def test_fine_tuning_starts_from_the_pinned_weights(tmp_path):
+    parent = tr.train(tiny_config(steps=4), tmp_path / "parent")
+    version = ckpt.sha256_file(parent)
+    cfg = tiny_config(steps=4, seed=1, init_weights=str(parent), init_sha256=version)
+    zero_steps = tr.train(tiny_config(steps=0, init_weights=str(parent), init_sha256=version), tmp_path / "0")
+    assert zero_steps.read_bytes() == parent.read_bytes()   # starts exactly where the parent ended
+    child = tr.train(cfg, tmp_path / "child")
+    assert child.read_bytes() != parent.read_bytes()
+    assert tr.train(cfg, tmp_path / "again").read_bytes() == child.read_bytes()   # still deterministic
+
+
+def test_fine_tuning_refuses_weights_other_than_the_pinned_ones(tmp_path):
+    parent = tr.train(tiny_config(steps=4), tmp_path / "parent")
+    with pytest.raises(tr.TrainConfigError, match="model version"):
+        tr.train(tiny_config(init_weights=str(parent), init_sha256="0" * 64), tmp_path / "child")
+    with pytest.raises(tr.TrainConfigError, match="init_sha256"):
+        tr.train(tiny_config(init_weights=str(parent)), tmp_path / "child2")
+    wider = tiny_config(init_weights=str(parent), init_sha256=ckpt.sha256_file(parent))
+    wider.model = SegmenterConfig(**{**wider.model.__dict__, "base": wider.model.base * 2})
+    with pytest.raises(tr.TrainConfigError, match="config asks"):
+        tr.train(wider, tmp_path / "child3")
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     tr.train(tiny_config(steps=4), tmp_path / "run")
     with pytest.raises(tr.TrainConfigError, match="--resume"):
