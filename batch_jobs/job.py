@@ -77,7 +77,7 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_v
     # CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
     # (fused, reading and decoding would run serially inside the segmenter actor)
     io = {"num_cpus": config.io_cpus}
-    return (ray.data.read_datasource(listing, override_num_blocks=1, ray_remote_args=io)
+    return (ray.data.read_datasource(listing, override_num_blocks=1, **io)
             .repartition(target_num_rows_per_block=config.batch_size)
             .map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
