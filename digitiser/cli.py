@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lasio").setLevel(logging.WARNING)  # it logs INFO on every read of a LAS with hyphens
     return args.func(args)
 
 
