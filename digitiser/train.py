@@ -247,7 +247,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False) -> Path:
                                f"pass --resume to continue, or choose a new --out folder")
     device = _setup_determinism(cfg)
     torch.manual_seed(cfg.seed)
-    model = _initial_model(cfg).to(device)
+    # a resume takes the weights from its checkpoint: the init file is read (and must exist) only at the start
+    model = (Segmenter(cfg.model) if existing else _initial_model(cfg)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if existing:

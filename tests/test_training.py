@@ -3,6 +3,7 @@
 Runs on a tiny stand-in scan generator (`stand_in_scan`, below) so the tests take seconds; the subprocess
 tests reach it through `data_source="test_training:stand_in_scan"` with this folder on PYTHONPATH.
 """
+import dataclasses
 import json
 import os
 import signal
@@ -166,9 +167,21 @@ def test_fine_tuning_refuses_weights_other_than_the_pinned_ones(tmp_path):
     with pytest.raises(tr.TrainConfigError, match="init_sha256"):
         tr.train(tiny_config(init_weights=str(parent)), tmp_path / "child2")
     wider = tiny_config(init_weights=str(parent), init_sha256=ckpt.sha256_file(parent))
-    wider.model = SegmenterConfig(**{**wider.model.__dict__, "base": wider.model.base * 2})
+    wider.model = dataclasses.replace(wider.model, base=wider.model.base * 2)
     with pytest.raises(tr.TrainConfigError, match="config asks"):
         tr.train(wider, tmp_path / "child3")
+
+
+def test_resuming_a_fine_tune_does_not_need_the_init_file(tmp_path):
+    parent = tr.train(tiny_config(steps=4), tmp_path / "parent")
+    cfg = tiny_config(steps=12, seed=1, init_weights=str(parent), init_sha256=ckpt.sha256_file(parent))
+    full = tr.train(cfg, tmp_path / "full").read_bytes()
+    tr.train(cfg, tmp_path / "part")
+    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
+        Path(str(p) + ".sha256").unlink()
+    (tmp_path / "part" / "segmenter.pt").unlink()
+    parent.unlink()   # the checkpoint holds the weights now
+    assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == full
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
