@@ -1,30 +1,32 @@
 """Segmenter class probabilities -> curve positions on the 300-point depth grid (plain numpy).
 
-Per curve class c (1 = solid curve, 2 = dashed/dotted curve), vectorised over rows:
+Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability plane p = probs[c]:
 
-1. Runs: maximal horizontal runs of pixels with ``probs[c] >= min_prob`` in each row; runs of one row closer
-   than ``merge_px`` are merged (holes in an anti-aliased stroke). A run's centre is the probability-weighted
-   centroid over the run widened by one pixel on each side (so the anti-aliased edges below the threshold count
-   symmetrically), in pixel units with the pixel-centre convention: column ``c`` sits at ``c + 0.5``.
-2. Tracklets: runs in consecutive rows that touch (8-connectivity) and are each other's only touching run are
-   chained. A junction (a noise blob touching the stroke, a stroke of the other curve read as this class,
-   a crossing) ends the chains there, so every tracklet holds exactly one run per row.
-3. Chain: dynamic programming over tracklets in depth order picks the chain of (almost) non-overlapping
-   tracklets that covers the most rows, paying up to one row for the misfit between one tracklet's extrapolated
-   end and the next one's start, and ``jump_penalty_rows`` for a jump beyond the search window. Noise off the
-   curve and branches of the other curve are left out, so identity is kept through crossings.
-4. Sampling: the centreline is linear in row space between chain rows (gaps bridged, ends extended flat) and is
-   sampled at ``y_k = k * (H - 1) / 299``. Depth point k is *observed* when a chain row lies within
-   ``max(0.5, 0.5 * (H - 1) / 299)`` rows of ``y_k`` (half the depth spacing, at least the nearest row).
+1. Path: the top-to-bottom path with one column per row that minimises ``sum(1 - p)`` over its pixels plus
+   the cost of moving sideways: a step of one column between rows is free (steep curves), a longer move along
+   a row costs ``move_cost_ink`` per column on ink and ``move_cost_ink + move_cost_paper`` per column on paper
+   (scaled by ``1 - p``). So the path follows ink, jumps along an inked bed boundary almost for free, crosses
+   a dash gap straight down, and never detours to noise or to a stroke of the other class: it is one dynamic
+   programme over rows (Viterbi), with exact minimum over all sources per row in O(W) (prefix sums).
+   Identity through crossings comes from the class planes (line style), not from position.
+2. Sub-pixel: on every row where the path touches evidence (``p >= refine_min_prob``, deliberately low: a
+   faint probability still places the curve better than a straight bridge does) the centre is the p-weighted
+   centroid of the pixels within ``refine_px`` of the path that are connected to it (one-pixel holes closed,
+   plus one pixel each side so anti-aliased edges count symmetrically), in pixel units with the pixel-centre
+   convention: column c sits at c + 0.5.
+3. Sampling: the centreline is linear in row space between those rows (gaps bridged, ends extended flat) and
+   is sampled at ``y_k = k * (H - 1) / 299``. Depth point k is *observed* when a row where the path is on ink
+   (``p >= min_prob``) lies within ``max(observe_px, half the depth spacing)`` rows of ``y_k``: the gaps of a
+   dashed or dotted line (up to ``2 * observe_px`` rows) count as seen, longer gaps as bridged.
 
-Cost is a few passes over each probability plane plus a Python loop over tracklets (not rows or pixels).
+Cost: one pass over the rows with a few O(W) array operations each, both planes at once; memory 2 bytes per
+pixel per plane for the back-pointers.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
@@ -32,9 +34,6 @@ log = logging.getLogger(__name__)
 
 N_DEPTH = 300
 CURVE_CLASSES = (1, 2)
-_SLOPE_ROWS = 4  # rows at each tracklet end used to estimate its slope
-_BLOCK = 256  # tracklets per block of vectorised transition gains
-_MAX_CANDIDATES = 512  # finished predecessors considered per block (bounds time on pathological maps)
 
 
 @dataclass(frozen=True)
@@ -42,36 +41,31 @@ class TracingParams:
     """How probabilities become positions; recorded in every manifest (``to_dict``).
 
     min_coverage: a curve observed at fewer than this fraction of the 300 depth points fails the request.
-    min_prob: a pixel belongs to curve c when ``probs[c] >= min_prob``.
-    merge_px: runs of one row separated by at most this many pixels are one run.
-    search_px: a tracklet continues the chain when its start lies within ``search_px + drift_px_per_row * gap``
-        pixels of the previous tracklet's extrapolated end (gap in rows) ...
-    drift_px_per_row: ... see search_px.
-    jump_penalty_rows: cost, in rows of coverage, of continuing the chain beyond that window (a jump).
-    max_overlap_rows: consecutive tracklets of a chain may share this many rows (near-horizontal dashes).
-    lookback_rows: transitions over longer gaps are only considered from the best chain ending above (speed).
-    max_tracklets: on pathological maps only the longest this many tracklets are considered (bounds time).
+    min_prob: a path pixel is on ink (observed) when ``p >= min_prob``.
+    move_cost_ink: cost per column of moving sideways along a row, on ink (in units of one row of paper).
+    move_cost_paper: extra cost per column of moving sideways over paper (scaled by 1 - p).
+    refine_px: the sub-pixel centre is read within this many columns of the path.
+    refine_min_prob: ... on rows where the path has ``p >= refine_min_prob``, from the pixels connected to it
+        with at least that probability; rows below it are bridged.
+    observe_px: a depth point is observed when ink was seen within this many rows (or half a depth spacing).
     """
 
     min_coverage: float = 0.5
     min_prob: float = 0.5
-    merge_px: int = 2
-    search_px: float = 8.0
-    drift_px_per_row: float = 0.5
-    jump_penalty_rows: float = 50.0
-    max_overlap_rows: int = 2
-    lookback_rows: int = 400
-    max_tracklets: int = 10000
+    move_cost_ink: float = 0.02
+    move_cost_paper: float = 0.03
+    refine_px: int = 4
+    refine_min_prob: float = 0.05
+    observe_px: float = 6.0
 
     def __post_init__(self):
         checks = [
             (0.0 <= self.min_coverage <= 1.0, "min_coverage must be in [0, 1]"),
             (0.0 < self.min_prob <= 1.0, "min_prob must be in (0, 1]"),
-            (self.merge_px >= 2, "merge_px must be >= 2 (run centroids read one pixel either side)"),
-            (self.search_px > 0 and self.drift_px_per_row >= 0, "search_px must be > 0, drift_px_per_row >= 0"),
-            (self.jump_penalty_rows >= 0, "jump_penalty_rows must be >= 0"),
-            (min(self.max_overlap_rows, self.lookback_rows) >= 0 and self.max_tracklets >= 1,
-             "max_overlap_rows and lookback_rows must be >= 0, max_tracklets >= 1"),
+            (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
+            (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
+             "move_cost_ink must be > 0, move_cost_paper >= 0"),
+            (self.refine_px >= 1 and self.observe_px >= 0, "refine_px must be >= 1, observe_px >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,26 +92,6 @@ class CurveNotFound(ValueError):
             "that the scan is not blank, inverted or rotated, and that the segmenter weights fit this kind of scan.")
 
 
-class _Runs(NamedTuple):
-    """Runs of one class, sorted by (row, start); pixel columns, end exclusive; x is the centroid (px)."""
-    row: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    x: np.ndarray
-
-
-class _Tracklets(NamedTuple):
-    """Per-tracklet summaries (T,) plus each run's tracklet id (label, shape of the runs)."""
-    label: np.ndarray
-    n: np.ndarray
-    top: np.ndarray
-    bot: np.ndarray
-    x_top: np.ndarray
-    x_bot: np.ndarray
-    slope_top: np.ndarray  # px per row, downwards
-    slope_bot: np.ndarray
-
-
 def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[np.ndarray, np.ndarray]:
     """Trace both curves in a segmenter output.
 
@@ -140,10 +114,9 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     H, W = probs.shape[1:]
     x_frac = np.empty((N_DEPTH, 2))
     observed = np.empty((N_DEPTH, 2), dtype=bool)
-    for i, c in enumerate(CURVE_CLASSES):
-        plane = np.ascontiguousarray(probs[c], dtype=np.float32)
-        rows, xs = trace_plane(plane, params)
-        x_frac[:, i], observed[:, i] = _sample(rows, xs, H, W)
+    planes = np.ascontiguousarray(probs[1:], dtype=np.float32)
+    for i, (rows, xs, ink) in enumerate(trace_planes(planes, params)):
+        x_frac[:, i], observed[:, i] = _sample(rows, xs, rows[ink], H, W, params.observe_px)
     coverage = observed.mean(axis=0)
     failing = [c for c, cov in zip(CURVE_CLASSES, coverage) if cov < params.min_coverage or cov == 0]
     if failing:
@@ -154,187 +127,108 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     return x_frac, observed
 
 
-def trace_plane(plane: np.ndarray, params: TracingParams = TracingParams()) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise centreline of one class plane.
+def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Centreline of each probability plane.
 
     Args:
-        plane: (H, W) float32 probability of one curve class.
+        planes: (K, H, W) float32 probabilities of K curve classes.
     Returns:
-        rows: (n,) int64 increasing rows where the chosen chain has a detection (may be empty);
-        x: (n,) float64 centreline there, in pixels with the pixel-centre convention (column c at c + 0.5).
+        per plane: rows (n,) int64 increasing rows where the path touches evidence (may be empty), x (n,)
+        float64 the sub-pixel centre there, in pixels with the pixel-centre convention (column c at c + 0.5),
+        and on_ink (n,) bool, True where the path is on ink (``p >= min_prob``).
     """
-    if not np.isfinite(np.add.reduce(plane, axis=None)):  # one cheap pass; NaN/inf propagate
+    if not np.isfinite(np.add.reduce(planes, axis=None)):  # one cheap pass; NaN/inf propagate
         raise ValueError("probs contain NaN or inf: check the segmenter output")
-    runs = _find_runs(plane, params.min_prob, params.merge_px)
-    if runs.row.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0)
-    tracks = _tracklets(runs, plane.shape[1])
-    chosen = _best_chain(tracks, params)
-    keep = np.isin(tracks.label, chosen)
-    # Chained tracklets may share up to max_overlap_rows rows: average there.
-    rows, inverse = np.unique(runs.row[keep], return_inverse=True)
-    xs = np.bincount(inverse, weights=runs.x[keep]) / np.bincount(inverse)
-    log.debug("plane: %d runs, %d tracklets, chain of %d covering %d rows",
-              runs.row.size, tracks.n.size, len(chosen), rows.size)
-    return rows.astype(np.int64), xs
+    paths = _min_cost_paths(planes, params.move_cost_ink, params.move_cost_paper)
+    out = []
+    for plane, path in zip(planes, paths):
+        p_path = plane[np.arange(plane.shape[0]), path]
+        rows = np.flatnonzero(p_path >= params.refine_min_prob)
+        x = _centre(plane[rows], path[rows], params.refine_px, params.refine_min_prob)
+        # once more around the first estimate: on a plateau (thick stroke) the path may sit at its edge
+        x = _centre(plane[rows], np.floor(x).astype(np.int64), params.refine_px, params.refine_min_prob, x)
+        out.append((rows, x, p_path[rows] >= params.min_prob))
+    return out
 
 
-def _find_runs(plane: np.ndarray, min_prob: float, merge_px: int) -> _Runs:
-    """Runs of ``plane >= min_prob`` per row, nearby runs merged, with probability-weighted centroids."""
-    H, W = plane.shape
-    # One trailing False column ends every run inside its row, so in the flattened mask the value changes
-    # alternate start, end, start, ... (np.nonzero on 2-D is much slower than flatnonzero).
-    m = np.zeros((H, W + 1), dtype=bool)
-    np.greater_equal(plane, min_prob, out=m[:, :W])
-    flat = m.ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    if flat[0]:
-        change = np.concatenate([[0], change])
-    row, start = np.divmod(change[0::2], W + 1)
-    end = change[1::2] - row * (W + 1)
-    if row.size == 0:
-        return _Runs(row, start, end, np.zeros(0))
-    new = np.ones(row.size, dtype=bool)
-    new[1:] = (row[1:] != row[:-1]) | (start[1:] - end[:-1] > merge_px)
-    first = np.flatnonzero(new)
-    last = np.append(first[1:] - 1, row.size - 1)
-    row, start, end = row[first], start[first], end[last]
-    x = _centroids(plane, row, np.maximum(start - 1, 0), np.minimum(end + 1, W))
-    return _Runs(row, start, end, x)
+def _min_cost_paths(planes: np.ndarray, ink: float, paper: float) -> np.ndarray:
+    """(K, H, W) probabilities -> (K, H) int64 columns of each plane's minimum-cost top-to-bottom path.
 
-
-def _centroids(plane: np.ndarray, row, lo, hi) -> np.ndarray:
-    """Probability-weighted mean of column centres (c + 0.5) over columns [lo, hi) of each row.
-
-    Gathers only the run pixels (a small part of the plane for a clean map).
+    Row y's cost D[x] = min over sources x' of D_prev[x' (+-1 free)] + |C[x] - C[x']|, then + (1 - p[y, x]),
+    with C the prefix sum of the move cost along row y. The minimum over x' < x of (D'[x'] - C[x']) is a
+    running minimum (and symmetrically from the right), so each row is O(W).
     """
-    length = hi - lo
-    run = np.repeat(np.arange(row.size), length)
-    col = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length - lo, length)
-    p = plane[row[run], col]
-    mass = np.bincount(run, weights=p, minlength=row.size)
-    moment = np.bincount(run, weights=p * (col + 0.5), minlength=row.size)
-    assert (mass > 0).all(), "every run holds at least one pixel with probability >= min_prob > 0"
-    return moment / mass
+    K, H, W = planes.shape
+    cols = np.broadcast_to(np.arange(W), (K, W))
+    k_idx = np.arange(K)[:, None]
+    inf = np.full((K, 1), np.inf)
+    back = np.empty((K, H, W), np.int16 if W < 2**15 else np.int32)  # source column of each pixel
+    D = 1.0 - planes[:, 0].astype(np.float64)
+    for y in range(1, H):
+        e = 1.0 - planes[:, y].astype(np.float64)
+        # a free step of one column: best of x-1, x, x+1 (ties to x)
+        steps = np.stack([D, np.concatenate([inf, D[:, :-1]], 1), np.concatenate([D[:, 1:], inf], 1)])
+        k = steps.argmin(0)
+        D1 = np.take_along_axis(steps, k[None], 0)[0]
+        src = cols + (k == 2) - (k == 1)
+        C = np.cumsum(ink + paper * e, axis=1)
+        g = D1 - C  # from the left: D1[x'] + C[x] - C[x']
+        run_l = np.minimum.accumulate(g, axis=1)
+        arg_l = np.maximum.accumulate(np.where(g <= run_l, cols, 0), axis=1)
+        g = (D1 + C)[:, ::-1]  # from the right: D1[x'] + C[x'] - C[x]
+        run_r = np.minimum.accumulate(g, axis=1)[:, ::-1]
+        arg_r = ((W - 1) - np.maximum.accumulate(np.where(g <= run_r[:, ::-1], cols, 0), axis=1))[:, ::-1]
+        from_l, from_r = run_l + C, run_r - C
+        left = from_l <= from_r
+        back[:, y] = src[k_idx, np.where(left, arg_l, arg_r)]
+        D = np.where(left, from_l, from_r) + e
+        D -= D.min(axis=1, keepdims=True)  # keeps magnitudes small over thousands of rows
+    path = np.empty((K, H), np.int64)
+    x = D.argmin(axis=1)
+    path[:, H - 1] = x
+    for y in range(H - 1, 0, -1):
+        x = back[k_idx[:, 0], y, x]
+        path[:, y - 1] = x
+    return path
 
 
-def _tracklets(runs: _Runs, width: int) -> _Tracklets:
-    """Chain runs that are each other's only 8-connected neighbour in the next/previous row."""
-    r, s, e, x = runs
-    n = r.size
-    k = width + 1  # a key row * k + column orders runs row-major; runs in a row are disjoint and sorted
-    skey, ekey = r * k + s, r * k + e
-
-    def touching(dr):
-        # runs j in row r + dr with s_j <= e_i and e_j >= s_i: a contiguous index range [lo, hi)
-        lo = np.searchsorted(ekey, (r + dr) * k + s, side="left")
-        hi = np.searchsorted(skey, (r + dr) * k + e, side="right")
-        return lo, np.maximum(hi - lo, 0)
-
-    below, n_down = touching(1)
-    _, n_up = touching(-1)
-    below = np.minimum(below, n - 1)
-    link = (n_down == 1) & (n_up[below] == 1)
-    parent = np.arange(n)
-    parent[below[link]] = np.flatnonzero(link)
-    root = parent
-    while True:  # pointer jumping: log2(longest tracklet) rounds
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
-    is_root = parent == np.arange(n)
-    label = (np.cumsum(is_root) - 1)[root]
-
-    order = np.argsort(label, kind="stable")  # stable: within a tracklet, by row
-    count = np.bincount(label)
-    first = np.cumsum(count) - count
-    last = first + count - 1
-    span = np.maximum(np.minimum(count - 1, _SLOPE_ROWS), 1)
-    xo = x[order]
-    slope_top = (xo[np.minimum(first + _SLOPE_ROWS, last)] - xo[first]) / span
-    slope_bot = (xo[last] - xo[np.maximum(last - _SLOPE_ROWS, first)]) / span
-    return _Tracklets(label, count, r[order[first]], r[order[last]], xo[first], xo[last], slope_top, slope_bot)
+def _centre(p: np.ndarray, path: np.ndarray, r: int, min_prob: float, fallback=None) -> np.ndarray:
+    """Sub-pixel centre per row (px, pixel-centre convention): p-weighted centroid of the pixels within r of
+    the path connected to it by ``p >= min_prob`` (one-pixel holes closed), widened by one pixel each side.
+    p: (n, W) rows of the plane; path: (n,) columns, with ``p >= min_prob`` unless a fallback (n,) is given
+    for rows where the path column is not connected evidence."""
+    n, W = p.shape
+    cols = path[:, None] + np.arange(-r, r + 1)
+    inside = (cols >= 0) & (cols < W)
+    w = np.where(inside, p[np.arange(n)[:, None], np.clip(cols, 0, W - 1)], 0.0)
+    ok = w >= min_prob
+    ok[:, 1:-1] |= ok[:, :-2] & ok[:, 2:]  # a one-pixel hole in a thick stroke
+    right = np.cumprod(ok[:, r:], axis=1)
+    left = np.cumprod(ok[:, r::-1], axis=1)[:, ::-1]
+    conn = np.concatenate([left[:, :-1], right], axis=1).astype(bool)
+    wide = conn.copy()
+    wide[:, 1:] |= conn[:, :-1]
+    wide[:, :-1] |= conn[:, 1:]
+    w = w * wide
+    mass = w.sum(axis=1)
+    if fallback is None:
+        return (w * (cols + 0.5)).sum(axis=1) / mass  # > 0: the path pixel itself counts
+    return np.where(ok[:, r] & (mass > 0), (w * (cols + 0.5)).sum(axis=1) / np.maximum(mass, 1e-30), fallback)
 
 
-def _best_chain(t: _Tracklets, p: TracingParams) -> np.ndarray:
-    """Tracklet ids of the best chain: dynamic programming over tracklets sorted by top row.
-
-    score(chain) = rows covered - rows shared by consecutive tracklets - transition costs; a chain may start and
-    end anywhere. Tracklets are processed in blocks: transition gains from every predecessor ending less than
-    lookback_rows above the block are computed exactly (vectorised); of the predecessors further up only the
-    best-scoring one is considered (its transition costs at most jump_penalty_rows anyway). On dense noise
-    only the best-scoring _MAX_CANDIDATES finished predecessors are kept per block.
-    """
-    ids = np.arange(t.n.size)
-    if ids.size > p.max_tracklets:
-        log.warning("%d tracklets: keeping the longest %d (noisy probability map?)", ids.size, p.max_tracklets)
-        ids = np.sort(np.argpartition(-t.n, p.max_tracklets - 1)[:p.max_tracklets])
-    ids = ids[np.argsort(t.top[ids], kind="stable")]
-    tk = _Tracklets(None, *(a[ids] for a in t[1:]))
-    best = tk.n.astype(np.float64)  # best score of a chain ending with tracklet j
-    prev = np.full(ids.size, -1)
-    by_bot = np.argsort(tk.bot, kind="stable")
-    n_far, far = 0, -1
-    for b0 in range(0, ids.size, _BLOCK):
-        b1 = min(b0 + _BLOCK, ids.size)
-        limit = tk.top[b0] - p.lookback_rows
-        while n_far < ids.size and tk.bot[by_bot[n_far]] < limit:  # final: ended above every j >= b0
-            i = by_bot[n_far]
-            far = i if far < 0 or best[i] > best[far] else far
-            n_far += 1
-        cand = np.flatnonzero(tk.bot[:b1] >= limit)
-        if far >= 0:
-            cand = np.union1d(cand, [far])
-        done = cand[cand < b0]
-        if done.size > _MAX_CANDIDATES:  # dense noise: keep the best-scoring finished predecessors
-            keep = np.argpartition(-best[done], _MAX_CANDIDATES - 1)[:_MAX_CANDIDATES]
-            cand = np.concatenate([np.sort(done[keep]), cand[cand >= b0]])
-        gain = _transition_gain(tk, cand, slice(b0, b1), p)  # (len(cand), b1 - b0)
-        n_before = np.searchsorted(cand, np.arange(b0, b1))  # candidates i < j
-        for j in range(b0, b1):
-            k = n_before[j - b0]
-            if k == 0:
-                continue
-            score = best[cand[:k]] + gain[:k, j - b0]
-            i = int(np.argmax(score))
-            if score[i] > best[j]:
-                best[j], prev[j] = score[i], cand[i]
-    chain = []
-    j = int(np.argmax(best)) if ids.size else -1
-    while j >= 0:
-        chain.append(ids[j])
-        j = prev[j]
-    return np.array(chain[::-1], dtype=np.int64)
-
-
-def _transition_gain(t: _Tracklets, before: np.ndarray, to: slice, p: TracingParams) -> np.ndarray:
-    """(len(before), len(to)) score gained by appending tracklet j (in ``to``) after tracklet i (in ``before``);
-    -inf where i cannot precede j (it must start and end earlier and share at most max_overlap_rows rows)."""
-    top_i, bot_i = t.top[before, None], t.bot[before, None]
-    xb, sb = t.x_bot[before, None], t.slope_bot[before, None]
-    top_j, bot_j, xt, st, n_j = t.top[to], t.bot[to], t.x_top[to], t.slope_top[to], t.n[to]
-    gap = top_j - bot_i
-    g = np.maximum(gap, 1)
-    err = np.minimum(np.abs(xt - (xb + sb * g)),  # previous tracklet extrapolated down
-                     np.abs(xb - (xt - st * g)))  # this tracklet extrapolated up
-    np.minimum(err, np.abs(xt - xb), out=err)  # flat: slopes of short tracklets are noisy
-    tol = p.search_px + p.drift_px_per_row * g
-    cost = np.where(err <= tol, err / tol, p.jump_penalty_rows)
-    gain = n_j - np.maximum(1 - gap, 0) - cost
-    allowed = (top_i < top_j) & (bot_i < bot_j) & (1 - gap <= p.max_overlap_rows)
-    return np.where(allowed, gain, -np.inf)
-
-
-def _sample(rows: np.ndarray, xs: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise centreline (px) -> (300,) fractions of width at y_k and (300,) observed flags."""
+def _sample(rows: np.ndarray, xs: np.ndarray, ink_rows: np.ndarray, height: int, width: int,
+            observe_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centreline at rows (px) -> (300,) fractions of width at y_k; (300,) observed flags from ink_rows."""
     y = np.arange(N_DEPTH) * (height - 1) / (N_DEPTH - 1)
     if rows.size == 0:
         return np.full(N_DEPTH, 0.5), np.zeros(N_DEPTH, dtype=bool)
     x_frac = np.interp(y, rows, xs) / width  # linear between rows, flat beyond the ends
-    radius = max(0.5, 0.5 * (height - 1) / (N_DEPTH - 1))
-    i = np.searchsorted(rows, y)
-    nearest = np.minimum(np.abs(rows[np.maximum(i - 1, 0)] - y), np.abs(rows[np.minimum(i, rows.size - 1)] - y))
+    radius = max(observe_px, 0.5, 0.5 * (height - 1) / (N_DEPTH - 1))
+    if ink_rows.size == 0:
+        return x_frac, np.zeros(N_DEPTH, dtype=bool)
+    i = np.searchsorted(ink_rows, y)
+    nearest = np.minimum(np.abs(ink_rows[np.maximum(i - 1, 0)] - y),
+                         np.abs(ink_rows[np.minimum(i, ink_rows.size - 1)] - y))
     return x_frac, nearest <= radius + 1e-9
 
 
