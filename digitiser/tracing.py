@@ -6,8 +6,9 @@ Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability
    the cost of moving sideways: a step of one column between rows is free (steep curves), a longer move along
    a row costs ``move_cost_ink`` per column on ink and ``move_cost_ink + move_cost_paper`` per column on paper
    (scaled by ``1 - p``). So the path follows ink, jumps along an inked bed boundary almost for free, crosses
-   a dash gap straight down, and never detours to noise or to a stroke of the other class: it is one dynamic
-   programme over rows (Viterbi), with exact minimum over all sources per row in O(W) (prefix sums).
+   a dash gap straight down, and seldom detours to noise (a detour pays its sideways moves twice; the other
+   class's strokes are paper on this plane): it is one dynamic programme over rows (Viterbi), with the exact
+   minimum over all sources per row in O(W) (prefix sums).
    Identity through crossings comes from the class planes (line style), not from position.
 2. Sub-pixel: on every row where the path touches evidence (``p >= refine_min_prob``, deliberately low: a
    faint probability still places the curve better than a straight bridge does) the centre is the p-weighted
@@ -127,7 +128,7 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     return x_frac, observed
 
 
-def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, np.ndarray]]:
+def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, ...]]:
     """Centreline of each probability plane.
 
     Args:
