@@ -53,6 +53,9 @@ class TrainConfig:
     dice_weight: float = 1.0                # soft Dice on the two curve classes, added to the CE
     p_crossing: float = 0.3                 # chance a crop is centred where the two curves meet
     p_curve: float = 0.5                    # ... else on a curve pixel; otherwise anywhere
+    # ... else (drawn after the two above) on a curve pixel at the track edge: a curve pinned off-scale
+    # along the edge overlaps the track border, rare and easily read as background (MODEL_CARD.md)
+    p_edge: float = 0.0
     data_source: str = "digitiser.synth:render_scan"  # "module:function" with synth.render_scan's signature
     data_seeds: tuple[int, int] = (0, 1_000_000)       # training scan seeds are drawn from [lo, hi)
     scan_size: tuple[int, int] | None = None           # (h, w) of rendered scans; None = the generator's sizes
@@ -113,7 +116,8 @@ class ScanCache:
 
     def get(self, seed: int) -> dict:
         """-> {"ink": HxW float32 in [0, 1] (1 = ink), "mask": HxW uint8, "curve": (n, 2) rows/cols of curve
-        pixels, "cross": (m, 2) rows/cols within 3 px of both curves}."""
+        pixels, "cross": (m, 2) rows/cols within 3 px of both curves, "edge": (k, 2) rows/cols of curve
+        pixels in the two outermost columns on either side}."""
         if seed not in self.items:
             h, w = self.scan_size or (None, None)
             scan = self.render(seed, height=h, width=w)
@@ -122,20 +126,23 @@ class ScanCache:
             assert gray.shape == mask.shape, f"scan {seed}: image {gray.shape} vs mask {mask.shape}"
             k = np.ones((7, 7), np.uint8)
             cross = cv2.dilate((mask == 1).astype(np.uint8), k) & cv2.dilate((mask == 2).astype(np.uint8), k)
+            curve = np.argwhere(mask > 0)
+            edge = curve[(curve[:, 1] < 2) | (curve[:, 1] >= mask.shape[1] - 2)]
             if len(self.items) >= self.capacity:
                 self.items.pop(next(iter(self.items)))
             self.items[seed] = {"ink": 1.0 - gray.astype(np.float32) / 255.0, "mask": mask,
-                                "curve": np.argwhere(mask > 0), "cross": np.argwhere(cross > 0)}
+                                "curve": curve, "cross": np.argwhere(cross > 0), "edge": edge}
         return self.items[seed]
 
 
 def _crop(scan: dict, crop: tuple[int, int], rng, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One (ch, cw) crop of ink and mask, centred on a crossing / curve pixel / anywhere; scans smaller
+    """One (ch, cw) crop of ink and mask, centred on a crossing / curve pixel / edge pixel / anywhere; scans smaller
     than the crop are padded with blank paper (ink 0, class 0)."""
     ch, cw = crop
     h, w = scan["mask"].shape
     u = rng.random()
-    pool = scan["cross"] if u < cfg.p_crossing else scan["curve"] if u < cfg.p_crossing + cfg.p_curve else None
+    cuts = np.cumsum([cfg.p_crossing, cfg.p_curve, cfg.p_edge])
+    pool = next((scan[k] for k, cut in zip(("cross", "curve", "edge"), cuts) if u < cut), None)
     if pool is not None and len(pool):
         cy, cx = pool[rng.integers(len(pool))]
         y0 = int(cy) - ch // 2 + int(rng.integers(-ch // 4, ch // 4 + 1))

@@ -51,6 +51,13 @@ def stand_in_scan(seed: int, *, height=None, width=None, style=None) -> StandInS
     return StandInScan(np.clip(image, 0, 255).astype(np.uint8), mask)
 
 
+def edge_scan(seed: int, *, height=None, width=None, style=None) -> StandInScan:
+    """A 128 x 96 scan whose only curve pixels run along the left edge, rows 40-59 (a pinned curve)."""
+    mask = np.zeros((height or 128, width or 96), np.uint8)
+    mask[40:60, 0] = 1
+    return StandInScan(np.where(mask > 0, 40, 235).astype(np.uint8), mask)
+
+
 def tiny_config(**overrides) -> tr.TrainConfig:
     """A model of ~4k parameters on 32 px crops; 1 thread: tiny ops are slower with 2 on a busy machine."""
     base = dict(seed=3, steps=40, batch_size=4, crop=(32, 32), warmup_steps=4, checkpoint_every=4,
@@ -103,6 +110,21 @@ def test_crops_prefer_curve_pixels():
     cfg = tiny_config(batch_size=64, crop=(16, 16))
     _, y = tr.make_batch(cfg, 0, tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2))
     assert (y > 0).flatten(1).any(1).float().mean() > 0.7
+
+
+def test_edge_crops_hold_the_curve_pinned_at_the_track_edge():
+    cfg = tiny_config(batch_size=32, crop=(16, 16), p_crossing=0.0, p_curve=0.0, p_edge=1.0,
+                      data_source="test_training:edge_scan")
+    _, y = tr.make_batch(cfg, 0, tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2))
+    at_edge = (y[:, :, [0, -1]] > 0).flatten(1).any(1)  # crops may be flipped: either side
+    assert bool(at_edge.all()), "every edge crop must hold pinned-curve pixels at its outer column"
+
+
+def test_without_edge_crops_the_pinned_curve_is_mostly_missed():
+    cfg = tiny_config(batch_size=32, crop=(16, 16), p_crossing=0.0, p_curve=0.0, p_edge=0.0,
+                      data_source="test_training:edge_scan")
+    _, y = tr.make_batch(cfg, 0, tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2))
+    assert (y > 0).flatten(1).any(1).float().mean() < 0.5
 
 
 def test_crop_pads_scans_smaller_than_the_crop():
