@@ -257,3 +257,25 @@ def load_segmenter(path, device="cpu") -> tuple[Segmenter, str]:
               f"the weights are broken (NaN/inf); {retrain}")
     log.info("loaded segmenter %s (model version %s) on %s", path, version[:12], device)
     return model, version
+
+
+def average_weights(paths, out) -> str:
+    """Write the element-wise mean of several shipped weights files (a "model soup") to `out`.
+
+    The inputs must share one model config, and should be fine-tunes of one parent (averaging unrelated
+    networks gives noise). Each input is preflighted by `load_segmenter`. Integer buffers (batch-norm step
+    counts, unused in eval mode) are taken from the first. Deterministic: the same files in the same order
+    give the same bytes. Returns the model version of the result.
+    """
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs at least two weights files, got {len(paths)}")
+    models = [load_segmenter(p)[0] for p in paths]
+    configs = [dataclasses.asdict(m.config) for m in models]
+    if any(c != configs[0] for c in configs):
+        raise CheckpointError(f"weights {list(map(str, paths))} have different model configs {configs}: "
+                              "only fine-tunes of one network can be averaged")
+    states = [m.state_dict() for m in models]
+    mean = {name: (sum(s[name].double() for s in states) / len(states)).to(t.dtype) if t.is_floating_point() else t
+            for name, t in states[0].items()}
+    models[0].load_state_dict(mean)
+    return save_weights(models[0], models[0].config, out)

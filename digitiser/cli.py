@@ -26,6 +26,12 @@ def _train(args):
     return train.main(args)
 
 
+def _soup(args):
+    from digitiser import checkpoint
+    checkpoint.average_weights(args.weights, args.out)
+    return 0
+
+
 def _eval(args):
     from digitiser import evaluate
     return evaluate.main(args)
@@ -76,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--export", help="write the final weights here (e.g. digitiser/weights/segmenter.pt)")
     s.set_defaults(func=_train)
+
+    s = sub.add_parser("soup", help="average fine-tunes of one segmenter into one weights file")
+    s.add_argument("weights", nargs="+", help="weights files (same model config, same parent)")
+    s.add_argument("--out", required=True, help="where to write the averaged weights (+ .json sidecar)")
+    s.set_defaults(func=_soup)
 
     s = sub.add_parser("eval", help="evaluate on scans with ground truth")
     s.add_argument("dir")

@@ -138,6 +138,31 @@ def test_preflight_refuses_a_missing_sidecar(tmp_path):
         ckpt.load_segmenter(tmp_path / "w.pt")
 
 
+def test_averaging_a_model_with_itself_gives_its_own_bytes(tmp_path):
+    version = ckpt.save_weights(_trained_looking(_model()), SMALL, tmp_path / "a.pt")
+    assert ckpt.average_weights([tmp_path / "a.pt", tmp_path / "a.pt"], tmp_path / "soup.pt") == version
+
+
+def test_averaged_weights_are_the_element_wise_mean(tmp_path):
+    a, b = _trained_looking(_model(seed=0)), _trained_looking(_model(seed=1))
+    ckpt.save_weights(a, SMALL, tmp_path / "a.pt")
+    ckpt.save_weights(b, SMALL, tmp_path / "b.pt")
+    version = ckpt.average_weights([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "soup.pt")
+    soup, loaded_version = ckpt.load_segmenter(tmp_path / "soup.pt")  # the output passes the preflight
+    w = "stem.0.conv.weight"
+    expected = ((a.state_dict()[w].double() + b.state_dict()[w].double()) / 2).float()
+    assert loaded_version == version and torch.equal(soup.state_dict()[w], expected)
+
+
+def test_averaging_refuses_different_networks(tmp_path):
+    ckpt.save_weights(_model(), SMALL, tmp_path / "a.pt")
+    other = SegmenterConfig(base=4, levels=3, max_width=8)
+    ckpt.save_weights(_model(other), other, tmp_path / "b.pt")
+    with pytest.raises(ckpt.CheckpointError, match="different model configs"):
+        ckpt.average_weights([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "soup.pt")
+    assert not (tmp_path / "soup.pt").exists()
+
+
 # ----------------------------------------------------------------------------- training checkpoints
 
 def _training_state(model) -> dict:
