@@ -136,8 +136,8 @@ class ScanCache:
 
 
 def _crop(scan: dict, crop: tuple[int, int], rng, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One (ch, cw) crop of ink and mask, centred on a crossing / curve pixel / edge pixel / anywhere; scans smaller
-    than the crop are padded with blank paper (ink 0, class 0)."""
+    """One (ch, cw) crop of ink and mask, centred on a crossing / curve pixel / edge pixel / anywhere; scans
+    smaller than the crop are padded with blank paper (ink 0, class 0)."""
     ch, cw = crop
     h, w = scan["mask"].shape
     u = rng.random()
