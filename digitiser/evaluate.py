@@ -1,7 +1,9 @@
 """`digitise eval DIR`: digitise scans that have ground truth (written by `digitise synth`) and score them.
 
 Per scan: MAE and p95 position error per curve (fraction of track width), swap rate, IoU per curve class,
-or the failure. The summary goes to stdout as a table and to --json; --qc writes overlays of the worst scans.
+or the failure, and how legible each curve is by its truth (failures on scans whose curve is hidden are counted
+apart). The summary goes to stdout as a table and to --json (with the per-scan records and the tracing
+parameters); --qc writes overlays of the worst scans.
 """
 import json
 import logging
@@ -13,7 +15,7 @@ import numpy as np
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.metrics import format_table, qc_overlay, scan_record, summarise
+from digitiser.metrics import format_table, legible_fraction, qc_overlay, scan_record, summarise
 from digitiser.predictor import MAX_BATCH, Digitiser
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,11 @@ def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5) -> dic
     for start in range(0, len(truths), MAX_BATCH):
         records += _evaluate_batch(truths[start:start + MAX_BATCH], digitiser)
         log.info("eval: %d/%d scans (%.2f s/scan)", len(records), len(truths), (time.monotonic() - t0) / len(records))
-    summary = summarise(records, worst_k=worst_k)
+    summary = summarise(records, worst_k=worst_k, min_coverage=digitiser.tracing.min_coverage)
     summary["seconds_per_scan"] = (time.monotonic() - t0) / len(truths)
     summary["model_version"] = digitiser.model_version
+    summary["tracing"] = digitiser.tracing.to_dict()
+    summary["per_scan"] = records  # so a changed figure can be traced to the scans that changed it
     if qc_dir:
         _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir))
     return summary
@@ -54,13 +58,14 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
     for t, scan, cal, probs in zip(truths, scans, cals, digitiser.segment([s.gray for s in scans])):
         truth = np.load(t)
         scan_id = t.name[: -len(".truth.npz")]
+        legible = legible_fraction(truth["mask"], truth["x_frac"], digitiser.tracing.observe_px)
         try:
             result = digitiser.finish(scan, cal, probs)
         except ValueError as e:
-            records.append(scan_record(scan_id, error=e))
+            records.append(scan_record(scan_id, error=e, legible=legible))
             continue
         records.append(scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
-                                   pred_mask=result.mask, true_mask=truth["mask"]))
+                                   pred_mask=result.mask, true_mask=truth["mask"], legible=legible))
     return records
 
 

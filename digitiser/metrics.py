@@ -83,16 +83,44 @@ def iou_per_class(pred_mask: np.ndarray, true_mask: np.ndarray) -> dict[int, flo
     return out
 
 
+def legible_fraction(true_mask: np.ndarray, true_x: np.ndarray, radius_px: float = 6.0) -> tuple[float, float]:
+    """Fraction of the 300 depth points at which each curve can be read off the scan at all, by its truth.
+
+    Curve c is legible at depth point k when the truth mask holds ink of class c within ``max(radius_px, half
+    the depth spacing)`` rows of ``y_k`` (ink the other curve was drawn over, or a 1-bit scan dropped, is not
+    there) and its true position is more than 1.5 px inside the track (a curve pinned off-scale on the
+    border line is indistinguishable from the border). A scan whose curve is legible at fewer points than the
+    tracer's minimum coverage cannot be digitised without fabricating that curve: refusing it is right.
+    """
+    _check_positions(true_x)
+    mask = np.asarray(true_mask)
+    h, w = mask.shape
+    y = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    r = max(radius_px, 0.5 * (h - 1) / (N_DEPTH - 1))
+    lo = np.clip(np.ceil(y - r), 0, h).astype(int)
+    hi = np.clip(np.floor(y + r) + 1, 0, h).astype(int)
+    out = []
+    for c in (1, 2):
+        rows_inked = np.concatenate([[0], np.cumsum((mask == c).any(axis=1))])
+        px = np.asarray(true_x, float)[:, c - 1] * w
+        inside = (px > 1.5) & (px < w - 1.5)  # NaN compares False: no truth, not legible
+        out.append(float(((rows_inked[hi] > rows_inked[lo]) & inside).mean()))
+    return out[0], out[1]
+
+
 def scan_record(scan_id: str, pred_x=None, true_x=None, pred_mask=None, true_mask=None,
-                error: BaseException | None = None) -> dict:
+                error: BaseException | None = None, legible=None) -> dict:
     """One scan's entry for ``summarise``: its id and either its metrics or its failure.
 
     Pass pred_x and true_x ((300, 2) fractions) for a traced scan, plus the masks for IoU when available; pass
     ``error`` (e.g. a CurveNotFound) for a scan that failed. Keys: id, failed, error, error_kind, mae_1, p95_1,
-    mae_2, p95_2, swap_rate, iou_1, iou_2 (metrics None when absent).
+    mae_2, p95_2, swap_rate, iou_1, iou_2 (metrics None when absent), and legible_1, legible_2 when ``legible``
+    (``legible_fraction`` of the truth) is given.
     """
     rec = {"id": str(scan_id), "failed": error is not None, "error": None, "error_kind": None,
            "mae_1": None, "p95_1": None, "mae_2": None, "p95_2": None, "swap_rate": None, "iou_1": None, "iou_2": None}
+    if legible is not None:
+        rec["legible_1"], rec["legible_2"] = (float(v) for v in legible)
     if error is not None:
         rec.update(error=str(error), error_kind=type(error).__name__)
         return rec
@@ -105,13 +133,15 @@ def scan_record(scan_id: str, pred_x=None, true_x=None, pred_mask=None, true_mas
     return rec
 
 
-def summarise(per_scan: list[dict], worst_k: int = 5) -> dict:
+def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5) -> dict:
     """Aggregate ``scan_record`` entries.
 
     Means are over scans that did not fail and have the metric: mae_1/mae_2 (mean per-scan MAE), mae (mean of
     the two), p95_1/p95_2 (mean per-scan 95th percentile), swap_rate, iou_1/iou_2. Also n_scans, n_failed,
     failure_fraction, failures (count per error kind) and worst (ids of the worst_k traced scans by the larger of
-    their two MAEs, worst first). Units: fractions of track width. JSON-able (None where there is no data).
+    their two MAEs, worst first). Records with legible_1/2: n_illegible (scans with a curve legible at fewer than
+    min_coverage of the points: refusing those is right), n_failed_legible and failure_fraction_legible (the
+    failures among the others). Units: fractions of track width. JSON-able (None where there is no data).
     """
     ok = [r for r in per_scan if not r.get("failed")]
     failed = [r for r in per_scan if r.get("failed")]
@@ -127,6 +157,12 @@ def summarise(per_scan: list[dict], worst_k: int = 5) -> dict:
     scored = [r for r in ok if r.get("mae_1") is not None and r.get("mae_2") is not None]
     scored.sort(key=lambda r: max(r["mae_1"], r["mae_2"]), reverse=True)
     out["worst"] = [r["id"] for r in scored[:worst_k]]
+    judged = [r for r in per_scan if r.get("legible_1") is not None]
+    if judged:
+        legible = [r for r in judged if min(r["legible_1"], r["legible_2"]) >= min_coverage]
+        out["n_illegible"] = len(judged) - len(legible)
+        out["n_failed_legible"] = sum(bool(r.get("failed")) for r in legible)
+        out["failure_fraction_legible"] = out["n_failed_legible"] / len(legible) if legible else None
     return out
 
 
@@ -148,6 +184,10 @@ def format_table(summary: dict) -> str:
         f"{'IoU':24}{num(s['iou_1']):>10}{num(s['iou_2']):>10}",
         f"{'swap rate':24}{pct(s['swap_rate']):>10}",
     ]
+    if s.get("n_illegible") is not None:
+        lines.append(f"{s['n_illegible']} scans have a curve hidden (under the other curve or on the track edge) "
+                     f"at most depth points; of the others {s['n_failed_legible']} failed "
+                     f"({pct(s['failure_fraction_legible'], 1)})")
     if s.get("worst"):
         lines.append("worst: " + ", ".join(s["worst"]))
     return "\n".join(lines)

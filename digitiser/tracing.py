@@ -15,7 +15,10 @@ Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability
    centroid of the pixels within ``refine_px`` of the path that are connected to it (one-pixel holes closed,
    plus one pixel each side so anti-aliased edges count symmetrically), in pixel units with the pixel-centre
    convention: column c sits at c + 0.5.
-3. Sampling: the centreline is linear in row space between those rows (gaps bridged, ends extended flat) and
+3. Running together: where a curve vanishes beside the other and comes back beside it (within
+   ``together_px`` at both ends), it was drawn under the other; its gap is bridged along the other curve's
+   centreline (offset blended between the ends) instead of straight across that curve's bends.
+4. Sampling: the centreline is linear in row space between those rows (gaps bridged, ends extended flat) and
    is sampled at ``y_k = k * (H - 1) / 299``. Depth point k is *observed* when a row where the path is on ink
    (``p >= min_prob``) lies within ``max(observe_px, half the depth spacing)`` rows of ``y_k``: the gaps of a
    dashed or dotted line (up to ``2 * observe_px`` rows) count as seen, longer gaps as bridged.
@@ -49,15 +52,18 @@ class TracingParams:
     refine_min_prob: ... on rows where the path has ``p >= refine_min_prob``, from the pixels connected to it
         with at least that probability; rows below it are bridged.
     observe_px: a depth point is observed when ink was seen within this many rows (or half a depth spacing).
+    together_px: a gap whose two ends lie within this many px of the other curve is bridged along the other
+        curve (the curves ran together, one drawn over the other), not straight; 0 turns this off.
     """
 
     min_coverage: float = 0.5
     min_prob: float = 0.5
     move_cost_ink: float = 0.02
     move_cost_paper: float = 0.03
-    refine_px: int = 4
+    refine_px: int = 32
     refine_min_prob: float = 0.05
     observe_px: float = 6.0
+    together_px: float = 15.0
 
     def __post_init__(self):
         checks = [
@@ -66,7 +72,8 @@ class TracingParams:
             (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
             (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
              "move_cost_ink must be > 0, move_cost_paper >= 0"),
-            (self.refine_px >= 1 and self.observe_px >= 0, "refine_px must be >= 1, observe_px >= 0"),
+            (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0,
+             "refine_px must be >= 1, observe_px >= 0, together_px >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -116,8 +123,11 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     x_frac = np.empty((N_DEPTH, 2))
     observed = np.empty((N_DEPTH, 2), dtype=bool)
     planes = np.ascontiguousarray(probs[1:], dtype=np.float32)
-    for i, (rows, xs, ink) in enumerate(trace_planes(planes, params)):
-        x_frac[:, i], observed[:, i] = _sample(rows, xs, rows[ink], H, W, params.observe_px)
+    traced = trace_planes(planes, params)
+    for i, (rows, xs, ink) in enumerate(traced):
+        rows_o, xs_o, _ = traced[1 - i]
+        rows_b, xs_b = _run_together(rows, xs, ink, rows_o, xs_o, params.together_px, 2 * params.observe_px)
+        x_frac[:, i], observed[:, i] = _sample(rows_b, xs_b, rows[ink], H, W, params.observe_px)
     coverage = observed.mean(axis=0)
     failing = [c for c, cov in zip(CURVE_CLASSES, coverage) if cov < params.min_coverage or cov == 0]
     if failing:
@@ -215,6 +225,33 @@ def _centre(p: np.ndarray, path: np.ndarray, r: int, min_prob: float, fallback=N
     if fallback is None:
         return (w * (cols + 0.5)).sum(axis=1) / mass  # > 0: the path pixel itself counts
     return np.where(ok[:, r] & (mass > 0), (w * (cols + 0.5)).sum(axis=1) / np.maximum(mass, 1e-30), fallback)
+
+
+def _run_together(rows, xs, ink, rows_o, xs_o, tol: float, min_gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bridge a curve's long gaps along the other curve where it vanished beside it and came back beside it.
+
+    A curve drawn under the other for a stretch leaves no ink of its own there, and a straight bridge cuts
+    across every bend of that stretch. So in a gap between two rows on ink that are both within ``tol`` px of
+    the other curve, the rows the curve's own (faint) rows leave unseen for more than ``min_gap`` rows take
+    the other curve's centreline plus an offset blended linearly between the two ends.
+    rows, xs, ink: this curve (trace_planes); rows_o, xs_o: the other's. Returns (rows, xs), rows increasing.
+    """
+    ends = rows[ink]
+    if tol <= 0 or ends.size < 2 or rows_o.size == 0:
+        return rows, xs
+    offset = xs[ink] - np.interp(ends, rows_o, xs_o)
+    beside = np.abs(offset) <= tol
+    follow = beside[:-1] & beside[1:] & (np.diff(ends) > min_gap)  # gap i: rows between ends[i], ends[i + 1]
+    i = np.searchsorted(ends, rows_o, side="right") - 1
+    in_gap = (i >= 0) & (i < ends.size - 1)
+    i = np.clip(i, 0, ends.size - 2)
+    j = np.clip(np.searchsorted(rows, rows_o, side="right"), 1, rows.size - 1)  # own rows j-1 <= r < j
+    take = in_gap & follow[i] & (rows_o > rows[j - 1]) & (rows[j] - rows[j - 1] > min_gap)
+    if not take.any():
+        return rows, xs
+    r = rows_o[take]
+    order = np.argsort(np.concatenate([rows, r]), kind="stable")
+    return np.concatenate([rows, r])[order], np.concatenate([xs, xs_o[take] + np.interp(r, ends, offset)])[order]
 
 
 def _sample(rows: np.ndarray, xs: np.ndarray, ink_rows: np.ndarray, height: int, width: int,

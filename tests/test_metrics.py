@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from digitiser.metrics import (curve_errors, format_table, iou_per_class, qc_overlay, scan_record, summarise,
-                               swap_rate)
+from digitiser.metrics import (curve_errors, format_table, iou_per_class, legible_fraction, qc_overlay, scan_record,
+                               summarise, swap_rate)
 from digitiser.tracing import CurveNotFound
 
 
@@ -116,6 +116,29 @@ def test_format_table_mentions_numbers():
 
 def test_format_table_empty():
     assert "scans 0" in format_table(summarise([]))
+
+
+def test_legible_fraction_hidden_and_edge_points():
+    """Curve 1 inked on every row; curve 2 inked on the top half only (drawn over below); a curve pinned on the
+    track edge is not legible even where its ink is in the mask."""
+    h, w = 600, 100
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, 50] = 1
+    mask[: h // 2, 30] = 2
+    assert legible_fraction(mask, positions(0.505, 0.305)) == pytest.approx((1.0, 0.5), abs=0.02)  # +- the 6-row radius
+    mask[:, 99] = 2
+    assert legible_fraction(mask, positions(0.505, 0.995))[1] == 0.0
+
+
+def test_summarise_counts_failures_on_legible_scans_apart():
+    recs = [scan_record("a", positions(0.31, 0.7), positions(), legible=(1.0, 0.9)),
+            scan_record("b", error=CurveNotFound(2, 0.1, 0.5), legible=(1.0, 0.2)),  # hidden: refusing is right
+            scan_record("c", error=CurveNotFound(1, 0.3, 0.5), legible=(0.8, 1.0))]
+    s = summarise(recs)
+    assert s["n_failed"] == 2 and s["n_illegible"] == 1
+    assert s["n_failed_legible"] == 1 and s["failure_fraction_legible"] == pytest.approx(0.5)
+    assert "1 scans have a curve hidden" in format_table(s) and "1 failed (50.0%)" in format_table(s)
+    assert "n_illegible" not in summarise(records())  # records without truth legibility: no such figures
 
 
 def test_qc_overlay_colours():
