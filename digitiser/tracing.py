@@ -231,9 +231,9 @@ def _run_together(rows, xs, ink, rows_o, xs_o, tol: float, min_gap: float) -> tu
     """Bridge a curve's long gaps along the other curve where it vanished beside it and came back beside it.
 
     A curve drawn under the other for a stretch leaves no ink of its own there, and a straight bridge cuts
-    across every bend of that stretch. So in a gap between two rows on ink that are both within ``tol`` px of
-    the other curve, the rows the curve's own (faint) rows leave unseen for more than ``min_gap`` rows take
-    the other curve's centreline plus an offset blended linearly between the two ends.
+    across every bend of that stretch. So in a gap between two of its rows on ink that both lie within ``tol``
+    px of the other curve, wherever its own faint rows leave more than ``min_gap`` rows unseen, the other
+    curve's rows are added: their centre plus an offset blended linearly between the two ends.
     rows, xs, ink: this curve (trace_planes); rows_o, xs_o: the other's. Returns (rows, xs), rows increasing.
     """
     ends = rows[ink]
