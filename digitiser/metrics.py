@@ -12,6 +12,8 @@ import math
 import cv2
 import numpy as np
 
+from digitiser.tracing import observe_radius
+
 N_DEPTH = 300
 SWAP_TOL = 0.01  # fraction of track width: closer curves cannot be told apart, so no swap is counted
 _RED, _BLUE, _GREEN = (0, 0, 255), (255, 0, 0), (0, 170, 0)  # BGR
@@ -83,11 +85,11 @@ def iou_per_class(pred_mask: np.ndarray, true_mask: np.ndarray) -> dict[int, flo
     return out
 
 
-def legible_fraction(true_mask: np.ndarray, true_x: np.ndarray, radius_px: float = 6.0) -> tuple[float, float]:
+def legible_fraction(true_mask: np.ndarray, true_x: np.ndarray, observe_px: float = 6.0) -> tuple[float, float]:
     """Fraction of the 300 depth points at which each curve can be read off the scan at all, by its truth.
 
-    Curve c is legible at depth point k when the truth mask holds ink of class c within ``max(radius_px, half
-    the depth spacing)`` rows of ``y_k`` (ink the other curve was drawn over, or a 1-bit scan dropped, is not
+    Curve c is legible at depth point k when the truth mask holds ink of class c within the tracer's
+    ``observe_radius`` of ``y_k`` (ink the other curve was drawn over, or a 1-bit scan dropped, is not
     there) and its true position is more than 1.5 px inside the track (a curve pinned off-scale on the
     border line is indistinguishable from the border). A scan whose curve is legible at fewer points than the
     tracer's minimum coverage cannot be digitised without fabricating that curve: refusing it is right.
@@ -96,7 +98,7 @@ def legible_fraction(true_mask: np.ndarray, true_x: np.ndarray, radius_px: float
     mask = np.asarray(true_mask)
     h, w = mask.shape
     y = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
-    r = max(radius_px, 0.5 * (h - 1) / (N_DEPTH - 1))
+    r = observe_radius(h, observe_px)
     lo = np.clip(np.ceil(y - r), 0, h).astype(int)
     hi = np.clip(np.floor(y + r) + 1, 0, h).astype(int)
     out = []

@@ -254,6 +254,11 @@ def _run_together(rows, xs, ink, rows_o, xs_o, tol: float, min_gap: float) -> tu
     return np.concatenate([rows, r])[order], np.concatenate([xs, xs_o[take] + np.interp(r, ends, offset)])[order]
 
 
+def observe_radius(height: int, observe_px: float) -> float:
+    """Rows either side of a depth point within which ink counts as seeing the curve there."""
+    return max(observe_px, 0.5, 0.5 * (height - 1) / (N_DEPTH - 1))
+
+
 def _sample(rows: np.ndarray, xs: np.ndarray, ink_rows: np.ndarray, height: int, width: int,
             observe_px: float) -> tuple[np.ndarray, np.ndarray]:
     """Centreline at rows (px) -> (300,) fractions of width at y_k; (300,) observed flags from ink_rows."""
@@ -261,7 +266,7 @@ def _sample(rows: np.ndarray, xs: np.ndarray, ink_rows: np.ndarray, height: int,
     if rows.size == 0:
         return np.full(N_DEPTH, 0.5), np.zeros(N_DEPTH, dtype=bool)
     x_frac = np.interp(y, rows, xs) / width  # linear between rows, flat beyond the ends
-    radius = max(observe_px, 0.5, 0.5 * (height - 1) / (N_DEPTH - 1))
+    radius = observe_radius(height, observe_px)
     if ink_rows.size == 0:
         return x_frac, np.zeros(N_DEPTH, dtype=bool)
     i = np.searchsorted(ink_rows, y)
