@@ -18,7 +18,11 @@ Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability
 3. Running together: where a curve vanishes beside the other and comes back beside it (within
    ``together_px`` at both ends), it was drawn under the other; its gap is bridged along the other curve's
    centreline (offset blended between the ends) instead of straight across that curve's bends.
-4. Sampling: the centreline is linear in row space between those rows (gaps bridged, ends extended flat) and
+4. Pinned at the edge: a curve run off the scale is drawn along the track's edge line, where the segmenter
+   sees nothing of it; it leaves along a row and comes back along a row. Between two rows where its ink runs
+   into the same edge (or a scan end and such a row) with little of its own ink in between, it is placed on
+   the edge column (``pin_px``), not bridged straight across the track; those points count as bridged.
+5. Sampling: the centreline is linear in row space between those rows (gaps bridged, ends extended flat) and
    is sampled at ``y_k = k * (H - 1) / 299``. Depth point k is *observed* when a row where the path is on ink
    (``p >= min_prob``) lies within ``max(observe_px, half the depth spacing)`` rows of ``y_k``: the gaps of a
    dashed or dotted line (up to ``2 * observe_px`` rows) count as seen, longer gaps as bridged.
@@ -54,6 +58,8 @@ class TracingParams:
     observe_px: a depth point is observed when ink was seen within this many rows (or half a depth spacing).
     together_px: a gap whose two ends lie within this many px of the other curve is bridged along the other
         curve (the curves ran together, one drawn over the other), not straight; 0 turns this off.
+    pin_px: a row's ink within this many px of the track edge, along the row from the curve, is a run into
+        the edge; between two such runs into the same edge the curve is pinned there; 0 turns this off.
     """
 
     min_coverage: float = 0.5
@@ -64,6 +70,7 @@ class TracingParams:
     refine_min_prob: float = 0.05
     observe_px: float = 6.0
     together_px: float = 15.0
+    pin_px: int = 12
 
     def __post_init__(self):
         checks = [
@@ -72,8 +79,8 @@ class TracingParams:
             (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
             (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
              "move_cost_ink must be > 0, move_cost_paper >= 0"),
-            (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0,
-             "refine_px must be >= 1, observe_px >= 0, together_px >= 0"),
+            (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0,
+             "refine_px must be >= 1, observe_px >= 0, together_px >= 0, pin_px >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -124,6 +131,8 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     observed = np.empty((N_DEPTH, 2), dtype=bool)
     planes = np.ascontiguousarray(probs[1:], dtype=np.float32)
     traced = trace_planes(planes, params)
+    if params.pin_px > 0:
+        traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
     for i, (rows, xs, ink) in enumerate(traced):
         rows_o, xs_o, _ = traced[1 - i]
         rows_b, xs_b = _run_together(rows, xs, ink, rows_o, xs_o, params.together_px, 2 * params.observe_px)
@@ -252,6 +261,56 @@ def _run_together(rows, xs, ink, rows_o, xs_o, tol: float, min_gap: float) -> tu
     r = rows_o[take]
     order = np.argsort(np.concatenate([rows, r]), kind="stable")
     return np.concatenate([rows, r])[order], np.concatenate([xs, xs_o[take] + np.interp(r, ends, offset)])[order]
+
+
+def _edge_touch(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, pin_px: int, min_prob: float,
+                min_fill: float = 0.2) -> np.ndarray:
+    """(n,) int8 per row: -1 / +1 where the curve at (rows, xs) runs along the row into the left / right edge:
+    ink (this plane, rows +-5, p >= min_prob) within pin_px of the edge and on at least min_fill of the columns
+    between the edge and the curve's own stroke (a dashed or dotted run, partly missed, fills 20-50%); else 0.
+    The curve must be more than 2 * pin_px from the edge, so a curve merely near the edge does not count."""
+    H, W = plane.shape
+    band = np.maximum.reduce([plane[np.clip(rows + d, 0, H - 1)] for d in range(-5, 6)]) >= min_prob
+    filled = np.cumsum(band, axis=1)  # ink columns in 0..c
+    x = np.clip(xs.astype(np.int64), 0, W - 1)
+    n = np.arange(rows.size)
+    left = (x > 2 * pin_px) & band[:, :pin_px + 1].any(1) & (filled[n, x] >= min_fill * (x + 1))
+    right = ((x < W - 1 - 2 * pin_px) & band[:, W - 1 - pin_px:].any(1)
+             & (filled[:, -1] - filled[n, x] + band[n, x] >= min_fill * (W - x)))
+    return np.where(left, -1, np.where(right, 1, 0)).astype(np.int8)
+
+
+def _pinned(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, ink: np.ndarray, pin_px: int, min_prob: float,
+            max_ink: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A curve run off the scale is drawn along the track's edge line, where the segmenter sees nothing; it
+    leaves the track along a row and comes back along a row. So between two rows where its ink runs into the
+    same edge (or the scan's top or bottom and such a row), with little of its own ink in between (at most
+    max_ink of the rows; 5% next to a scan end, where no second run confirms it), the curve is pinned to that
+    edge: the rows there become rows at the edge column's centre, not on ink (inferred, not observed).
+    rows, xs, ink: one curve (trace_planes). Returns (rows, xs, ink), rows increasing."""
+    H, W = plane.shape
+    side = _edge_touch(plane, rows[ink], xs[ink], pin_px, min_prob)
+    at = rows[ink][side != 0]
+    if at.size == 0:
+        return rows, xs, ink
+    side = side[side != 0]
+    ev_row = np.concatenate([[-1], at, [H]])  # the scan's ends pair with the first and last touch
+    ev_side = np.concatenate([side[:1], side, side[-1:]])
+    ink_upto = np.searchsorted(rows[ink], ev_row, side="right")  # own ink rows <= each event
+    between = np.diff(ink_upto) - 1 + (ev_row[1:] == H)  # own ink rows strictly inside each gap
+    span = np.diff(ev_row)
+    at_end = (ev_row[:-1] < 0) | (ev_row[1:] == H)
+    pin = (ev_side[1:] == ev_side[:-1]) & (span >= 3) & (between <= np.where(at_end, 0.05, max_ink) * span)
+    if not pin.any():
+        return rows, xs, ink
+    new = [np.arange(a + 1, b) for a, b in zip(ev_row[:-1][pin], ev_row[1:][pin])]
+    edge_x = [np.full(r.size, 0.5 if s < 0 else W - 0.5) for r, s in zip(new, ev_side[1:][pin])]
+    keep = ~np.isin(rows, np.concatenate(new))
+    r = np.concatenate([rows[keep]] + new)
+    order = np.argsort(r, kind="stable")
+    x = np.concatenate([xs[keep]] + edge_x)[order]
+    k = np.concatenate([ink[keep], np.zeros(r.size - keep.sum(), bool)])[order]
+    return r[order], x, k
 
 
 def observe_radius(height: int, observe_px: float) -> float:

@@ -226,6 +226,66 @@ def test_gap_far_from_the_other_curve_is_bridged_straight():
     assert np.array_equal(trace(p)[0], trace(p, TracingParams(together_px=0))[0])
 
 
+def off_scale_scene(h=2000, w=300):
+    """Curve 1 runs off the scale: along row 500 into the left edge, pinned on the (invisible) edge line,
+    back along row 1300; curve 2 a dashed line at x = 220 throughout."""
+    y = np.arange(h)
+    x1 = np.where((y > 500) & (y < 1300), 0.0, 150.0)
+    a1 = stroke(h, w, x1, rows=[np.arange(0, 502), np.arange(1299, h)])
+    a1[:, :3] = 0.0  # the segmenter sees nothing on the edge line itself
+    return h, w, x1, a1, dashed(h, w, np.full(h, 220.0))
+
+
+def test_curve_run_off_the_scale_is_pinned_to_the_edge():
+    """Between its runs into the left edge the curve is read on the edge column, not bridged straight
+    across the track (150 px off), and those points are not counted as observed."""
+    h, w, x1, a1, a2 = off_scale_scene()
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    pinned = (yk > 520) & (yk < 1280)
+    x_frac, observed = trace(probs_from(a1, a2))
+    assert np.allclose(x_frac[pinned, 0] * w, 0.5)
+    assert not observed[pinned, 0].any() and observed[(yk < 490) | (yk > 1310), 0].all()
+    straight, _ = trace(probs_from(a1, a2), TracingParams(pin_px=0))
+    assert (straight[pinned, 0] * w > 100).all()
+
+
+def test_curve_entering_from_the_edge_at_the_top_is_pinned_above():
+    h, w = 1500, 300
+    y = np.arange(h)
+    x1 = np.where(y < 400, 0.0, 150.0)
+    a1 = stroke(h, w, x1, rows=np.arange(399, h))
+    a1[:, :3] = 0.0
+    x_frac, observed = trace(probs_from(a1, dashed(h, w, np.full(h, 220.0))))
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    assert np.allclose(x_frac[yk < 390, 0] * w, 0.5) and not observed[yk < 390, 0].any()
+
+
+def test_curve_near_the_edge_is_not_pinned():
+    """A curve running 15 px from the edge with a gap, and no run into the edge: bridged as before."""
+    h, w = 1500, 100
+    xs = np.full(h, 15.0)
+    a1 = stroke(h, w, xs, rows=[np.arange(0, 600), np.arange(900, h)], thickness=4)
+    p = probs_from(a1, dashed(h, w, np.full(h, 70.0)))
+    x_frac, _ = trace(p)
+    assert np.array_equal(x_frac, trace(p, TracingParams(pin_px=0))[0])
+    assert np.allclose(x_frac[:, 0] * w, 15.5, atol=0.3)
+
+
+def test_excursions_to_the_edge_with_ink_between_are_not_pinned_between():
+    """The curve spikes into the edge twice (rows 301-304, 1001-1004) with its own ink in between: only the
+    spikes themselves may be read on the edge, the 700 rows between them are traced as before."""
+    h, w = 1500, 300
+    y = np.arange(h)
+    spikes = ((y > 300) & (y < 305)) | ((y > 1000) & (y < 1005))
+    x1 = np.where(spikes, 0.0, 150.0 + 40 * np.sin(y / 90))
+    p = probs_from(stroke(h, w, x1), dashed(h, w, np.full(h, 260.0)))
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    between = (yk > 320) & (yk < 990)
+    x_frac, _ = trace(p)
+    assert np.array_equal(x_frac[between], trace(p, TracingParams(pin_px=0))[0][between])
+    assert np.abs(x_frac[between, 0] - truth(x1, h, w)[between]).max() * w < 1.0
+
+
 def test_hole_in_stroke_is_merged():
     h, w = 400, 100
     xs = np.full(h, 50.3)
