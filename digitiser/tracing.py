@@ -242,13 +242,18 @@ def _run_together(rows, xs, ink, rows_o, xs_o, tol: float, min_gap: float) -> tu
     A curve drawn under the other for a stretch leaves no ink of its own there, and a straight bridge cuts
     across every bend of that stretch. So in a gap between two of its rows on ink that both lie within ``tol``
     px of the other curve, wherever its own faint rows leave more than ``min_gap`` rows unseen, the other
-    curve's rows are added: their centre plus an offset blended linearly between the two ends.
+    curve's rows are added: their centre plus an offset blended linearly between the two ends (each end's
+    offset to the nearest of the other curve's centres within ``min_gap / 2`` rows).
     rows, xs, ink: this curve (trace_planes); rows_o, xs_o: the other's. Returns (rows, xs), rows increasing.
     """
     ends = rows[ink]
     if tol <= 0 or ends.size < 2 or rows_o.size == 0:
         return rows, xs
-    offset = xs[ink] - np.interp(ends, rows_o, xs_o)
+    # offset to the other curve's nearest centre within half a dash gap of each end: where both jump along
+    # a row together, the other's centre on that row is mid-run, its centre a few rows on is beside the end
+    reach = int(min_gap // 2)
+    offsets = np.stack([xs[ink] - np.interp(ends + d, rows_o, xs_o) for d in range(-reach, reach + 1)])
+    offset = offsets[np.abs(offsets).argmin(axis=0), np.arange(ends.size)]
     beside = np.abs(offset) <= tol
     follow = beside[:-1] & beside[1:] & (np.diff(ends) > min_gap)  # gap i: rows between ends[i], ends[i + 1]
     i = np.searchsorted(ends, rows_o, side="right") - 1

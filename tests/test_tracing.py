@@ -138,7 +138,7 @@ def test_crossing_keeps_identity_with_confused_classes(scene):
     assert len(crossings) >= 4
     assert err1[sep > 8].max() < 0.5
     assert (err1 <= sep / 2 + 0.5).all()  # where the strokes touch, one run holds both: centroid in between
-    apart = sep > 4
+    apart = sep > 6  # closer in, a dash gap at the crossing is bridged along curve 1 (run-together rule)
     assert (np.abs(x_frac[apart, 1] - t2[apart]) < np.abs(x_frac[apart, 1] - t1[apart])).all()
 
 
@@ -217,6 +217,23 @@ def test_curve_under_the_other_is_bridged_along_it():
     assert not observed[hidden, 1].any() and observed[seen, 1].all()
     straight, _ = trace(probs_from(a1, a2), TracingParams(together_px=0))
     assert np.abs(straight[hidden, 1] - truth(x2, h, w)[hidden]).max() * w > 40
+
+
+def test_curve_under_the_other_on_a_steep_stretch_is_bridged_along_it():
+    """The dashed curve runs a few rows behind the solid one on a steep wiggle (5 px per row), so at the
+    rows where it vanishes under it and comes back it is 20+ px away *along the row*, yet beside it a few
+    rows on: the gap is still bridged along the solid curve (a straight bridge misses its 100 px bends)."""
+    h, w = 3000, 400
+    y = np.arange(h, dtype=float)
+    x1 = 200 + 100 * np.sin((y - 1000) / 20)
+    x2 = np.where((y >= 1000) & (y < 2000), x1, 200 + 100 * np.sin((y - 1005) / 20))  # 5 rows behind
+    hidden = [r[(r < 1000) | (r >= 2000)] for r in dash_rows(h, 12, 12)]
+    a2 = stroke(h, w, x2, [r for r in hidden if r.size > 1])
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    under = (yk > 1010) & (yk < 1990)
+    x_frac, observed = trace(probs_from(stroke(h, w, x1), a2))
+    assert np.abs(x_frac[under, 1] - truth(x2, h, w)[under]).max() * w < 5
+    assert not observed[under, 1].any()
 
 
 def test_gap_far_from_the_other_curve_is_bridged_straight():
