@@ -269,20 +269,29 @@ def _run_together(rows, xs, ink, rows_o, xs_o, tol: float, min_gap: float) -> tu
 
 
 def _edge_touch(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, pin_px: int, min_prob: float,
-                min_fill: float = 0.2) -> np.ndarray:
+                min_fill: float = 0.2, reach: int = 5) -> np.ndarray:
     """(n,) int8 per row: -1 / +1 where the curve at (rows, xs) runs along the row into the left / right edge:
-    ink (this plane, rows +-5, p >= min_prob) within pin_px of the edge and on at least min_fill of the columns
-    between the edge and the curve's own stroke (a dashed or dotted run, partly missed, fills 20-50%); else 0.
-    The curve must be more than 2 * pin_px from the edge, so a curve merely near the edge does not count."""
+    ink (this plane, p >= min_prob, rows within ``reach``) within pin_px of the edge and on at least min_fill
+    of the columns between the edge and the curve (a dashed or dotted run, partly missed, fills 20-50%); else
+    0. The curve must be more than 2 * pin_px from the edge, so a curve merely near the edge does not count."""
     H, W = plane.shape
-    band = np.maximum.reduce([plane[np.clip(rows + d, 0, H - 1)] for d in range(-5, 6)]) >= min_prob
-    filled = np.cumsum(band, axis=1)  # ink columns in 0..c
+    touch = np.zeros(rows.size, np.int8)
     x = np.clip(xs.astype(np.int64), 0, W - 1)
-    n = np.arange(rows.size)
-    left = (x > 2 * pin_px) & band[:, :pin_px + 1].any(1) & (filled[n, x] >= min_fill * (x + 1))
-    right = ((x < W - 1 - 2 * pin_px) & band[:, W - 1 - pin_px:].any(1)
+    near = np.maximum(plane[:, :pin_px + 1].max(axis=1), plane[:, W - 1 - pin_px:].max(axis=1))
+    near = np.lib.stride_tricks.sliding_window_view(np.pad(near, reach), 2 * reach + 1).max(axis=1)
+    far_l, far_r = x > 2 * pin_px, x < W - 1 - 2 * pin_px
+    cand = np.flatnonzero((near[rows] >= min_prob) & (far_l | far_r))
+    if cand.size == 0:  # most rows: nothing near either edge
+        return touch
+    r, x, far_l, far_r = rows[cand], x[cand], far_l[cand], far_r[cand]
+    band = np.maximum.reduce([plane[np.clip(r + d, 0, H - 1)] for d in range(-reach, reach + 1)]) >= min_prob
+    filled = np.cumsum(band, axis=1)  # ink columns in 0..c
+    n = np.arange(r.size)
+    left = far_l & band[:, :pin_px + 1].any(axis=1) & (filled[n, x] >= min_fill * (x + 1))
+    right = (far_r & band[:, W - 1 - pin_px:].any(axis=1)
              & (filled[:, -1] - filled[n, x] + band[n, x] >= min_fill * (W - x)))
-    return np.where(left, -1, np.where(right, 1, 0)).astype(np.int8)
+    touch[cand] = np.where(left, -1, np.where(right, 1, 0))
+    return touch
 
 
 def _pinned(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, ink: np.ndarray, pin_px: int, min_prob: float,
