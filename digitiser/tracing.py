@@ -171,7 +171,7 @@ def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) ->
     return out
 
 
-def _min_cost_paths(planes: np.ndarray, ink: float, paper: float) -> np.ndarray:
+def _min_cost_paths(planes: np.ndarray, ink: float, paper: float, chunk: int = 256) -> np.ndarray:
     """(K, H, W) probabilities -> (K, H) int64 columns of each plane's minimum-cost top-to-bottom path.
 
     Row y's cost D[x] = min over sources x' of D_prev[x' (+-1 free)] + |C[x] - C[x']|, then + (1 - p[y, x]),
@@ -179,30 +179,35 @@ def _min_cost_paths(planes: np.ndarray, ink: float, paper: float) -> np.ndarray:
     running minimum (and symmetrically from the right), so each row is O(W).
     """
     K, H, W = planes.shape
-    cols = np.broadcast_to(np.arange(W), (K, W))
+    cols = np.arange(W)
     k_idx = np.arange(K)[:, None]
-    inf = np.full((K, 1), np.inf)
     back = np.empty((K, H, W), np.int16 if W < 2**15 else np.int32)  # source column of each pixel
     D = 1.0 - planes[:, 0].astype(np.float64)
-    for y in range(1, H):
-        e = 1.0 - planes[:, y].astype(np.float64)
-        # a free step of one column: best of x-1, x, x+1 (ties to x)
-        steps = np.stack([D, np.concatenate([inf, D[:, :-1]], 1), np.concatenate([D[:, 1:], inf], 1)])
-        k = steps.argmin(0)
-        D1 = np.take_along_axis(steps, k[None], 0)[0]
-        src = cols + (k == 2) - (k == 1)
-        C = np.cumsum(ink + paper * e, axis=1)
-        g = D1 - C  # from the left: D1[x'] + C[x] - C[x']
-        run_l = np.minimum.accumulate(g, axis=1)
-        arg_l = np.maximum.accumulate(np.where(g <= run_l, cols, 0), axis=1)
-        g = (D1 + C)[:, ::-1]  # from the right: D1[x'] + C[x'] - C[x]
-        run_r = np.minimum.accumulate(g, axis=1)[:, ::-1]
-        arg_r = ((W - 1) - np.maximum.accumulate(np.where(g <= run_r[:, ::-1], cols, 0), axis=1))[:, ::-1]
-        from_l, from_r = run_l + C, run_r - C
-        left = from_l <= from_r
-        back[:, y] = src[k_idx, np.where(left, arg_l, arg_r)]
-        D = np.where(left, from_l, from_r) + e
-        D -= D.min(axis=1, keepdims=True)  # keeps magnitudes small over thousands of rows
+    D_left = np.full((K, W), np.inf)  # D of column x - 1, at x
+    D_right = np.full((K, W), np.inf)  # D of column x + 1, at x
+    for y0 in range(1, H, chunk):  # per-row costs in blocks: fewer numpy calls per row, bounded memory
+        E = 1.0 - planes[:, y0:y0 + chunk].astype(np.float64)
+        CC = np.cumsum(ink + paper * E, axis=2)
+        for i in range(E.shape[1]):
+            e, C = E[:, i], CC[:, i]
+            # a free step of one column: best of x, x-1, x+1 (ties in that order)
+            D_left[:, 1:] = D[:, :-1]
+            D_right[:, :-1] = D[:, 1:]
+            side = np.minimum(D_left, D_right)
+            step = np.where(D <= side, 0, np.where(D_left <= D_right, -1, 1))
+            D1 = np.minimum(D, side)
+            g = D1 - C  # from the left: D1[x'] + C[x] - C[x']
+            run_l = np.minimum.accumulate(g, axis=1)
+            arg_l = np.maximum.accumulate(np.where(g <= run_l, cols, 0), axis=1)
+            g = (D1 + C)[:, ::-1]  # from the right: D1[x'] + C[x'] - C[x], scanned reversed
+            run_r = np.minimum.accumulate(g, axis=1)
+            arg_r = ((W - 1) - np.maximum.accumulate(np.where(g <= run_r, cols, 0), axis=1))[:, ::-1]
+            from_l, from_r = run_l + C, run_r[:, ::-1] - C
+            left = from_l <= from_r
+            src = np.where(left, arg_l, arg_r)
+            back[:, y0 + i] = src + step[k_idx, src]
+            D = np.where(left, from_l, from_r) + e
+            D -= D.min(axis=1, keepdims=True)  # keeps magnitudes small over thousands of rows
     path = np.empty((K, H), np.int64)
     x = D.argmin(axis=1)
     path[:, H - 1] = x
