@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 N_DEPTH = 300
 CURVE_CLASSES = (1, 2)
+# Change this whenever `trace` gives different positions or coverage for the same probabilities and
+# parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
+REVISION = "2026-12-03"
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,8 @@ class TracingParams:
                 raise ValueError(f"TracingParams: {message} (got {self})")
 
     def to_dict(self) -> dict:
-        """JSON-able copy of the parameters, for the manifest."""
-        return dataclasses.asdict(self)
+        """JSON-able copy of the parameters and the tracer's ``revision``, for the manifest."""
+        return {**dataclasses.asdict(self), "revision": REVISION}
 
 
 class CurveNotFound(ValueError):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import contracts
-from digitiser import CurveNotFound, Digitiser, decode_scan
+from digitiser import CurveNotFound, Digitiser, decode_scan, tracing
 from digitiser.checkpoint import save_weights
 from digitiser.model import Segmenter, SegmenterConfig
 from digitiser.synth import render_scan
@@ -71,6 +71,7 @@ def test_clean_scan_digitises_into_a_valid_result(shipped, tmp_path):
     assert result.request_id == contracts.request_id(synth.encoded, cal, shipped.model_version)
     receipt = contracts.commit(result, str(tmp_path))
     back = contracts.load(str(tmp_path), receipt.request_id)
+    assert back.tracing == shipped.tracing.to_dict() and back.tracing["revision"] == tracing.REVISION
     for k, name in enumerate(cal.names):
         true = synth.values[:, k]
         span = abs(cal.curves[k].right - cal.curves[k].left)

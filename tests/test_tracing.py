@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from digitiser.tracing import N_DEPTH, CurveNotFound, TracingParams, to_values, trace, trace_planes
+from digitiser.tracing import N_DEPTH, REVISION, CurveNotFound, TracingParams, to_values, trace, trace_planes
 
 SHIFT = 4  # cv2 fixed-point bits: 1/16 px
 
@@ -386,9 +386,10 @@ def test_nan_probs_raise():
         trace(p)
 
 
-def test_params_to_dict_is_json():
-    d = TracingParams(min_coverage=0.6).to_dict()
-    assert json.loads(json.dumps(d))["min_coverage"] == 0.6
+def test_params_to_dict_is_json_with_the_tracer_revision():
+    d = json.loads(json.dumps(TracingParams(min_coverage=0.6).to_dict()))
+    assert d["min_coverage"] == 0.6 and d.pop("revision") == REVISION
+    assert TracingParams(**d) == TracingParams(min_coverage=0.6)
 
 
 def test_params_validated():
