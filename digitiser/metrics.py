@@ -12,9 +12,9 @@ import math
 import cv2
 import numpy as np
 
+from contracts import N_DEPTH
 from digitiser.tracing import observe_radius
 
-N_DEPTH = 300
 SWAP_TOL = 0.01  # fraction of track width: closer curves cannot be told apart, so no swap is counted
 _RED, _BLUE, _GREEN = (0, 0, 255), (255, 0, 0), (0, 170, 0)  # BGR
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel drawing

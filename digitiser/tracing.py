@@ -38,9 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts import N_DEPTH  # the contract's depth grid
+
 log = logging.getLogger(__name__)
 
-N_DEPTH = 300
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
