@@ -32,6 +32,22 @@ def _soup(args):
     return 0
 
 
+def _grow(args):
+    import dataclasses
+    from digitiser import checkpoint
+    from digitiser.model import grow
+    model, version = checkpoint.load_segmenter(args.weights)
+    config = dataclasses.replace(model.config, levels=args.levels, max_width=args.max_width)
+    try:
+        bigger = grow(model, config, seed=args.seed)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sha = checkpoint.save_weights(bigger, config, args.out)
+    print(f"{args.out}: {bigger.num_params()} params, grown from {version[:12]}, model version {sha}")
+    return 0
+
+
 def _eval(args):
     from digitiser import evaluate
     return evaluate.main(args)
@@ -81,12 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/train", help="run folder (checkpoints live here)")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--export", help="write the final weights here (e.g. digitiser/weights/segmenter.pt)")
+    s.add_argument("--data-workers", type=int, default=0,
+                   help="processes rendering batches ahead (for a GPU run; same weights as 0)")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("soup", help="average fine-tunes of one segmenter into one weights file")
     s.add_argument("weights", nargs="+", help="weights files (same model config, same parent)")
     s.add_argument("--out", required=True, help="where to write the averaged weights (+ .json sidecar)")
     s.set_defaults(func=_soup)
+
+    s = sub.add_parser("grow", help="a deeper/wider segmenter computing the same function, to fine-tune")
+    s.add_argument("weights", help="weights file to grow")
+    s.add_argument("--levels", type=int, required=True, help="stride-2 levels (at least the current)")
+    s.add_argument("--max-width", type=int, required=True, help="channel cap (at least the current)")
+    s.add_argument("--seed", type=int, default=0, help="seeds the new channels' initial weights")
+    s.add_argument("--out", required=True, help="where to write the grown weights (+ .json sidecar)")
+    s.set_defaults(func=_grow)
 
     s = sub.add_parser("eval", help="evaluate on scans with ground truth")
     s.add_argument("dir")

@@ -112,3 +112,38 @@ class Segmenter(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def grow(model: Segmenter, config: SegmenterConfig, seed: int = 0) -> Segmenter:
+    """A larger segmenter (more levels and/or wider levels; same input, classes and base) that computes the
+    same function as `model` in eval mode, to fine-tune capacity in without starting over (Net2Net-style).
+    Old weights sit in the top-left slice of each new tensor; new channels start random (seeded), but no
+    old channel reads them; the new deeper levels enter through the 1x1 projection of the up-step to the
+    old bottom level, which starts at zero (the old bottleneck becomes that up-step's conv)."""
+    old = model.config
+    same = (config.in_channels, config.n_classes, config.base) == (old.in_channels, old.n_classes, old.base)
+    wider = all(a >= b for a, b in zip(config.widths(), old.widths()))
+    if not (same and wider and config.levels >= old.levels):
+        raise ValueError(f"cannot grow {old} into {config}: keep in_channels, n_classes and base; "
+                         f"levels and every level's width may only grow")
+    torch.manual_seed(seed)
+    new = Segmenter(config)
+    extra = config.levels - old.levels
+    # the up-step that makes the old bottom level (ups run deepest first)
+    rename = {"bottleneck.": f"ups.{extra - 1}.conv." if extra else "bottleneck."}
+    rename.update({f"ups.{i}.": f"ups.{i + extra}." for i in range(old.levels)})
+    target = new.state_dict()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            prefix = next((p for p in rename if name.startswith(p)), "")
+            dest = target[rename.get(prefix, prefix) + name[len(prefix):]]
+            if t.ndim == 0:
+                dest.copy_(t)
+                continue
+            if t.ndim == 4:  # conv weight (out, in, kh, kw): old outputs ignore new inputs
+                dest[: t.shape[0]].zero_()
+            dest[tuple(slice(n) for n in t.shape)] = t
+        if extra:
+            target[f"ups.{extra - 1}.proj.weight"][: old.widths()[-1]].zero_()
+    new.load_state_dict(target)
+    return new

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from digitiser import checkpoint as ckpt
-from digitiser.model import Segmenter, SegmenterConfig
+from digitiser.cli import main
+from digitiser.model import Segmenter, SegmenterConfig, grow
 
 SMALL = SegmenterConfig(base=4, levels=2, max_width=8)
 
@@ -161,6 +162,62 @@ def test_averaging_refuses_different_networks(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="different model configs"):
         ckpt.average_weights([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "soup.pt")
     assert not (tmp_path / "soup.pt").exists()
+
+
+# ----------------------------------------------------------------------------- growing a network
+
+@pytest.mark.parametrize("bigger", [SegmenterConfig(base=4, levels=3, max_width=16),   # deeper and wider
+                                    SegmenterConfig(base=4, levels=2, max_width=16),   # wider only
+                                    SegmenterConfig(base=4, levels=4, max_width=8)])   # deeper only
+def test_a_grown_network_computes_the_same_function(bigger):
+    small = _trained_looking(_model())
+    grown = grow(small, bigger, seed=1)
+    assert grown.config == bigger and grown.num_params() > small.num_params()
+    x = torch.rand(2, 1, 64, 48) * 3
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(x), small(x))
+        assert torch.equal(grown.train()(x), small.train()(x))  # batch statistics too
+
+
+def test_the_new_capacity_is_trainable():
+    """Old channels ignore the new ones only at the start: the weights that read them get gradients at the
+    first step, and after that every parameter does (nothing is left dead behind a zero)."""
+    grown = grow(_trained_looking(_model()), SegmenterConfig(base=4, levels=3, max_width=16)).train()
+    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
+    x = torch.rand(2, 1, 64, 48)
+    for step in range(3):
+        opt.zero_grad()
+        grown(x).square().mean().backward()
+        if step == 0:
+            assert grown.ups[0].proj.weight.grad.abs().sum() > 0  # the gate onto the new level opens
+        opt.step()
+    dead = [n for n, p in grown.named_parameters() if not p.grad.abs().sum() > 0]
+    assert not dead
+
+
+def test_growing_is_seeded():
+    small = _trained_looking(_model())
+    bigger = SegmenterConfig(base=4, levels=3, max_width=16)
+    a, b, c = (ckpt.weights_bytes(grow(small, bigger, seed=s), bigger) for s in (0, 0, 1))
+    assert a == b != c
+
+
+def test_cli_grow_writes_weights_that_pass_the_preflight(tmp_path, capsys):
+    ckpt.save_weights(_trained_looking(_model()), SMALL, tmp_path / "small.pt")
+    args = [str(tmp_path / "small.pt"), "--levels", "3", "--max-width", "16", "--out", str(tmp_path / "big.pt")]
+    assert main(["grow", *args]) == 0
+    model, version = ckpt.load_segmenter(tmp_path / "big.pt")
+    assert model.config == SegmenterConfig(base=4, levels=3, max_width=16) and version in capsys.readouterr().out
+    assert main(["grow", *args[:2], "1", *args[3:]]) == 2  # fewer levels: refused with the reason
+    assert "cannot grow" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("other", [SegmenterConfig(base=4, levels=1, max_width=8),    # shallower
+                                   SegmenterConfig(base=8, levels=2, max_width=8),    # other base
+                                   SegmenterConfig(base=4, levels=2, max_width=4)])   # narrower
+def test_growing_refuses_to_shrink_or_change_the_base(other):
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow(_model(), other)
 
 
 # ----------------------------------------------------------------------------- training checkpoints

@@ -106,6 +106,16 @@ def test_batch_depends_only_on_seed_and_step():
     assert x1.shape == (4, 1, 32, 32) and x1.dtype == torch.float32 and y1.dtype == torch.int64
 
 
+def test_batches_from_worker_processes_equal_those_made_in_process():
+    cfg = tiny_config(steps=9, scan_reuse=2)
+    cache = tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2)
+    made = list(tr.batches(cfg, start=3, workers=2))  # a resume mid-group: steps 3 | 4 5 | 6 7 | 8
+    assert len(made) == 6
+    for step, (x, y) in enumerate(made, start=3):
+        ex, ey = tr.make_batch(cfg, step, cache)
+        assert torch.equal(x, ex) and torch.equal(y, ey), f"step {step}"
+
+
 def test_crops_prefer_curve_pixels():
     cfg = tiny_config(batch_size=64, crop=(16, 16))
     _, y = tr.make_batch(cfg, 0, tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2))
@@ -157,6 +167,12 @@ def test_same_config_gives_identical_weights(tmp_path):
     a = tr.train(cfg, tmp_path / "a").read_bytes()
     b = tr.train(cfg, tmp_path / "b").read_bytes()
     assert a == b
+
+
+def test_data_workers_change_speed_not_weights(tmp_path):
+    cfg = tiny_config(steps=8)
+    a = tr.train(cfg, tmp_path / "a").read_bytes()
+    assert tr.train(cfg, tmp_path / "b", data_workers=2).read_bytes() == a
 
 
 def test_different_seed_gives_different_weights(tmp_path):
@@ -261,13 +277,15 @@ def test_progress_lines_report_rate_and_eta(tmp_path, caplog):
 def test_cli_resume_without_config_uses_the_run_folder_config(tmp_path):
     final = tr.train(tiny_config(steps=4), tmp_path / "run")
     before = final.read_bytes()
-    args = Namespace(config=None, out=str(tmp_path / "run"), resume=True, export=str(tmp_path / "w.pt"))
+    args = Namespace(config=None, out=str(tmp_path / "run"), resume=True, export=str(tmp_path / "w.pt"),
+                     data_workers=0)
     assert tr.main(args) == 0
     assert final.read_bytes() == before == (tmp_path / "w.pt").read_bytes()
 
 
 def test_cli_reports_a_bad_config_with_exit_code_2(tmp_path, caplog):
     (tmp_path / "cfg.json").write_text(json.dumps({"stpes": 4}))
-    args = Namespace(config=str(tmp_path / "cfg.json"), out=str(tmp_path / "run"), resume=False, export=None)
+    args = Namespace(config=str(tmp_path / "cfg.json"), out=str(tmp_path / "run"), resume=False, export=None,
+                     data_workers=0)
     assert tr.main(args) == 2
     assert "stpes" in caplog.text
