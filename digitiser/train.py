@@ -181,7 +181,7 @@ def batches(cfg: TrainConfig, start: int, workers: int = 0):
     """Yields make_batch(cfg, s) for s = start .. cfg.steps - 1. With workers > 0 the batches are made ahead
     in that many processes, one group of `scan_reuse` steps (which share their scans) per task, at most two
     tasks per worker in flight: the same bytes, since a batch is a pure function of (cfg, step). One process
-    renders ~17 batches/s at the stage-6 settings, fewer than a GPU trains; on a CPU the model is the bottleneck."""
+    makes ~20 batches/s (bench/training_data.py): plenty for a CPU, fewer than a GPU can train on."""
     groups = _step_groups(start, cfg.steps, cfg.scan_reuse)
     if workers <= 0:
         cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, capacity=cfg.scans_per_step)
@@ -190,13 +190,17 @@ def batches(cfg: TrainConfig, start: int, workers: int = 0):
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_data_worker_init)
+
+    def submit(group):
+        return pool.submit(_group_batches, cfg.to_dict(), *group)
+
     try:
         todo = iter(groups)
-        pending = deque(pool.submit(_group_batches, cfg.to_dict(), *g) for g in itertools.islice(todo, 2 * workers))
+        pending = deque(map(submit, itertools.islice(todo, 2 * workers)))
         while pending:
             done = pending.popleft().result()
             if (group := next(todo, None)) is not None:
-                pending.append(pool.submit(_group_batches, cfg.to_dict(), *group))
+                pending.append(submit(group))
             yield from ((torch.from_numpy(x), torch.from_numpy(y)) for x, y in done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
