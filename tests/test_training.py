@@ -148,6 +148,15 @@ def test_config_round_trips_through_json():
     assert tr.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "digitiser" / "weights").glob("*_config.json")), ids=lambda p: p.name)
+def test_shipped_recipes_are_valid_configs(path):
+    """The model card's training commands must run as written: each config parses, its crops fit the
+    network, and a fine-tune pins the weights it starts from."""
+    cfg = tr.load_config(path)
+    assert cfg.crop[0] % cfg.model.multiple == 0 and cfg.crop[1] % cfg.model.multiple == 0
+    assert (cfg.init_weights is None) == (cfg.init_sha256 is None)
+
+
 def test_unknown_config_field_is_refused():
     with pytest.raises(tr.TrainConfigError, match="stpes"):
         tr.TrainConfig.from_dict({"stpes": 10})
