@@ -183,27 +183,9 @@ def batches(cfg: TrainConfig, start: int, workers: int = 0):
     tasks per worker in flight: the same bytes, since a batch is a pure function of (cfg, step). One process
     makes ~20 batches/s (bench/training_data.py): plenty for a CPU, fewer than a GPU can train on."""
     groups = _step_groups(start, cfg.steps, cfg.scan_reuse)
-    if workers <= 0:
-        cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, capacity=cfg.scans_per_step)
-        for first, stop in groups:
-            yield from (make_batch(cfg, s, cache) for s in range(first, stop))
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_data_worker_init)
-
-    def submit(group):
-        return pool.submit(_group_batches, cfg.to_dict(), *group)
-
-    try:
-        todo = iter(groups)
-        pending = deque(map(submit, itertools.islice(todo, 2 * workers)))
-        while pending:
-            done = pending.popleft().result()
-            if (group := next(todo, None)) is not None:
-                pending.append(submit(group))
-            yield from ((torch.from_numpy(x), torch.from_numpy(y)) for x, y in done)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    made = _made_ahead(cfg, groups, workers) if workers > 0 else (_group_batches(cfg, *g) for g in groups)
+    for group in made:
+        yield from ((torch.from_numpy(x), torch.from_numpy(y)) for x, y in group)
 
 
 def _step_groups(start: int, steps: int, reuse: int) -> list[tuple[int, int]]:
@@ -212,15 +194,31 @@ def _step_groups(start: int, steps: int, reuse: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if a < b]
 
 
+def _group_batches(cfg: TrainConfig, first: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Batches of steps [first, stop), one group: its scans are rendered once. numpy, to pass between processes."""
+    cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, capacity=cfg.scans_per_step)
+    return [tuple(t.numpy() for t in make_batch(cfg, s, cache)) for s in range(first, stop)]
+
+
+def _made_ahead(cfg: TrainConfig, groups, workers: int):
+    """_group_batches of each group in order, computed by `workers` spawned processes, 2 tasks each ahead."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_data_worker_init)
+    try:
+        todo = iter(groups)
+        pending = deque(pool.submit(_group_batches, cfg, *g) for g in itertools.islice(todo, 2 * workers))
+        while pending:
+            done = pending.popleft().result()
+            if (group := next(todo, None)) is not None:
+                pending.append(pool.submit(_group_batches, cfg, *group))
+            yield done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _data_worker_init() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-
-
-def _group_batches(cfg_dict: dict, first: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    cfg = TrainConfig.from_dict(cfg_dict)
-    cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, capacity=cfg.scans_per_step)
-    return [tuple(t.numpy() for t in make_batch(cfg, s, cache)) for s in range(first, stop)]
 
 
 # ----------------------------------------------------------------------------- loss and schedule
