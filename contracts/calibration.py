@@ -13,6 +13,7 @@ N_DEPTH = 300
 N_CURVES = 2
 CURVE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 RESERVED_NAMES = {"mask", "manifest", "curves"}  # they would shadow mask.png, manifest.json, curves.las
+LAS_INDEX = "DEPT"  # the LAS depth curve's mnemonic: a curve of that name would be a duplicate there
 SCALES = ("linear", "log")
 _TOP_FIELDS = {"top_depth", "bottom_depth", "depth_unit", "curves"}
 _CURVE_FIELDS = {"name", "left", "right", "scale", "unit"}
@@ -74,7 +75,8 @@ def _curve(c, i: int) -> CurveSpec:
     name = c.get("name", f"curve{i + 1}")
     _expect(isinstance(name, str) and CURVE_NAME.fullmatch(name) is not None,
             f"{where}.name {name!r} must match [A-Za-z0-9_-]{{1,32}} (it becomes a file name)")
-    _expect(name.lower() not in RESERVED_NAMES, f"{where}.name {name!r} is reserved ({sorted(RESERVED_NAMES)})")
+    _expect(name.lower() not in RESERVED_NAMES and name != LAS_INDEX,
+            f"{where}.name {name!r} is reserved ({sorted(RESERVED_NAMES | {LAS_INDEX})})")
     left = _number(c.get("left", 0.0), f"{where}.left")
     right = _number(c.get("right", 1.0), f"{where}.right")
     _expect(left != right, f"{where}: left and right are both {left}: the scale must span a range")
@@ -92,8 +94,12 @@ def _number(v, field: str) -> float:
 
 
 def _unit(v, field: str) -> str:
-    _expect(isinstance(v, str) and len(v) <= _MAX_UNIT and v.isprintable() and "," not in v,
-            f"{field} must be a printable string of at most {_MAX_UNIT} characters without commas, got {v!r}")
+    """A unit as a LAS 2.0 line can carry it: the unit field ends at the first space, and readers take a
+    period next to the one after the mnemonic as part of the mnemonic."""
+    _expect(isinstance(v, str) and len(v) <= _MAX_UNIT and v.isprintable() and "," not in v
+            and not any(ch.isspace() for ch in v) and ".." not in v and not v.startswith(".") and not v.endswith("."),
+            f"{field} must be a printable string of at most {_MAX_UNIT} characters without commas, spaces, "
+            f"\"..\", or a \".\" at either end (e.g. \"g/cm3\", \"ohm.m\"), got {v!r}")
     return v
 
 

@@ -87,6 +87,8 @@ def _coverage(v, name: str) -> float:
 def _las_bytes(result: Digitisation, depth: list[str], columns: dict[str, list[str]]) -> bytes:
     """LAS 2.0 built from the CSVs' own numbers, so both say exactly the same thing."""
     las = lasio.LASFile()
+    for item in ("STRT", "STOP", "STEP"):  # lasio's template says "m"; an empty unit must stay empty
+        las.well[item].unit = result.calibration.depth_unit
     las.append_curve(LAS_DEPTH_MNEMONIC, np.array(depth, dtype=np.float64), unit=result.calibration.depth_unit)
     for spec in result.calibration.curves:
         las.append_curve(spec.name, np.array(columns[spec.name], dtype=np.float64), unit=spec.unit)

@@ -71,6 +71,17 @@ def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError:
     return ApiError(500, "internal", "internal error; the server log names the cause")
 
 
+def log_failure(err: ApiError, exc: BaseException, rid: str | None) -> None:
+    """One log line per failed request; a 500 names its cause (type, message, the exception it came from)
+    and carries the traceback, since the client is told only that the server log names it."""
+    if err.status < 500 or err.error != "internal":
+        log.warning("request %s: %d %s: %s", rid or "-", err.status, err.error, err.detail)
+        return
+    cause = exc.__cause__ or exc.__context__
+    via = f" (from {type(cause).__name__}: {cause})" if cause is not None else ""
+    log.error("request %s: 500 internal error: %s: %s%s", rid or "-", type(exc).__name__, exc, via, exc_info=exc)
+
+
 async def read_upload(request: Request, max_image_bytes: int, max_calibration_bytes: int) -> Upload:
     """Read a multipart upload, refusing it (413) as soon as it exceeds the size limit: by its declared
     Content-Length before reading anything, else while streaming. Parts: `image` (a file, required) and

@@ -33,8 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import contracts
 from digitiser import decode_scan
 from serve_app.config import ServeConfig
-from serve_app.http import (OPENAPI_UPLOAD, ApiError, curve_not_found, parse_calibration, read_upload,
-                            result_body, to_api_error)
+from serve_app.http import (OPENAPI_UPLOAD, ApiError, curve_not_found, log_failure, parse_calibration,
+                            read_upload, result_body, to_api_error)
 from serve_app.loopback import bind_replica_servers_to_loopback
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
@@ -190,10 +190,7 @@ class Ingress:
         err = to_api_error(exc, self.config.retry_after_s)
         if isinstance(exc, contracts.StorageError):
             self.m_storage.inc()
-        if err.error == "internal":
-            log.error("request %s: internal error: %s: %s", rid or "-", type(exc).__name__, exc, exc_info=exc)
-        else:
-            log.warning("request %s: %d %s: %s", rid or "-", err.status, err.error, err.detail)
+        log_failure(err, exc, rid)
         self._record(outcome_prefix + err.error, start)
         body = err.body() if rid is None else {**err.body(), "request_id": rid}
         return JSONResponse(body, status_code=err.status, headers=err.headers())

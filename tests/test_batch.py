@@ -275,6 +275,19 @@ def test_local_rerun_skips_everything_done_and_writes_nothing(local_mixed):
     assert len(ledgers) == 2 and s.ledger != local_mixed["first"].ledger
 
 
+def test_folder_without_sidecars_commits_with_the_contract_defaults(ray_local, weights, tmp_path):
+    """No sidecars and no --default-calibration: every scan commits under the contract defaults."""
+    fs, src = local(tmp_path / "src")
+    for seed in GOOD_SEEDS[5:7]:
+        put_scan(fs, f"{src}/s{seed}.png", seed, sidecar=False)
+    dst = str(tmp_path / "dst")
+    summary = convert(job(src, dst, weights))
+    assert (summary.committed, summary.failed) == (2, 0), summary.format()
+    report = contracts.audit(dst)
+    assert report.ok and report.summary["committed"] == 2
+    assert all(contracts.load(dst, e.request_id).calibration == contracts.Calibration() for e in report.entries)
+
+
 def test_s3_job_converts_then_rerun_writes_nothing(ray_local, weights, s3_fs, s3_bucket, tmp_path):
     """Source and results on the moto S3 endpoint; one tall (20k rows) LZW TIFF among the scans."""
     src, dst = f"{s3_bucket}/archive", f"s3://{s3_bucket}/results"

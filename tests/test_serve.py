@@ -12,6 +12,7 @@ the ink detector, so every inked scan reaches its failing store.
 """
 import concurrent.futures
 import json
+import logging
 import os
 import socket
 import time
@@ -215,6 +216,26 @@ def test_valid_request_returns_the_committed_result(server, committed):
     assert body["coverage"] == stored.coverage
     assert set(body["objects"]) == set(contracts.object_names(calibration))
     assert all(os.path.isfile(key) for key in body["objects"].values())
+
+
+def test_image_without_calibration_commits_with_the_defaults(server, easy_scans):
+    """The README's first curl: no calibration part at all."""
+    scan = easy_scans[1]
+    r = _post(server.url, scan.encoded)
+    assert r.status_code == 200, r.text
+    stored = contracts.load(server.store, r.json()["request_id"])
+    assert stored.calibration == contracts.Calibration()
+    assert r.json()["depth"][0] == 0.0 and r.json()["depth"][-1] == 1.0
+
+
+def test_calibration_with_only_the_required_fields_commits(server, easy_scans):
+    """A sidecar as people write them: depths and curve names, no units, no scales."""
+    scan = easy_scans[1]
+    calibration = {"top_depth": 880.0, "bottom_depth": 1110.0, "curves": [{"name": "DT"}, {"name": "PHI"}]}
+    r = _post(server.url, scan.encoded, calibration)
+    assert r.status_code == 200, r.text
+    stored = contracts.load(server.store, r.json()["request_id"])
+    assert stored.calibration.depth_unit == "" and stored.calibration.names == ["DT", "PHI"]
 
 
 def test_get_result_returns_what_post_returned(server, committed):
@@ -474,6 +495,29 @@ def test_cli_arguments_make_a_loopback_config_with_an_absolute_store(tmp_path, m
     assert config.segmenter_ongoing == 16
 
 
+def test_an_unexpected_exception_is_a_500_whose_log_line_names_the_cause(caplog):
+    from serve_app.http import log_failure, to_api_error
+    try:
+        try:
+            raise OSError("disk on fire")
+        except OSError as e:
+            raise RuntimeError("the commit step broke") from e
+    except RuntimeError as e:
+        exc = e
+    err = to_api_error(exc, retry_after_s=3)
+    assert (err.status, err.error) == (500, "internal") and "disk" not in err.detail  # nothing internal leaks
+    logger = logging.getLogger("ray.serve.serve_app.http")
+    logger.addHandler(caplog.handler)   # Serve's loggers do not propagate to the root
+    try:
+        log_failure(err, exc, "ab" * 16)
+    finally:
+        logger.removeHandler(caplog.handler)
+    record = next(r for r in caplog.records if r.levelno == logging.ERROR)
+    line = record.getMessage()
+    assert "abab" in line and "500" in line and "RuntimeError: the commit step broke" in line
+    assert "OSError: disk on fire" in line and record.exc_info is not None
+
+
 # ----------------------------------------------------------------------------- the two routes agree
 
 def test_batch_route_writes_byte_identical_objects(server, easy_scans, weights, tmp_path):
@@ -495,3 +539,9 @@ def test_batch_route_writes_byte_identical_objects(server, easy_scans, weights, 
     assert summary.committed == len(ids) and summary.failed == 0
     for rid in ids:
         assert contracts.read_objects(dst, rid) == contracts.read_objects(server.store, rid)
+
+
+def test_no_valid_request_in_this_module_met_an_internal_error(server):
+    """Runs last in the module: every request above was answered without a 500."""
+    outcomes = _stats(server)["ingress"]["outcomes"]
+    assert not any(k.endswith("internal") for k in outcomes), outcomes
