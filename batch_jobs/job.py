@@ -9,7 +9,7 @@ Pipeline (all streaming; one row per listed scan):
   -> commit_batch    tasks: contracts.commit
   -> driver          ledger rows (streamed to a temp Parquet file), counts, progress lines
 
-Resuming is the same job run again: request ids depend only on the scan bytes, calibration and model version,
+Resuming is the same job run again: request ids depend only on the scan bytes, calibration, model and tracer,
 so whatever a killed run committed is skipped before decoding; whatever it half-wrote has no manifest and is
 overwritten by the commit protocol.
 """
@@ -40,16 +40,17 @@ def convert(config: JobConfig) -> JobSummary:
     src_fs, src_root = _source(config.src)
     dst_fs, dst_base = contracts.filesystem(config.dst, open_fs(config.dst)[0])
     default_calibration = _default_calibration(config.default_calibration)
-    model_version = _model_version(config)
+    model_version, tracing = _identity(config)
     summary = JobSummary(job_id, src_fs.unstrip_protocol(src_root), dst_fs.unstrip_protocol(dst_base),
                          model_version)
     dst = summary.dst   # absolute URI: workers may run in another working directory
     exclude = (dst_base,) if type(dst_fs).protocol == type(src_fs).protocol else ()
-    ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration)
+    ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, (model_version, tracing), default_calibration)
     log.info("job %s: %s -> %s, model %s, %d replica(s), batch %d", job_id, summary.src, summary.dst,
              model_version[:12], config.replicas, config.batch_size)
     _warn_if_short_of_gpus(config)
     meta = {"job_id": job_id, "src": summary.src, "dst": summary.dst, "model_version": model_version,
+            "tracing": tracing,
             "limit": config.limit, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t0 = time.monotonic()
     with LedgerWriter(meta) as ledger:
@@ -71,7 +72,8 @@ def convert(config: JobConfig) -> JobSummary:
     return summary
 
 
-def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration):
+def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identity, default_calibration):
+    model_version, tracing = identity
     listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit)
     # I/O-bound tasks (the listing too: Ray's default of 1 CPU would starve it beside a running Serve app);
     # CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
@@ -81,7 +83,7 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_v
             .repartition(target_num_rows_per_block=config.batch_size)
             .map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
-                                    "default_calibration": default_calibration})
+                                    "tracing": tracing, "default_calibration": default_calibration})
             .map_batches(DigitiseBatch, batch_size=config.batch_size, batch_format="pyarrow",
                          compute=ray.data.ActorPoolStrategy(size=config.replicas),
                          num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
@@ -146,14 +148,15 @@ def _default_calibration(url: str | None) -> dict | None:
         return contracts.Calibration.from_dict(raw).to_dict()
     except (OSError, ValueError) as e:   # missing file, bad JSON, ContractViolation
         raise JobError(f"default calibration {url} is unusable ({type(e).__name__}: {e}); "
-                       "pass a calibration JSON file (contract v1)") from e
+                       "pass a calibration JSON file (contract v2)") from e
 
 
-def _model_version(config: JobConfig) -> str:
-    """Load the weights once on the driver (CPU): a preflight that fails fast, and the model version the
-    request ids are keyed by (every actor checks it loads the same)."""
+def _identity(config: JobConfig) -> tuple[str, dict]:
+    """Load the weights once on the driver (CPU): a preflight that fails fast, and the model version and
+    tracing parameters the request ids are keyed by (every actor checks it loads the same)."""
     try:
-        return Digitiser(config.weights_path, device="cpu").model_version
+        digitiser = Digitiser(config.weights_path, device="cpu")
+        return digitiser.model_version, digitiser.tracing.to_dict()
     except CheckpointError as e:
         raise JobError(str(e)) from e
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 import contracts
 from batch_jobs.config import COMMITTED, FAILED, SKIPPED
-from digitiser import BadImage, CheckpointError, CurveNotFound, Digitiser, decode_scan
+from digitiser import BadImage, CheckpointError, CurveNotFound, Digitiser, cut_track, decode_scan
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,16 @@ def _with_storage_retries(fn, *args, **kwargs):
 
 # ----------------------------------------------------------------------------- 1. read, check, validate
 
-def prepare_batch(listing: pa.Table, *, src_fs, dst: str, dst_fs, model_version: str,
+def prepare_batch(listing: pa.Table, *, src_fs, dst: str, dst_fs, model_version: str, tracing: dict,
                   default_calibration: dict | None) -> pa.Table:
     """Listing rows -> ROW_SCHEMA rows: read the bytes and sidecar, validate the calibration, derive the
     request id, skip what DST already holds (no decode, no model), and check the image decodes. Pending rows
     leave with their bytes and normalised calibration."""
-    return _table([_prepare(row, src_fs, dst, dst_fs, model_version, default_calibration)
-                   for row in listing.to_pylist()])
+    identity = (model_version, tracing)
+    return _table([_prepare(row, src_fs, dst, dst_fs, identity, default_calibration) for row in listing.to_pylist()])
 
 
-def _prepare(listed: dict, src_fs, dst, dst_fs, model_version, default_calibration) -> dict:
+def _prepare(listed: dict, src_fs, dst, dst_fs, identity: tuple[str, dict], default_calibration) -> dict:
     row = {"source": listed["source"], "sidecar": listed["sidecar"], "status": PENDING,
            "input_bytes": listed["size"]}
     t0 = time.perf_counter()
@@ -89,7 +89,7 @@ def _prepare(listed: dict, src_fs, dst, dst_fs, model_version, default_calibrati
         return _fail(row, "bad_calibration", str(e))
     row["read_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    row["request_id"] = contracts.request_id(data, calibration, model_version)
+    row["request_id"] = contracts.request_id(data, calibration, *identity)
     try:
         done = _with_storage_retries(contracts.is_committed, dst, row["request_id"], fs=dst_fs)
     except contracts.StorageError as e:
@@ -100,9 +100,11 @@ def _prepare(listed: dict, src_fs, dst, dst_fs, model_version, default_calibrati
         return row
     t0 = time.perf_counter()
     try:
-        decode_scan(data)       # validated here so a bad file never takes a segmenter slot
+        cut_track(decode_scan(data), calibration)   # validated here so a bad file never takes a segmenter slot
     except BadImage as e:
         return _fail(row, e.kind, str(e))
+    except contracts.ContractViolation as e:   # a window or depth interval outside this image
+        return _fail(row, "bad_calibration", f"the calibration does not fit this scan: {e}")
     row.update(decode_s=time.perf_counter() - t0, data=data, calibration=json.dumps(calibration.to_dict()))
     return row
 
@@ -144,21 +146,20 @@ class DigitiseBatch:
             self._digitise(group)
         return _table(rows)
 
-    def _digitise(self, group: list[tuple[dict, object]]):
+    def _digitise(self, group: list[tuple[dict, object, contracts.Calibration]]):
         t0 = time.perf_counter()
         try:
-            probs = self.digitiser.segment([scan.gray for _, scan in group])
+            probs = self.digitiser.segment([scan.gray for _, scan, _ in group])
         except Exception as e:   # one bad batch must not stop the job: its scans fail, visibly
             log.exception("segmenting %d scans failed", len(group))
-            for row, _ in group:
+            for row, _, _ in group:
                 _fail(row, "internal", f"segmentation failed: {type(e).__name__}: {e}")
             return
-        share = (time.perf_counter() - t0) / sum(s.gray.size for _, s in group)
-        for (row, scan), p in zip(group, probs):
+        share = (time.perf_counter() - t0) / sum(s.gray.size for _, s, _ in group)
+        for (row, scan, calibration), p in zip(group, probs):
             row["segment_s"], row["data"] = share * scan.gray.size, None
             t0 = time.perf_counter()
             try:
-                calibration = contracts.Calibration.from_dict(json.loads(row["calibration"]))
                 result = self.digitiser.finish(scan, calibration, p)
             except CurveNotFound as e:
                 _fail(row, "curve_not_found", str(e))
@@ -172,22 +173,26 @@ class DigitiseBatch:
 
 
 def _groups(pending: list[dict], max_pixels: int):
-    """Decode pending rows and yield [(row, DecodedScan)] groups of at most `max_pixels` in total (a larger
-    scan goes alone). Segmentation is per-sample identical whatever the batch, so grouping changes nothing
-    but peak memory."""
+    """Decode pending rows, cut each to its track, and yield [(row, DecodedScan, Calibration)] groups of at
+    most `max_pixels` track pixels in total (a larger track goes alone). Segmentation is per-sample identical
+    whatever the batch, so grouping changes nothing but peak memory."""
     group, pixels = [], 0
     for row in pending:
         t0 = time.perf_counter()
         try:
-            scan = decode_scan(row["data"])
+            calibration = contracts.Calibration.from_dict(json.loads(row["calibration"]))
+            scan = cut_track(decode_scan(row["data"]), calibration)
         except BadImage as e:   # validated before, so only if the bytes changed in flight
             _fail(row, e.kind, str(e))
+            continue
+        except contracts.ContractViolation as e:   # likewise validated before
+            _fail(row, "bad_calibration", str(e))
             continue
         row["decode_s"] = (row["decode_s"] or 0.0) + time.perf_counter() - t0
         if group and pixels + scan.gray.size > max_pixels:
             yield group
             group, pixels = [], 0
-        group.append((row, scan))
+        group.append((row, scan, calibration))
         pixels += scan.gray.size
     if group:
         yield group

@@ -1,4 +1,5 @@
-"""`digitise audit ROOT`: a ledger of every request under a results root, trusting nothing."""
+"""`digitise audit ROOT`: a ledger of every request under a results root (contract v1 and v2), trusting nothing."""
+import json
 import posixpath
 from dataclasses import asdict, dataclass, field
 
@@ -17,6 +18,7 @@ class AuditEntry:
     objects: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)   # data rows per CSV
     reason: str = ""
+    contract_version: str = ""                    # of a committed request ("1" or "2")
 
 
 @dataclass
@@ -40,10 +42,11 @@ class AuditReport:
         return {"root": self.root, "summary": self.summary, "ok": self.ok, "entries": [asdict(e) for e in self.entries]}
 
     def format_table(self) -> str:
-        lines = [f"{'request_id':32}  {'status':11}  objects  rows  reason"]
+        lines = [f"{'request_id':32}  {'status':11}  v  objects  rows  reason"]
         for e in self.entries:
             rows = "/".join(str(n) for n in e.rows.values()) or "-"
-            lines.append(f"{e.request_id:32}  {e.status:11}  {len(e.objects):7}  {rows:4}  {e.reason}")
+            lines.append(f"{e.request_id:32}  {e.status:11}  {e.contract_version or '-'}  {len(e.objects):7}  "
+                         f"{rows:4}  {e.reason}")
         s = self.summary
         lines.append(f"{len(self.entries)} requests under {self.root}: {s[COMMITTED]} committed, "
                      f"{s[UNCOMMITTED]} uncommitted (leftovers), {s[CORRUPT]} corrupt")
@@ -68,6 +71,7 @@ def _audit_one(fs, base: str, request_id: str) -> AuditEntry:
     try:
         objects = read_objects(base, request_id, fs=fs)
         entry.rows = {n: objects[n].count(b"\n") - 1 for n in sorted(objects) if n.endswith(".csv")}
+        entry.contract_version = json.loads(objects[MANIFEST])["contract_version"]
     except NotCommitted:
         entry.status, entry.reason = UNCOMMITTED, f"no {MANIFEST}: leftovers of an interrupted attempt"
         entry.rows = {n: _count_rows(fs, posixpath.join(prefix, n)) for n in names if n.endswith(".csv")}

@@ -1,13 +1,21 @@
-"""Calibration: how a track image maps to depth and curve values (contract v1).
+"""Calibration: how a track image maps to depth and curve values (contract v2; v1 calibrations still parse).
 
 A calibration is JSON; absent fields take the contract defaults. `Calibration.from_dict` is the only way in,
 and it rejects anything the contract forbids, so every `Calibration` object is valid.
+
+v2 adds rules that v1 lacked, each one a request v1 would accept and then fail or mangle: numbers of
+magnitude at most 1e15 (beyond it `%.6f` prints digits a float64 does not hold, and differences overflow),
+depth points that stay distinct at six decimals, and no curve named like the LAS depth curve in any case.
+A stored v1 manifest is parsed with `version="1"`, under the v1 rules, so no v1 result becomes invalid.
 """
 import math
 import re
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from contracts.errors import ContractViolation
+from contracts.sheet import DepthTie, TrackBox, Window, parse_ties, parse_window, track_box
 
 N_DEPTH = 300
 N_CURVES = 2
@@ -16,8 +24,11 @@ RESERVED_NAMES = {"mask", "manifest", "curves"}  # they would shadow mask.png, m
 LAS_INDEX = "DEPT"  # the LAS depth curve's mnemonic: a curve of that name would be a duplicate there
 SCALES = ("linear", "log")
 _TOP_FIELDS = {"top_depth", "bottom_depth", "depth_unit", "curves"}
+_SHEET_FIELDS = {"window", "depth_ties"}  # v2: a track inside a whole sheet (contracts/sheet.py)
 _CURVE_FIELDS = {"name", "left", "right", "scale", "unit"}
 _MAX_UNIT = 32
+MAX_MAGNITUDE = 1e15
+VERSIONS = ("1", "2")
 
 
 @dataclass(frozen=True)
@@ -39,12 +50,17 @@ class Calibration:
     bottom_depth: float = 1.0
     depth_unit: str = ""
     curves: tuple[CurveSpec, ...] = (CurveSpec("curve1"), CurveSpec("curve2"))
+    window: Window | None = None                     # v2: the track's columns in a whole sheet
+    depth_ties: tuple[DepthTie, ...] | None = None   # v2: rows of known depth, sorted by row
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Calibration":
+    def from_dict(cls, d: dict | None, version: str = "2") -> "Calibration":
+        """A valid calibration from its JSON object (None: all defaults), under the rules of contract
+        `version` ("2" for requests; "1" only to read stored v1 manifests). Raises ContractViolation."""
+        assert version in VERSIONS, f"unknown contract version {version!r}"
         d = {} if d is None else d
         _expect(isinstance(d, dict), "calibration must be a JSON object")
-        _no_unknown(d, _TOP_FIELDS, "calibration")
+        _no_unknown(d, _TOP_FIELDS if version == "1" else _TOP_FIELDS | _SHEET_FIELDS, "calibration")
         top = _number(d.get("top_depth", 0.0), "top_depth")
         bottom = _number(d.get("bottom_depth", 1.0), "bottom_depth")
         _expect(top != bottom, f"top_depth and bottom_depth are both {top}: the depth range must not be empty")
@@ -56,12 +72,28 @@ class Calibration:
         lowered = [c.name.lower() for c in curves]
         _expect(len(set(lowered)) == len(lowered),
                 f"curve names must be distinct (ignoring case, for case-insensitive stores): {lowered}")
-        return cls(top, bottom, unit, curves)
+        window = parse_window(d["window"]) if "window" in d else None
+        ties = parse_ties(d["depth_ties"], _number) if "depth_ties" in d else None
+        calibration = cls(top, bottom, unit, curves, window, ties)
+        if version != "1":
+            _v2_rules(calibration)
+        return calibration
 
     def to_dict(self) -> dict:
-        """The normalised calibration: every field present, numbers as floats."""
-        return {"top_depth": self.top_depth, "bottom_depth": self.bottom_depth, "depth_unit": self.depth_unit,
-                "curves": [asdict(c) for c in self.curves]}
+        """The normalised calibration: every v1 field present, numbers as floats; `window` and `depth_ties`
+        (ties sorted by row) only when given, so a calibration without them normalises as in v1."""
+        d = {"top_depth": self.top_depth, "bottom_depth": self.bottom_depth, "depth_unit": self.depth_unit,
+             "curves": [asdict(c) for c in self.curves]}
+        if self.window is not None:
+            d["window"] = self.window.to_dict()
+        if self.depth_ties is not None:
+            d["depth_ties"] = [t.to_dict() for t in self.depth_ties]
+        return d
+
+    def box(self, width: int, height: int) -> TrackBox:
+        """Where the track lies in a `width` x `height` input and its depth points' rows (contracts/sheet.py).
+        Raises ContractViolation when the window or the depth interval lies outside the image."""
+        return track_box(self.window, self.depth_ties, self.top_depth, self.bottom_depth, width, height)
 
     @property
     def names(self) -> list[str]:
@@ -85,6 +117,22 @@ def _curve(c, i: int) -> CurveSpec:
     if scale == "log":
         _expect(left > 0 and right > 0, f"{where}: a log scale needs left and right > 0, got {left}..{right}")
     return CurveSpec(name, left, right, scale, _unit(c.get("unit", ""), f"{where}.unit"))
+
+
+def _v2_rules(cal: "Calibration"):
+    numbers = {"top_depth": cal.top_depth, "bottom_depth": cal.bottom_depth}
+    for i, c in enumerate(cal.curves):
+        numbers.update({f"curves[{i}].left": c.left, f"curves[{i}].right": c.right})
+        _expect(c.name.lower() != LAS_INDEX.lower(), f"curves[{i}].name {c.name!r} is reserved: in a LAS read "
+                                                     f"with upper-case mnemonics it would duplicate {LAS_INDEX}")
+    numbers.update({f"depth_ties[{i}].depth": t.depth for i, t in enumerate(cal.depth_ties or ())})
+    numbers.update({f"depth_ties[{i}].row": t.row for i, t in enumerate(cal.depth_ties or ())})
+    for field, v in numbers.items():
+        _expect(abs(v) <= MAX_MAGNITUDE, f"{field} is {v!r}: numbers must lie within +-{MAX_MAGNITUDE:g}")
+    written = ["%.6f" % d for d in np.linspace(cal.top_depth, cal.bottom_depth, N_DEPTH)]
+    _expect(len(set(written)) == N_DEPTH,
+            f"top_depth {cal.top_depth!r} and bottom_depth {cal.bottom_depth!r} are too close: the {N_DEPTH} depth "
+            "points must differ at 6 decimals (a range of at least about 0.0003)")
 
 
 def _number(v, field: str) -> float:

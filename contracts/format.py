@@ -1,10 +1,16 @@
-"""The one serialiser: a `Digitisation` to the bytes of its objects, and back.
+"""The one serialiser: a `Digitisation` to the bytes of its objects, and back (contract v2 and v1).
 
-Objects of a request (contract v1), all under `<root>/<request_id>/`:
+Objects of a request, all under `<root>/<request_id>/`:
   <curve>.csv    header `depth,value`, 300 rows, numbers as `%.6f`, `\n` line ends
   curves.las     LAS 2.0 (lasio): DEPT plus both curves, same numbers as the CSVs
-  mask.png       8-bit single-channel PNG at the input's size: 0 background, 1 curve 1, 2 curve 2
-  manifest.json  written last: what the result depends on, and every other object's size and sha256
+  mask.png       8-bit single-channel PNG of the track (v1: the whole input; v2: the manifest's `track` box
+                 in the input): 0 background, 1 curve 1, 2 curve 2
+  manifest.json  written last: what the result depends on, and every other object's size and sha256;
+                 v2 adds per curve the depth intervals where it was bridged rather than observed, and the
+                 `track` box (columns [left_px, right_px), rows [top_px, bottom_px) of the input) the mask covers
+
+An empty unit stays empty in LAS 2.0: a blank unit field (`DEPT  .  :`, `STRT.   0.0 :`), which the standard
+allows and lasio reads back as "". lasio's template would otherwise say metres for a depth nobody gave a unit.
 """
 import hashlib
 import io
@@ -17,7 +23,7 @@ import numpy as np
 
 from contracts.calibration import Calibration
 from contracts.errors import ContractViolation
-from contracts.result import CONTRACT_VERSION, Digitisation, InputInfo
+from contracts.result import Digitisation, InputInfo
 
 MANIFEST = "manifest.json"
 MASK = "mask.png"
@@ -66,8 +72,9 @@ def serialise(result: Digitisation) -> dict[str, bytes]:
 
 
 def manifest_dict(result: Digitisation, objects: dict[str, bytes]) -> dict:
-    return {
-        "contract_version": CONTRACT_VERSION,
+    """The manifest of `result` under its own contract version (v1 results keep their v1 form)."""
+    m = {
+        "contract_version": result.contract_version,
         "request_id": result.request_id,
         "model_version": result.model_version,
         "input": result.input.to_dict(),
@@ -76,6 +83,10 @@ def manifest_dict(result: Digitisation, objects: dict[str, bytes]) -> dict:
         "coverage": {n: _coverage(result.coverage.get(n), n) for n in result.calibration.names},
         "objects": {n: {"bytes": len(b), "sha256": sha256(b)} for n, b in sorted(objects.items()) if n != MANIFEST},
     }
+    if result.contract_version != "1":
+        m["bridged"] = {n: [[float(a), float(b)] for a, b in result.bridged.get(n, [])] for n in result.calibration.names}
+        m["track"] = result.calibration.box(result.input.width, result.input.height).to_dict()
+    return m
 
 
 def _coverage(v, name: str) -> float:
@@ -107,11 +118,12 @@ def _png_bytes(mask: np.ndarray) -> bytes:
 def parse(objects: dict[str, bytes]) -> Digitisation:
     """Objects (already validated) back into a `Digitisation`."""
     m = json.loads(objects[MANIFEST])
-    cal = Calibration.from_dict(m["calibration"])
+    version = m["contract_version"]
+    cal = Calibration.from_dict(m["calibration"], version=version)
     depth, curves = None, {}
     for name in cal.names:
         table = np.loadtxt(io.BytesIO(objects[csv_name(name)]), delimiter=",", skiprows=1, dtype=np.float64)
         depth, curves[name] = table[:, 0], table[:, 1]
     mask = cv2.imdecode(np.frombuffer(objects[MASK], np.uint8), cv2.IMREAD_UNCHANGED)
     return Digitisation(m["request_id"], depth, curves, mask, cal, m["model_version"], InputInfo(**m["input"]),
-                        m["coverage"], m["tracing"])
+                        m["coverage"], m["tracing"], m.get("bridged", {}), version)

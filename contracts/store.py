@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from contracts.errors import ConflictError, ContractError, Corrupt, NotCommitted, StorageError
+from contracts.errors import ConflictError, ContractError, ContractViolation, Corrupt, NotCommitted, StorageError
 from contracts.format import MANIFEST, parse, serialise, sha256
-from contracts.result import REQUEST_ID, Digitisation
+from contracts.result import CONTRACT_VERSION, REQUEST_ID, Digitisation
 from contracts.validate import validate
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,11 @@ def commit(result: Digitisation, root: str, *, fs=None) -> Receipt:
     """Validate, write and commit `result` under `<root>/<request_id>/`; return a receipt only on success.
 
     Raises ContractViolation (nothing written), ConflictError (a different result is committed under the
-    same id), StorageError (the store failed; retry). A retry of a committed request writes nothing."""
+    same id), StorageError (the store failed; retry). A retry of a committed request writes nothing.
+    Only the current contract version is written: older results are read-only."""
+    if result.contract_version != CONTRACT_VERSION:
+        raise ContractViolation(f"request {result.request_id} is a contract v{result.contract_version} result; "
+                                f"only v{CONTRACT_VERSION} results are committed (older ones are read-only)")
     objects = serialise(result)
     validate(result.request_id, objects)
     fs, base = filesystem(root, fs)

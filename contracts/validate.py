@@ -1,4 +1,4 @@
-"""Contract v1 checked on bytes: the last gate before anything is written, and the first after a read."""
+"""Contracts v2 and v1 checked on bytes: the last gate before anything is written, and the first after a read."""
 import io
 import json
 import math
@@ -12,24 +12,27 @@ from contracts.calibration import N_DEPTH, Calibration
 from contracts.errors import ContractViolation
 from contracts.format import (CSV_HEADER, LAS, LAS_DEPTH_MNEMONIC, MANIFEST, MASK, canonical_json, csv_name,
                               format_number, object_names, sha256)
-from contracts.result import CONTRACT_VERSION, REQUEST_ID, depth_grid, request_id_for
+from contracts.result import READABLE_VERSIONS, REQUEST_ID, depth_grid, request_id_for
 
 _ROW = re.compile(r"-?\d+\.\d{6},-?\d+\.\d{6}")
 _SHA = re.compile(r"[0-9a-f]{64}")
-_MANIFEST_FIELDS = {"contract_version", "request_id", "model_version", "input", "calibration", "tracing",
-                    "coverage", "objects"}
+_V1_FIELDS = {"contract_version", "request_id", "model_version", "input", "calibration", "tracing",
+              "coverage", "objects"}
+_MANIFEST_FIELDS = {"1": _V1_FIELDS, "2": _V1_FIELDS | {"bridged", "track"}}
 _FORMATS = {"png", "jpeg", "tiff"}
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 
 
 def validate(request_id: str, objects: dict[str, bytes]) -> None:
-    """Raise `ContractViolation` unless `objects` is a complete, consistent v1 object set for `request_id`."""
+    """Raise `ContractViolation` unless `objects` is a complete, consistent object set for `request_id` under
+    the contract version its manifest names (v2, or v1 for results written before v2)."""
     _expect(isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id) is not None,
             f"request id {request_id!r} must be 32 lowercase hex characters")
     _expect(MANIFEST in objects, "the object set has no manifest.json")
     m = _manifest(request_id, objects[MANIFEST])
-    cal = Calibration.from_dict(m["calibration"])
+    version = m["contract_version"]
+    cal = Calibration.from_dict(m["calibration"], version=version)
     _expect(cal.to_dict() == m["calibration"], "manifest calibration is not in normalised form")
     expected = object_names(cal)
     _expect(sorted(objects) == sorted(expected), f"objects {sorted(objects)} != expected {sorted(expected)}")
@@ -45,7 +48,13 @@ def validate(request_id: str, objects: dict[str, bytes]) -> None:
     depth = [format_number(d) for d in depth_grid(cal)]
     columns = {n: validate_csv(n, objects[csv_name(n)], depth) for n in cal.names}
     _validate_las(objects[LAS], cal, depth, columns)
-    _validate_mask(objects[MASK], m["input"]["height"], m["input"]["width"])
+    height, width = m["input"]["height"], m["input"]["width"]
+    if version != "1":
+        box = cal.box(width, height)
+        _expect(m["track"] == box.to_dict(), f"manifest track {m['track']} != {box.to_dict()} (from the calibration)")
+        height, width = box.shape
+        _validate_bridged(m["bridged"], m["coverage"], cal, depth)
+    _validate_mask(objects[MASK], height, width)
 
 
 def _manifest(request_id: str, data: bytes) -> dict:
@@ -53,10 +62,12 @@ def _manifest(request_id: str, data: bytes) -> dict:
         m = json.loads(data, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as e:
         raise ContractViolation(f"manifest.json does not parse as JSON: {e}") from e
-    _expect(isinstance(m, dict) and set(m) == _MANIFEST_FIELDS,
-            f"manifest fields must be exactly {sorted(_MANIFEST_FIELDS)}")
+    _expect(isinstance(m, dict) and m.get("contract_version") in READABLE_VERSIONS,
+            f"manifest contract_version must be one of {READABLE_VERSIONS}")
+    version = m["contract_version"]
+    _expect(set(m) == _MANIFEST_FIELDS[version],
+            f"v{version} manifest fields must be exactly {sorted(_MANIFEST_FIELDS[version])}")
     _expect(canonical_json(m) == data, "manifest.json is not in canonical form (sorted keys, indent 1, final newline)")
-    _expect(m["contract_version"] == CONTRACT_VERSION, f"contract_version {m['contract_version']!r} != {CONTRACT_VERSION!r}")
     _expect(m["request_id"] == request_id, f"manifest request_id {m['request_id']!r} != {request_id!r}")
     inp = m["input"]
     _expect(isinstance(inp, dict) and set(inp) == {"sha256", "bytes", "width", "height", "format"}
@@ -64,9 +75,11 @@ def _manifest(request_id: str, data: bytes) -> dict:
             and all(_positive_int(inp[k]) for k in ("bytes", "width", "height")) and inp["format"] in _FORMATS,
             f"manifest input must be {{sha256, bytes, width, height, format in {sorted(_FORMATS)}}}, got {inp}")
     _expect(isinstance(m["model_version"], str) and m["model_version"] != "", "model_version must be a non-empty string")
-    _expect(isinstance(m["tracing"], dict), "tracing must be a JSON object")
+    _expect(isinstance(m["tracing"], dict) and (version == "1" or isinstance(m["tracing"].get("revision"), str)),
+            "tracing must be a JSON object (v2: with the tracer's revision)")
     _expect(isinstance(m["objects"], dict) and isinstance(m["coverage"], dict), "objects and coverage must be objects")
-    rid = request_id_for(inp["sha256"], Calibration.from_dict(m["calibration"]), m["model_version"])
+    cal = Calibration.from_dict(m["calibration"], version=version)
+    rid = request_id_for(inp["sha256"], cal, m["model_version"], m["tracing"], version)
     _expect(rid == request_id, f"request id {request_id} is not the hash of the manifest's inputs (expected {rid})")
     return m
 
@@ -111,13 +124,34 @@ def _validate_las(data: bytes, cal: Calibration, depth: list[str], columns: dict
         _expect(np.array_equal(las[name], np.array(col, dtype=float)), f"{LAS} values of {name} differ from {csv_name(name)}")
 
 
+def _validate_bridged(bridged, coverage: dict, cal: Calibration, depth: list[str]):
+    """v2: per curve, runs [first, last] of bridged depth points on the grid, in grid order, disjoint and
+    apart (an observed point between two runs), as many points as the coverage leaves unobserved."""
+    _expect(isinstance(bridged, dict) and set(bridged) == set(cal.names),
+            f"bridged must list intervals for each of {cal.names}")
+    index = {float(d): k for k, d in enumerate(depth)}
+    for name, runs in bridged.items():
+        where = f"bridged[{name}]"
+        _expect(isinstance(runs, list) and all(isinstance(r, list) and len(r) == 2 and all(_number(x) for x in r)
+                                               and r[0] in index and r[1] in index for r in runs),
+                f"{where} must be a list of [first, last] depths on the depth grid (as the CSVs write them)")
+        spans = [(index[a], index[b]) for a, b in runs]
+        ends = [-2] + [k for span in spans for k in span]
+        _expect(all(i <= j for i, j in spans) and all(ends[2 * n] + 1 < ends[2 * n + 1] for n in range(len(spans))),
+                f"{where} runs must be in grid order, disjoint, with an observed point between them: {runs}")
+        count = sum(j - i + 1 for i, j in spans)
+        _expect(abs(N_DEPTH * (1 - coverage[name]) - count) < 1e-3,
+                f"{where} covers {count} depth points, but coverage {coverage[name]} leaves "
+                f"{N_DEPTH * (1 - coverage[name]):.3f} unobserved")
+
+
 def _validate_mask(data: bytes, height: int, width: int):
     _expect(data.startswith(_PNG_MAGIC), f"{MASK} is not a PNG")
     _expect(data.endswith(_PNG_END), f"{MASK} does not end with an IEND chunk (cut short?)")
     mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     _expect(mask is not None, f"{MASK} does not decode (truncated or corrupt)")
     _expect(mask.ndim == 2 and mask.dtype == np.uint8, f"{MASK} must be 8-bit single-channel, got {mask.dtype} {mask.shape}")
-    _expect(mask.shape == (height, width), f"{MASK} is {mask.shape[1]}x{mask.shape[0]}, input is {width}x{height}")
+    _expect(mask.shape == (height, width), f"{MASK} is {mask.shape[1]}x{mask.shape[0]}, the track is {width}x{height}")
     bad = np.setdiff1d(np.unique(mask), [0, 1, 2])
     _expect(bad.size == 0, f"{MASK} has values {bad.tolist()}; only 0 (background), 1 and 2 (curves) are allowed")
 
@@ -128,6 +162,10 @@ def _reject_constant(name: str):
 
 def _fraction(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _positive_int(v) -> bool:

@@ -7,7 +7,8 @@ _EXPORTS = {
     "Digitiser": "digitiser.predictor", "TilePolicy": "digitiser.predictor", "DEFAULT_WEIGHTS": "digitiser.predictor",
     "MAX_BATCH": "digitiser.predictor", "TracingParams": "digitiser.tracing", "CurveNotFound": "digitiser.tracing",
     "BadImage": "digitiser.imageio", "DecodedScan": "digitiser.imageio", "ImageLimits": "digitiser.imageio",
-    "decode_scan": "digitiser.imageio", "CheckpointError": "digitiser.checkpoint",
+    "decode_scan": "digitiser.imageio", "CheckpointError": "digitiser.checkpoint", "cut_track": "digitiser.track",
+    "build_result": "digitiser.predictor",
 }
 __all__ = list(_EXPORTS)
 

@@ -66,8 +66,9 @@ class BadImage(ValueError):
 
 @dataclass(frozen=True)
 class DecodedScan:
-    """A decoded scan. gray: HxW uint8 (ink dark, paper light); format: "png" | "jpeg" | "tiff";
-    width, height: of ``gray`` in pixels; sha256: hex digest of the original bytes; n_bytes: their length."""
+    """A decoded scan. gray: HxW uint8 (ink dark, paper light), the whole image, or its track box once
+    `digitiser.track.cut_track` cut it; format: "png" | "jpeg" | "tiff"; width, height: of the decoded input
+    in pixels; sha256: hex digest of the original bytes; n_bytes: their length."""
 
     gray: np.ndarray
     format: str

@@ -20,6 +20,7 @@ import contracts
 from digitiser.checkpoint import load_segmenter
 from digitiser.imageio import DecodedScan
 from digitiser.tracing import TracingParams, to_values, trace
+from digitiser.track import cut_track
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Digitiser:
     def digitise(self, scans: list[DecodedScan], calibrations: list[contracts.Calibration]) -> list:
         """Segment and trace a batch; per scan a Digitisation, or the exception that failed it."""
         results = []
+        scans = [cut_track(s, c) for s, c in zip(scans, calibrations)]
         for scan, cal, probs in zip(scans, calibrations, self.segment([s.gray for s in scans])):
             try:
                 results.append(self.finish(scan, cal, probs))
@@ -106,14 +108,16 @@ class Digitiser:
 
 def build_result(scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray, *, model_version: str,
                  tracing: TracingParams) -> contracts.Digitisation:
-    """Trace both curves in `probs` ((3, H, W) float32 class probabilities of `scan`) and build the result
-    both routes commit. Raises tracing.CurveNotFound when a curve has too little coverage (no fabricated
+    """Trace both curves in `probs` ((3, h, w) float32 class probabilities of the scan's track box, i.e. of
+    `cut_track(scan, calibration).gray`) and build the result both routes commit. Raises tracing.CurveNotFound when a curve has too little coverage (no fabricated
     curve is ever written)."""
-    x_frac, observed = trace(probs, tracing)
+    box = calibration.box(scan.width, scan.height)
+    assert probs.shape[1:] == box.shape, f"probs {probs.shape} are not of the track box {box.shape}: cut_track first"
+    x_frac, observed = trace(probs, tracing, box.rows)
     curves = {spec.name: to_values(x_frac[:, k], spec.left, spec.right, spec.scale)
               for k, spec in enumerate(calibration.curves)}
-    coverage = {spec.name: float(observed[:, k].mean()) for k, spec in enumerate(calibration.curves)}
     info = contracts.InputInfo(scan.sha256, scan.n_bytes, scan.width, scan.height, scan.format)
     return contracts.Digitisation.create(
         calibration=calibration, model_version=model_version, input=info, curves=curves,
-        mask=probs.argmax(axis=0).astype(np.uint8), coverage=coverage, tracing=tracing.to_dict())
+        mask=probs.argmax(axis=0).astype(np.uint8), tracing=tracing.to_dict(),
+        observed={spec.name: observed[:, k] for k, spec in enumerate(calibration.curves)})

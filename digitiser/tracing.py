@@ -111,16 +111,19 @@ class CurveNotFound(ValueError):
             "that the scan is not blank, inverted or rotated, and that the segmenter weights fit this kind of scan.")
 
 
-def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[np.ndarray, np.ndarray]:
+def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
+          sample_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Trace both curves in a segmenter output.
 
     Args:
         probs: (3, H, W) float class probabilities (softmax over background, curve 1, curve 2) at the scan's
             resolution; row 0 is the top of the track. Only planes 1 and 2 are read.
         params: tracing parameters.
+        sample_rows: (300,) float64 increasing rows of the depth points (row centres, within 0..H-1); default
+            ``y_k = k * (H - 1) / 299`` (the image is the depth interval). A sheet's depth ties give others.
     Returns:
-        x_frac: (300, 2) float64, centreline of curve 1 (column 0) and curve 2 (column 1) at depth points
-            ``y_k = k * (H - 1) / 299`` as a fraction of track width (pixel centre convention); finite
+        x_frac: (300, 2) float64, centreline of curve 1 (column 0) and curve 2 (column 1) at the depth points'
+            rows as a fraction of track width (pixel centre convention); finite
             everywhere: gaps bridged linearly in row space, ends extended flat.
         observed: (300, 2) bool, True where the position was observed rather than bridged or extended.
     Raises:
@@ -140,7 +143,7 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     for i, (rows, xs, ink) in enumerate(traced):
         rows_o, xs_o, _ = traced[1 - i]
         rows_b, xs_b = _run_together(rows, xs, ink, rows_o, xs_o, params.together_px, 2 * params.observe_px)
-        x_frac[:, i], observed[:, i] = _sample(rows_b, xs_b, rows[ink], H, W, params.observe_px)
+        x_frac[:, i], observed[:, i] = _sample(rows_b, xs_b, rows[ink], H, W, params.observe_px, sample_rows)
     coverage = observed.mean(axis=0)
     failing = [c for c, cov in zip(CURVE_CLASSES, coverage) if cov < params.min_coverage or cov == 0]
     if failing:
@@ -342,13 +345,15 @@ def observe_radius(height: int, observe_px: float) -> float:
 
 
 def _sample(rows: np.ndarray, xs: np.ndarray, ink_rows: np.ndarray, height: int, width: int,
-            observe_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Centreline at rows (px) -> (300,) fractions of width at y_k; (300,) observed flags from ink_rows."""
-    y = np.arange(N_DEPTH) * (height - 1) / (N_DEPTH - 1)
+            observe_px: float, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centreline at rows (px) -> (300,) fractions of width at the depth points' rows y (default y_k);
+    (300,) observed flags from ink_rows."""
+    if y is None:
+        y = np.arange(N_DEPTH) * (height - 1) / (N_DEPTH - 1)
     if rows.size == 0:
         return np.full(N_DEPTH, 0.5), np.zeros(N_DEPTH, dtype=bool)
     x_frac = np.interp(y, rows, xs) / width  # linear between rows, flat beyond the ends
-    radius = observe_radius(height, observe_px)
+    radius = observe_radius(y[-1] - y[0] + 1, observe_px)   # half the depth spacing, or observe_px
     if ink_rows.size == 0:
         return x_frac, np.zeros(N_DEPTH, dtype=bool)
     i = np.searchsorted(ink_rows, y)

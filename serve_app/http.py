@@ -17,7 +17,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 import contracts
-from digitiser import BadImage
+from digitiser import BadImage, cut_track
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
@@ -137,7 +137,7 @@ async def _parts(form, max_calibration_bytes: int) -> Upload:
 
 
 def parse_calibration(raw: bytes | str | None) -> contracts.Calibration:
-    """Calibration JSON text -> a valid Calibration (contract v1 defaults when absent); 422 otherwise."""
+    """Calibration JSON text -> a valid Calibration (contract defaults when absent); 422 otherwise."""
     if raw is None or (isinstance(raw, (str, bytes)) and not raw.strip()):
         return contracts.Calibration.from_dict(None)
     try:
@@ -148,7 +148,17 @@ def parse_calibration(raw: bytes | str | None) -> contracts.Calibration:
     try:
         return contracts.Calibration.from_dict(d)
     except contracts.ContractViolation as e:
-        raise ApiError(422, "bad_calibration", f"the calibration breaks contract v1: {e}") from e
+        raise ApiError(422, "bad_calibration", f"the calibration breaks the contract: {e}") from e
+
+
+def cut_to_track(scan, calibration: contracts.Calibration):
+    """The decoded scan cut to the calibration's track (window, depth interval): only that is segmented.
+    A window or depth interval outside the image is a 422 naming both."""
+    try:
+        return cut_track(scan, calibration)
+    except contracts.ContractViolation as e:
+        raise ApiError(422, "bad_calibration", f"the calibration does not fit this {scan.width} x {scan.height} px "
+                                               f"scan: {e}") from e
 
 
 def curve_not_found(info: dict) -> ApiError:
@@ -159,10 +169,11 @@ def curve_not_found(info: dict) -> ApiError:
 
 def result_body(result: contracts.Digitisation, keys: dict[str, str]) -> dict:
     """The JSON answer for a committed result (values as stored; non-finite numbers as null)."""
-    return {"request_id": result.request_id, "model_version": result.model_version, "objects": keys,
+    return {"request_id": result.request_id, "contract_version": result.contract_version,
+            "model_version": result.model_version, "objects": keys,
             "depth": _floats(result.depth),
             "curves": {name: _floats(values) for name, values in result.curves.items()},
-            "coverage": dict(result.coverage)}
+            "coverage": dict(result.coverage), "bridged": dict(result.bridged)}
 
 
 def _floats(values) -> list:
@@ -174,4 +185,4 @@ OPENAPI_UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "the scan: PNG, JPEG or TIFF"},
         "calibration": {"type": "string", "format": "binary",
-                        "description": "calibration JSON (contract v1), as a file or a text field"}}}}}}}
+                        "description": "calibration JSON (contract v2), as a file or a text field"}}}}}}}

@@ -33,8 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import contracts
 from digitiser import decode_scan
 from serve_app.config import ServeConfig
-from serve_app.http import (OPENAPI_UPLOAD, ApiError, curve_not_found, log_failure, parse_calibration,
-                            read_upload, result_body, to_api_error)
+from serve_app.http import (OPENAPI_UPLOAD, ApiError, curve_not_found, cut_to_track, log_failure,
+                            parse_calibration, read_upload, result_body, to_api_error)
 from serve_app.loopback import bind_replica_servers_to_loopback
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
@@ -49,7 +49,7 @@ _ERRORS = {s: {"description": d, "content": {"application/json": {"example": {"e
                            (503, "overloaded", "queue full or store failing: retry after Retry-After")]}
 
 api = FastAPI(title="Well-log digitiser", version="1",
-              description="Scanned well-log track in, calibrated curves out (contract v1).")
+              description="Scanned well-log track in, calibrated curves out (contract v2).")
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -74,7 +74,7 @@ class Ingress:
         self.segmenter, self.config, self.limits = segmenter, config, config.limits
         fs = fsspec.core.url_to_fs(config.store, **config.storage_options)[0] if config.storage_options else None
         self.fs, self.base = contracts.filesystem(config.store, fs)
-        self.model_version: str | None = None
+        self.identity: tuple[str, dict] | None = None   # (model version, tracing) the segmenter reported
         self.inflight: dict[str, asyncio.Task] = {}
         self.outcomes, self.commits_written = Counter(), 0
         self.m_requests = metrics.Counter("digitiser_requests", description="requests by outcome",
@@ -94,8 +94,9 @@ class Ingress:
             upload = await read_upload(request, self.limits.max_bytes, self.config.max_calibration_bytes)
             calibration = parse_calibration(upload.calibration)
             scan = await asyncio.to_thread(decode_scan, upload.image, self.limits)  # bad input: 4xx, model or not
-            version = await self._model_version()
-            rid = await asyncio.to_thread(contracts.request_id, upload.image, calibration, version)
+            scan = await asyncio.to_thread(cut_to_track, scan, calibration)  # the track only goes to the model
+            version, tracing = await self._identity()
+            rid = await asyncio.to_thread(contracts.request_id, upload.image, calibration, version, tracing)
             body, outcome = await self._single_flight(rid, lambda: self._digitise(rid, scan, calibration))
         except Exception as e:  # noqa: BLE001  (the HTTP edge: every failure becomes a JSON error)
             return self._failed(e, rid, start)
@@ -145,10 +146,10 @@ class Ingress:
         if traced.not_found is not None:
             raise curve_not_found(traced.not_found)
         result = traced.result
-        if result.request_id != rid:  # the segmenter's model changed (a rolling update): follow it
-            log.warning("request %s: model version is now %s (id %s)", rid, result.model_version[:12],
-                        result.request_id)
-            self.model_version = result.model_version
+        if result.request_id != rid:  # the segmenter's model or tracer changed (a rolling update): follow it
+            log.warning("request %s: model version is now %s, tracer %s (id %s)", rid, result.model_version[:12],
+                        result.tracing.get("revision"), result.request_id)
+            self.identity = (result.model_version, result.tracing)
         start = time.perf_counter()
         try:
             receipt = await asyncio.to_thread(contracts.commit, result, self.config.store, fs=self.fs)
@@ -179,11 +180,14 @@ class Ingress:
 
     async def _info(self) -> dict:
         info = await self.segmenter.info.remote()
-        self.model_version = self.model_version or info["model_version"]
+        self.identity = self.identity or (info["model_version"], info["tracing"])
         return info
 
-    async def _model_version(self) -> str:
-        return self.model_version or (await self._info())["model_version"]
+    async def _identity(self) -> tuple[str, dict]:
+        """(model version, tracing parameters and revision): what request ids cover besides the request."""
+        if self.identity is None:
+            await self._info()
+        return self.identity
 
     # -- outcomes ------------------------------------------------------------------------------------
     def _failed(self, exc: Exception, rid: str | None, start: float, outcome_prefix: str = "") -> JSONResponse:

@@ -92,8 +92,9 @@ class Segmenter:
         return Traced(result=result)
 
     def info(self) -> dict:
-        """Model identity; answering at all means the weights passed their preflight."""
-        return {"model_version": self.digitiser.model_version, "device": str(self.digitiser.device)}
+        """Model and tracer identity (what request ids cover); answering means the weights passed their preflight."""
+        return {"model_version": self.digitiser.model_version, "tracing": self.digitiser.tracing.to_dict(),
+                "device": str(self.digitiser.device)}
 
     def stats(self) -> dict:
         """Batching counters of this replica (for tests and the /v1/stats debug route)."""

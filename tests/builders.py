@@ -6,6 +6,7 @@ import numpy as np
 
 import contracts
 from contracts.format import MANIFEST, canonical_json, sha256
+from contracts.result import depth_grid, request_id_for
 
 CALIBRATION = {"top_depth": 1000.0, "bottom_depth": 1100.0, "depth_unit": "ft",
                "curves": [{"name": "GR", "left": 0, "right": 150, "scale": "linear", "unit": "gAPI"},
@@ -13,9 +14,11 @@ CALIBRATION = {"top_depth": 1000.0, "bottom_depth": 1100.0, "depth_unit": "ft",
 MODEL_VERSION = "0" * 64
 
 
-def make_result(image: bytes = b"scan bytes", calibration=None, width: int = 120, height: int = 400,
-                seed: int = 0) -> contracts.Digitisation:
-    cal = contracts.Calibration.from_dict(CALIBRATION if calibration is None else calibration)
+TRACING = {"min_coverage": 0.5, "revision": "test"}
+
+
+def _parts(image: bytes, calibration, width: int, height: int, seed: int, version: str = "2"):
+    cal = contracts.Calibration.from_dict(CALIBRATION if calibration is None else calibration, version=version)
     rng = np.random.default_rng(seed)
     inp = contracts.InputInfo(hashlib.sha256(image).hexdigest(), len(image), width, height, "png")
     mask = np.zeros((height, width), np.uint8)
@@ -28,9 +31,27 @@ def make_result(image: bytes = b"scan bytes", calibration=None, width: int = 120
             curves[spec.name] = 10 ** (np.log10(spec.left) + f * (np.log10(spec.right) - np.log10(spec.left)))
         else:
             curves[spec.name] = spec.left + f * (spec.right - spec.left)
+    return cal, inp, mask, curves
+
+
+def make_result(image: bytes = b"scan bytes", calibration=None, width: int = 120, height: int = 400,
+                seed: int = 0, tracing: dict = TRACING) -> contracts.Digitisation:
+    """A v2 result: curve 1 bridged over depth points 100..129, curve 2 over 0..4 and 290..299."""
+    cal, inp, mask, curves = _parts(image, calibration, width, height, seed)
+    observed = {n: np.ones(contracts.N_DEPTH, bool) for n in cal.names}
+    observed[cal.names[0]][100:130] = False
+    observed[cal.names[1]][list(range(5)) + list(range(290, 300))] = False
     return contracts.Digitisation.create(calibration=cal, model_version=MODEL_VERSION, input=inp, curves=curves,
-                                         mask=mask, coverage={n: 0.9 for n in cal.names},
-                                         tracing={"min_coverage": 0.5})
+                                         mask=mask, observed=observed, tracing=tracing)
+
+
+def make_v1_result(image: bytes = b"scan bytes", calibration=None, width: int = 120,
+                   height: int = 400, seed: int = 0) -> contracts.Digitisation:
+    """A contract v1 result as v1 writers made it (read-only now: only serialise / validate take it)."""
+    cal, inp, mask, curves = _parts(image, calibration, width, height, seed, version="1")
+    rid = request_id_for(inp.sha256, cal, MODEL_VERSION, None, version="1")
+    return contracts.Digitisation(rid, depth_grid(cal), curves, mask, cal, MODEL_VERSION, inp,
+                                  {n: 0.9 for n in cal.names}, {"min_coverage": 0.5}, {}, "1")
 
 
 def restamp(objects: dict[str, bytes]) -> dict[str, bytes]:

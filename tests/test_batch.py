@@ -22,8 +22,8 @@ import contracts
 from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, JobError, convert
 from batch_jobs.listing import iter_scans, open_fs
 from batch_jobs.stages import PENDING, ROW_SCHEMA, commit_batch, prepare_batch
-from builders import CALIBRATION, make_result
-from digitiser import DEFAULT_WEIGHTS
+from builders import CALIBRATION, TRACING, make_result
+from digitiser import DEFAULT_WEIGHTS, TracingParams
 from digitiser.synth import render_scan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def _prepare(tmp_path, files: dict[str, bytes], default=None, version="0" * 64):
         fs.pipe_file(f"{root}/{rel}", data)
     listing = pa.Table.from_pylist(list(iter_scans(fs, root)))
     out = prepare_batch(listing, src_fs=fs, dst=str(tmp_path / "dst"), dst_fs=None, model_version=version,
-                        default_calibration=default)
+                        tracing=TRACING, default_calibration=default)
     return {r["source"].rsplit("/", 1)[-1]: r for r in out.to_pylist()}
 
 
@@ -153,8 +153,8 @@ def test_prepare_keys_requests_by_bytes_calibration_and_model(tmp_path):
     data = _scan(0).encoded
     rows = _prepare(tmp_path, {"s.png": data, "s.json": json.dumps(CALIBRATION).encode(), "t.png": data})
     assert rows["s.png"]["status"] == PENDING and rows["s.png"]["data"] == data
-    assert rows["s.png"]["request_id"] == contracts.request_id(data, CALIBRATION, "0" * 64)
-    assert rows["t.png"]["request_id"] == contracts.request_id(data, None, "0" * 64)   # contract defaults
+    assert rows["s.png"]["request_id"] == contracts.request_id(data, CALIBRATION, "0" * 64, TRACING)
+    assert rows["t.png"]["request_id"] == contracts.request_id(data, None, "0" * 64, TRACING)   # contract defaults
     assert json.loads(rows["t.png"]["calibration"]) == contracts.Calibration.from_dict(None).to_dict()
 
 
@@ -164,6 +164,15 @@ def test_prepare_applies_the_default_calibration_only_without_a_sidecar(tmp_path
     rows = _prepare(tmp_path, {"s.png": data, "s.json": b"{}", "t.png": data}, default=default)
     assert json.loads(rows["t.png"]["calibration"]) == default
     assert json.loads(rows["s.png"]["calibration"]) == contracts.Calibration.from_dict({}).to_dict()
+
+
+def test_prepare_fails_a_sheet_interval_outside_the_image(tmp_path):
+    data = _scan(0).encoded   # 400 rows
+    sidecar = {"depth_ties": [{"row": 0, "depth": 0.0}, {"row": 100, "depth": 10.0}],
+               "top_depth": 5.0, "bottom_depth": 45.0}
+    row = _prepare(tmp_path, {"s.png": data, "s.json": json.dumps(sidecar).encode()})["s.png"]
+    assert (row["status"], row["error_kind"]) == (FAILED, "bad_calibration")
+    assert "outside the scan's rows 0..399" in row["error_message"] and row["data"] is None
 
 
 def test_prepare_accepts_multipage_and_g4_tiffs(tmp_path):
@@ -254,7 +263,8 @@ def test_local_job_ledger_records_ids_sizes_and_timings(local_mixed):
     rows = by_name(ledger, local_mixed["src"])
     g0 = rows["g0.png"]
     assert g0["request_id"] == contracts.request_id(local_mixed["good"]["g0.png"], _scan(GOOD_SEEDS[0]).calibration,
-                                                    local_mixed["model_version"])
+                                                    local_mixed["model_version"], TracingParams().to_dict())
+    assert meta["tracing"] == TracingParams().to_dict()
     assert g0["input_bytes"] == len(local_mixed["good"]["g0.png"])
     assert all(g0[k] is not None and g0[k] >= 0 for k in ("read_s", "decode_s", "segment_s", "trace_s", "commit_s"))
 

@@ -81,21 +81,34 @@ def test_curve_names_must_differ_ignoring_case():
         C.from_dict(with_curve(1, name="gr"))
 
 
+T = {"min_coverage": 0.5, "revision": "r1"}
+
+
 def test_request_id_is_32_hex_and_deterministic():
-    rid = contracts.request_id(b"abc", CALIBRATION, "m1")
+    rid = contracts.request_id(b"abc", CALIBRATION, "m1", T)
     assert len(rid) == 32 and int(rid, 16) >= 0
-    assert rid == contracts.request_id(b"abc", C.from_dict(CALIBRATION), "m1")
+    assert rid == contracts.request_id(b"abc", C.from_dict(CALIBRATION), "m1", dict(T))
 
 
 def test_request_id_ignores_spelling_of_equal_calibrations():
     explicit = C.from_dict({}).to_dict()
-    assert contracts.request_id(b"abc", {}, "m") == contracts.request_id(b"abc", explicit, "m")
+    assert contracts.request_id(b"abc", {}, "m", T) == contracts.request_id(b"abc", explicit, "m", T)
 
 
-@pytest.mark.parametrize("image, calibration, model", [
-    (b"abd", CALIBRATION, "m1"),
-    (b"abc", with_curve(0, right=151), "m1"),
-    (b"abc", CALIBRATION, "m2"),
+@pytest.mark.parametrize("image, calibration, model, tracing", [
+    (b"abd", CALIBRATION, "m1", T),
+    (b"abc", with_curve(0, right=151), "m1", T),
+    (b"abc", CALIBRATION, "m2", T),
+    (b"abc", CALIBRATION, "m1", {**T, "revision": "r2"}),     # a new tracer revision
+    (b"abc", CALIBRATION, "m1", {**T, "min_coverage": 0.6}),  # other tracing parameters
 ])
-def test_request_id_changes_with_each_input(image, calibration, model):
-    assert contracts.request_id(image, calibration, model) != contracts.request_id(b"abc", CALIBRATION, "m1")
+def test_request_id_changes_with_each_input(image, calibration, model, tracing):
+    assert contracts.request_id(image, calibration, model, tracing) != contracts.request_id(b"abc", CALIBRATION, "m1", T)
+
+
+def test_v2_rules_refuse_what_v1_accepted_and_could_not_write():
+    for bad, match in [({"top_depth": 2e15}, "within"), ({"curves": [{"name": "dept"}, {"name": "x"}]}, "DEPT"),
+                       ({"top_depth": 0, "bottom_depth": 1e-5}, "too close")]:
+        with pytest.raises(contracts.ContractViolation, match=match):
+            C.from_dict(bad)
+        C.from_dict(bad, version="1")   # a stored v1 manifest still parses under the v1 rules

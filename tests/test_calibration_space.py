@@ -1,6 +1,6 @@
 """Every valid calibration commits: calibrations drawn from the whole valid space (each optional field absent
 or present, empty and non-empty units, linear / log / reversed scales, names at the length and character
-limits, extreme but finite depths) go through both routes' calibration parsers, `build_result` (what both
+limits, extreme but finite depths, a sheet's window and depth ties) go through both routes' calibration parsers, `build_result` (what both
 routes' digitisers call after segmenting), `contracts.commit`, `load` and `audit`.
 
 The scan and its class probabilities are built in code (two strokes, the dashed one with a gap), so no model
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import contracts
 from batch_jobs.stages import _calibration as sidecar_calibration
-from digitiser import TracingParams, decode_scan
+from digitiser import TracingParams, cut_track, decode_scan
 from digitiser.predictor import build_result
 from serve_app.http import parse_calibration
 
@@ -65,15 +65,38 @@ def calibrations(draw) -> dict:
         d["top_depth"] = draw(depths)
     if draw(st.booleans()):
         d["bottom_depth"] = draw(depths)
-    if d.get("top_depth", 0.0) == d.get("bottom_depth", 1.0):
-        d["bottom_depth"] = d.get("top_depth", 0.0) + 1.0
+    top = d.get("top_depth", 0.0)
+    if not _distinct_at_6_decimals(top, d.get("bottom_depth", 1.0)):   # v2: depth points must differ as written
+        d["bottom_depth"] = top - 1000.0 if top > 0 else top + 1000.0
     if draw(st.booleans()):
         d["depth_unit"] = draw(units)
+    if draw(st.booleans()):   # columns [L, R) holding both strokes (12 and 34)
+        d["window"] = {"left_px": draw(st.integers(0, 12)), "right_px": draw(st.integers(35, W))}
+    if draw(st.booleans()):
+        d.update(draw(ties()))
     if draw(st.booleans()):
         n1 = draw(names)
         n2 = draw(names.filter(lambda n: n.lower() != n1.lower()))
         d["curves"] = [draw(curve(n1)), draw(curve(n2))]
     return d
+
+
+def _distinct_at_6_decimals(top: float, bottom: float) -> bool:
+    return len({"%.6f" % x for x in np.linspace(top, bottom, contracts.N_DEPTH)}) == contracts.N_DEPTH
+
+
+@st.composite
+def ties(draw) -> dict:
+    """Two or three ties on a line depth = d0 + slope * row (a third up to 1.5 px off it), and an interval
+    from a row in 0..10 to one in 50..63, so both strokes stay in view."""
+    d0 = draw(st.floats(-1e6, 1e6))
+    slope = draw(st.floats(1e-3, 1e3)) * draw(st.sampled_from([1, -1]))
+    rows = draw(st.lists(st.integers(0, 20_000), min_size=2, max_size=3, unique=True))
+    off = [0.0, 0.0, draw(st.floats(-1.5, 1.5))]
+    at = lambda r: d0 + slope * r   # noqa: E731
+    top, bottom = draw(st.floats(0, 10)), draw(st.floats(50, H - 1))
+    return {"depth_ties": [{"row": r, "depth": at(r + o)} for r, o in zip(rows, off)],
+            "top_depth": at(top), "bottom_depth": at(bottom)}
 
 
 # ----------------------------------------------------------------------------- one scan, built in code
@@ -103,7 +126,10 @@ def commit_load_audit(calibration: dict, root: str, tmp, fs=None) -> contracts.D
     sidecar.write_text(json.dumps(calibration))
     offline = sidecar_calibration(_local_fs(), str(sidecar), None)
     assert online == offline
-    result = build_result(SCAN, online, PROBS, model_version=MODEL_VERSION, tracing=TracingParams())
+    box = online.box(W, H)
+    probs = PROBS[:, box.top_px:box.bottom_px, box.left_px:box.right_px]
+    result = build_result(cut_track(SCAN, online), online, probs, model_version=MODEL_VERSION,
+                          tracing=TracingParams())
     receipt = contracts.commit(result, root, fs=fs)
     assert receipt.written and receipt.request_id == result.request_id
     back = contracts.load(root, result.request_id, fs=fs)

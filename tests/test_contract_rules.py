@@ -113,7 +113,7 @@ def test_mask_value_3_is_rejected(good):
 
 
 def test_mask_of_other_size_is_rejected(good):
-    with pytest.raises(V, match="input is 120x400"):
+    with pytest.raises(V, match="track is 120x400"):
         contracts.validate(good[0], restamp({**good[1], "mask.png": png(np.zeros((400, 121), np.uint8))}))
 
 
@@ -215,7 +215,7 @@ def test_request_id_not_matching_inputs_is_rejected(good):
 
 def test_other_contract_version_is_rejected(good):
     with pytest.raises(V, match="contract_version"):
-        contracts.validate(good[0], edit_manifest(good[1], contract_version="2"))
+        contracts.validate(good[0], edit_manifest(good[1], contract_version="3"))
 
 
 @pytest.mark.parametrize("coverage", [{"GR": 1.5, "ILD": 0.5}, {"GR": 0.5}, {"GR": float("nan"), "ILD": 1}])

@@ -68,7 +68,7 @@ def test_clean_scan_digitises_into_a_valid_result(shipped, tmp_path):
     synth, scan = gray(3, 800, 240)
     cal = contracts.Calibration.from_dict(synth.calibration)
     result = shipped.finish(scan, cal, shipped.segment([scan.gray])[0])
-    assert result.request_id == contracts.request_id(synth.encoded, cal, shipped.model_version)
+    assert result.request_id == contracts.request_id(synth.encoded, cal, shipped.model_version, shipped.tracing.to_dict())
     receipt = contracts.commit(result, str(tmp_path))
     back = contracts.load(str(tmp_path), receipt.request_id)
     assert back.tracing == shipped.tracing.to_dict() and back.tracing["revision"] == tracing.REVISION

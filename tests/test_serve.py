@@ -28,7 +28,7 @@ import torch
 import yaml
 
 import contracts
-from digitiser import DEFAULT_WEIGHTS, CurveNotFound, Digitiser, decode_scan
+from digitiser import DEFAULT_WEIGHTS, CurveNotFound, Digitiser, TracingParams, decode_scan
 from digitiser.checkpoint import save_weights, sha256_file
 from digitiser.model import Segmenter as SegmenterNet, SegmenterConfig
 from digitiser.synth import render_scan
@@ -38,6 +38,7 @@ from conftest import make_s3fs
 MAX_BYTES = 1 << 20        # the main app's upload limits
 MAX_PIXELS = 2_000_000
 CONFIG_YAML = Path(__file__).parent.parent / "serve_app" / "config.yaml"
+TRACING = TracingParams().to_dict()   # the apps' tracer (no overrides): request ids cover it
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def committed(server, easy_scans):
 def test_healthz_once_the_model_passed_its_preflight(server):
     r = requests.get(f"{server.url}/healthz", timeout=30)
     assert r.status_code == 200
-    assert r.json()["model_version"] == server.model_version
+    assert r.json()["model_version"] == server.model_version and r.json()["tracing"] == TRACING
 
 
 def test_openapi_describes_the_upload(server):
@@ -208,12 +209,13 @@ def test_openapi_describes_the_upload(server):
 def test_valid_request_returns_the_committed_result(server, committed):
     scan, body = committed
     calibration = contracts.Calibration.from_dict(scan.calibration)
-    assert body["request_id"] == contracts.request_id(scan.encoded, calibration, server.model_version)
+    assert body["request_id"] == contracts.request_id(scan.encoded, calibration, server.model_version, TRACING)
     assert body["model_version"] == server.model_version
     stored = contracts.load(server.store, body["request_id"])
     assert body["curves"] == {name: values.tolist() for name, values in stored.curves.items()}
     assert body["depth"] == stored.depth.tolist() and len(body["depth"]) == contracts.N_DEPTH
-    assert body["coverage"] == stored.coverage
+    assert body["coverage"] == stored.coverage and body["bridged"] == stored.bridged
+    assert body["contract_version"] == "2"
     assert set(body["objects"]) == set(contracts.object_names(calibration))
     assert all(os.path.isfile(key) for key in body["objects"].values())
 
@@ -236,6 +238,37 @@ def test_calibration_with_only_the_required_fields_commits(server, easy_scans):
     assert r.status_code == 200, r.text
     stored = contracts.load(server.store, r.json()["request_id"])
     assert stored.calibration.depth_unit == "" and stored.calibration.names == ["DT", "PHI"]
+
+
+def _sheet(scan, top: int = 150, left: int = 180) -> bytes:
+    """The scan placed in a larger white sheet, with a depth column's line and ticks beside it."""
+    sheet = np.full((700, left + 240), 255, np.uint8)
+    sheet[:, 40], sheet[::50, 30:50] = 0, 0
+    sheet[top:top + scan.image.shape[0], left:left + scan.image.shape[1]] = scan.image
+    return _png(sheet)
+
+
+def _sheet_calibration(scan, top_depth: float, bottom_depth: float) -> dict:
+    """Window on the scan's columns; ties: 4 rows per unit of depth, depth 1000 at sheet row 150."""
+    return {"window": {"left_px": 180, "right_px": 180 + scan.image.shape[1]}, "curves": scan.calibration["curves"],
+            "depth_ties": [{"row": 100, "depth": 987.5}, {"row": 600, "depth": 1112.5}],
+            "top_depth": top_depth, "bottom_depth": bottom_depth}
+
+
+def test_a_sheet_request_digitises_its_window(server, easy_scans):
+    scan = easy_scans[2]
+    r = _post(server.url, _sheet(scan), _sheet_calibration(scan, 1000.0, 1099.75))
+    assert r.status_code == 200, r.text
+    stored = contracts.load(server.store, r.json()["request_id"])
+    assert stored.mask.shape == scan.image.shape and stored.input.width == 420
+    assert r.json()["depth"][0] == 1000.0 and r.json()["depth"][-1] == 1099.75
+
+
+def test_a_sheet_interval_outside_the_image_is_422(server, easy_scans):
+    scan = easy_scans[2]
+    body = _assert_json_error(_post(server.url, _sheet(scan), _sheet_calibration(scan, 1000.0, 1200.0)), 422,
+                              "bad_calibration")
+    assert "outside the scan's rows 0..699" in body["detail"]
 
 
 def test_get_result_returns_what_post_returned(server, committed):
@@ -287,7 +320,7 @@ def test_a_client_that_gives_up_leaves_nothing_half_written(server, easy_scans):
     whole. Either way no partial result is ever visible, and a retry gets the committed answer."""
     scan = easy_scans[3]
     rid = contracts.request_id(scan.encoded, contracts.Calibration.from_dict(scan.calibration),
-                               server.model_version)
+                               server.model_version, TRACING)
     files = {"image": ("s.png", scan.encoded), "calibration": ("c.json", json.dumps(scan.calibration))}
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.post(f"{server.url}/v1/digitise", files=files, timeout=(10, 0.3))

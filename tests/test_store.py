@@ -352,11 +352,11 @@ def test_audit_summary_and_report_shape(store):
     assert set(d) == {"root", "summary", "ok", "entries"} and d["root"] == store.root and d["ok"] is False
     assert [e["request_id"] for e in d["entries"]] == sorted(r.request_id for r in [*good, leftover, broken])
     for e in d["entries"]:
-        assert set(e) == {"request_id", "status", "objects", "rows", "reason"}
+        assert set(e) == {"request_id", "status", "objects", "rows", "reason", "contract_version"}
     statuses = {e["request_id"]: e for e in d["entries"]}
     assert statuses[good[0].request_id] == {"request_id": good[0].request_id, "status": "committed",
                                             "objects": sorted(NAMES), "rows": {"GR.csv": 300, "ILD.csv": 300},
-                                            "reason": ""}
+                                            "reason": "", "contract_version": "2"}
     assert json.loads(json.dumps(d)) == d
     assert report.format_table().splitlines()[-1].endswith("2 committed, 1 uncommitted (leftovers), 1 corrupt")
 
