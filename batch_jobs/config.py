@@ -44,6 +44,8 @@ class JobConfig:
     weights: segmenter weights file (its `.json` sidecar next to it); None: the shipped weights.
     job_id: names the ledger; None: a UTC timestamp plus a random suffix.
     progress_every_s: seconds between progress log lines on the driver.
+    qc_dir: folder (or URL) for one QC overlay PNG per scan this run converts, `<stem>-<request id>.qc.png`;
+        must lie outside dst (overlays are not part of the contract). None: no overlays.
     """
     src: str
     dst: str
@@ -57,6 +59,7 @@ class JobConfig:
     weights: str | Path | None = None
     job_id: str | None = None
     progress_every_s: float = 10.0
+    qc_dir: str | None = None
 
     def __post_init__(self):
         problems = [msg for ok, msg in (

@@ -40,12 +40,13 @@ def convert(config: JobConfig) -> JobSummary:
     src_fs, src_root = _source(config.src)
     dst_fs, dst_base = contracts.filesystem(config.dst, open_fs(config.dst)[0])
     default_calibration = _default_calibration(config.default_calibration)
+    qc = _qc_folder(config.qc_dir, dst_fs, dst_base)
     model_version, tracing = _identity(config)
     summary = JobSummary(job_id, src_fs.unstrip_protocol(src_root), dst_fs.unstrip_protocol(dst_base),
                          model_version)
     dst = summary.dst   # absolute URI: workers may run in another working directory
     exclude = (dst_base,) if type(dst_fs).protocol == type(src_fs).protocol else ()
-    ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, (model_version, tracing), default_calibration)
+    ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, (model_version, tracing), default_calibration, qc)
     log.info("job %s: %s -> %s, model %s, %d replica(s), batch %d", job_id, summary.src, summary.dst,
              model_version[:12], config.replicas, config.batch_size)
     _warn_if_short_of_gpus(config)
@@ -72,7 +73,7 @@ def convert(config: JobConfig) -> JobSummary:
     return summary
 
 
-def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identity, default_calibration):
+def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identity, default_calibration, qc):
     model_version, tracing = identity
     listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit)
     # I/O-bound tasks (the listing too: Ray's default of 1 CPU would starve it beside a running Serve app);
@@ -88,10 +89,10 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identit
                          compute=ray.data.ActorPoolStrategy(size=config.replicas),
                          num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
                          fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
-                                               "model_version": model_version,
+                                               "model_version": model_version, "qc": qc is not None,
                                                "device": "cuda" if config.num_gpus > 0 else "cpu"})
             .map_batches(commit_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
-                         fn_kwargs={"dst": dst, "dst_fs": dst_fs}))
+                         fn_kwargs={"dst": dst, "dst_fs": dst_fs, "qc": qc}))
 
 
 def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float):
@@ -138,6 +139,18 @@ def _source(src: str):
     return fs, root
 
 
+def _qc_folder(url: str | None, dst_fs, dst_base: str) -> tuple | None:
+    """(filesystem, folder) for QC overlays, or None. Raises JobError when it lies inside the results root
+    (overlays are not part of the contract, and audits would not know them)."""
+    if url is None:
+        return None
+    fs, path = open_fs(url)
+    same_store = type(fs).protocol == type(dst_fs).protocol
+    if same_store and (path == dst_base or path.startswith(dst_base.rstrip("/") + "/")):
+        raise JobError(f"--qc {url} lies inside the results root {dst_base}: put overlays elsewhere")
+    return fs, path
+
+
 def _default_calibration(url: str | None) -> dict | None:
     """The --default-calibration JSON, normalised, or None. Raises JobError naming the file."""
     if url is None:
@@ -169,7 +182,8 @@ def run_job(args) -> int:
     try:
         config = JobConfig(src=args.src, dst=args.dst, batch_size=args.batch_size, replicas=args.replicas,
                            num_gpus=args.num_gpus, limit=args.limit, default_calibration=args.default_calibration,
-                           weights=getattr(args, "weights", None), job_id=getattr(args, "job_id", None))
+                           weights=getattr(args, "weights", None), job_id=getattr(args, "job_id", None),
+                           qc_dir=getattr(args, "qc", None))
     except ValueError as e:
         print(f"digitise batch: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ import pyarrow as pa
 import contracts
 from batch_jobs.config import COMMITTED, FAILED, SKIPPED
 from digitiser import BadImage, CheckpointError, CurveNotFound, Digitiser, cut_track, decode_scan
+from digitiser.qc import overlay_png
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,15 @@ ROW_SCHEMA = pa.schema([
     ("calibration", pa.string()),      # normalised calibration JSON, while pending
     ("data", pa.large_binary()),       # the scan file's bytes, until segmented
     ("result", pa.large_binary()),     # pickled contracts.Digitisation, until committed
+    ("qc", pa.large_binary()),         # the QC overlay PNG (with --qc), until written after the commit
 ])
-TRANSIT = ("sidecar", "calibration", "data", "result")
+TRANSIT = ("sidecar", "calibration", "data", "result", "qc")
 LEDGER_SCHEMA = pa.schema([f for f in ROW_SCHEMA if f.name not in TRANSIT])
 
 
 def _fail(row: dict, kind: str, message: str) -> dict:
-    row.update(status=FAILED, error_kind=kind, error_message=message, data=None, result=None, calibration=None)
+    row.update(status=FAILED, error_kind=kind, error_message=message, data=None, result=None, calibration=None,
+               qc=None)
     return row
 
 
@@ -132,8 +135,9 @@ class DigitiseBatch:
     rows into pickled results (segment the batch, then trace each scan). Raises CheckpointError if the weights
     it loads are not the model version the job derived its request ids from."""
 
-    def __init__(self, weights: str, model_version: str, device: str = "cpu"):
+    def __init__(self, weights: str, model_version: str, device: str = "cpu", qc: bool = False):
         self.digitiser = Digitiser(weights, device=device)   # "cuda" only where the actor reserved a GPU
+        self.qc = qc
         if self.digitiser.model_version != model_version:
             raise CheckpointError(f"segmenter weights {weights} are model version {self.digitiser.model_version} "
                                   f"on this worker, but the job keys requests by {model_version}: the weights "
@@ -169,6 +173,7 @@ class DigitiseBatch:
                 assert result.request_id == row["request_id"], \
                     f"{row['source']}: result id {result.request_id} != planned id {row['request_id']}"
                 row["result"] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                row["qc"] = overlay_png(scan, result) if self.qc else None
             row["trace_s"] = time.perf_counter() - t0
 
 
@@ -200,14 +205,28 @@ def _groups(pending: list[dict], max_pixels: int):
 
 # ----------------------------------------------------------------------------- 3. commit
 
-def commit_batch(batch: pa.Table, *, dst: str, dst_fs) -> pa.Table:
+def commit_batch(batch: pa.Table, *, dst: str, dst_fs, qc: tuple | None = None) -> pa.Table:
     """Commit each pending row's result through `contracts.commit` (idempotent: a retried or duplicate
-    commit writes nothing and reports `skipped`)."""
+    commit writes nothing and reports `skipped`); then, with `qc` = (filesystem, folder), write its overlay
+    there as `<stem>-<request id>.qc.png` (outside the contract: a failed overlay write is only logged)."""
     rows = batch.to_pylist()
     for row in rows:
         if row["status"] == PENDING:
             _commit(row, dst, dst_fs)
+        if row["qc"] is not None and qc is not None and row["status"] != FAILED:
+            _write_overlay(row, *qc)
+        row["qc"] = None
     return _table(rows)
+
+
+def _write_overlay(row: dict, fs, folder: str):
+    stem = row["source"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    path = f"{folder}/{stem}-{row['request_id']}.qc.png"
+    try:
+        fs.makedirs(folder, exist_ok=True)
+        fs.pipe_file(path, row["qc"])
+    except Exception as e:   # noqa: BLE001  (an overlay is a convenience; the result is committed)
+        log.warning("could not write the QC overlay %s: %s: %s", path, type(e).__name__, e)
 
 
 def _commit(row: dict, dst: str, dst_fs):

@@ -4,12 +4,12 @@ from contracts.calibration import N_DEPTH, Calibration, CurveSpec
 from contracts.errors import ConflictError, ContractError, ContractViolation, Corrupt, NotCommitted, StorageError
 from contracts.format import object_names, serialise
 from contracts.result import (CONTRACT_VERSION, READABLE_VERSIONS, Digitisation, InputInfo, bridged_intervals,
-                              depth_grid, request_id)
+                              depth_grid, request_id, written_depth)
 from contracts.store import Receipt, commit, filesystem, is_committed, load, read_objects
 from contracts.validate import validate
 
 __all__ = [
-    "CONTRACT_VERSION", "READABLE_VERSIONS", "bridged_intervals", "N_DEPTH", "Calibration", "CurveSpec", "Digitisation", "InputInfo", "Receipt",
+    "CONTRACT_VERSION", "READABLE_VERSIONS", "bridged_intervals", "written_depth", "N_DEPTH", "Calibration", "CurveSpec", "Digitisation", "InputInfo", "Receipt",
     "AuditEntry", "AuditReport", "request_id", "depth_grid", "object_names", "serialise", "validate",
     "commit", "load", "read_objects", "is_committed", "audit", "filesystem",
     "ContractError", "ContractViolation", "ConflictError", "NotCommitted", "Corrupt", "StorageError",

@@ -44,8 +44,9 @@ class CurveSpec:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Depth of the top and bottom image rows (depth_unit) and the two curves' scales:
-    curves[0] is curve 1 (drawn solid, class 1), curves[1] is curve 2 (dashed or dotted, class 2)."""
+    """The depth interval (depth_unit; without ties, the depths of the first and last image rows), the two
+    curves' scales (curves[0] is curve 1, drawn solid, class 1; curves[1] curve 2, dashed or dotted, class 2),
+    and optionally where the track lies in a whole sheet (window, depth_ties: see contracts/sheet.py)."""
     top_depth: float = 0.0
     bottom_depth: float = 1.0
     depth_unit: str = ""

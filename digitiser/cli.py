@@ -53,6 +53,18 @@ def _eval(args):
     return evaluate.main(args)
 
 
+def _qc(args):
+    import contracts
+    from digitiser.qc import qc_request
+    try:
+        rid = qc_request(args.scan, args.calibration, args.root, args.out, weights=args.weights)
+    except (contracts.NotCommitted, contracts.ContractViolation, OSError) as e:
+        print(f"digitise qc: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: overlay of request {rid}")
+    return 0
+
+
 def _batch(args):
     from batch_jobs import run_job
     return run_job(args)
@@ -131,7 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
     s.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    s.add_argument("--qc", help="folder for a QC overlay per converted scan (outside DST)")
     s.set_defaults(func=_batch)
+
+    s = sub.add_parser("qc", help="draw a committed result over its scan (a QC overlay PNG)")
+    s.add_argument("scan", help="the scan file")
+    s.add_argument("calibration", help="its calibration JSON (the request's)")
+    s.add_argument("root", help="results root holding the committed result")
+    s.add_argument("-o", "--out", required=True, help="overlay PNG to write")
+    s.add_argument("--weights", help="segmenter weights the result was made with (default: the shipped ones)")
+    s.set_defaults(func=_qc)
 
     s = sub.add_parser("serve", help="run the HTTP endpoint on Ray Serve until interrupted")
     s.add_argument("--host", default="127.0.0.1")

@@ -204,6 +204,12 @@ def test_commit_step_commits_once_then_reports_skipped(tmp_path):
     assert first["result"] is None and contracts.load(str(tmp_path), result.request_id).request_id == result.request_id
 
 
+def test_job_refuses_qc_overlays_inside_the_results_root(tmp_path):
+    (tmp_path / "src").mkdir()
+    with pytest.raises(JobError, match="inside the results root"):
+        convert(JobConfig(str(tmp_path / "src"), str(tmp_path / "dst"), qc_dir=str(tmp_path / "dst" / "qc")))
+
+
 def test_job_refuses_a_missing_source_or_bad_default_calibration(tmp_path):
     (tmp_path / "cal.json").write_text('{"top_depth": 5, "bottom_depth": 5}')
     with pytest.raises(JobError, match="does not exist"):
@@ -290,12 +296,21 @@ def test_folder_without_sidecars_commits_with_the_contract_defaults(ray_local, w
     fs, src = local(tmp_path / "src")
     for seed in GOOD_SEEDS[5:7]:
         put_scan(fs, f"{src}/s{seed}.png", seed, sidecar=False)
-    dst = str(tmp_path / "dst")
-    summary = convert(job(src, dst, weights))
+    dst, qc = str(tmp_path / "dst"), tmp_path / "qc"
+    summary = convert(job(src, dst, weights, qc_dir=str(qc)))
     assert (summary.committed, summary.failed) == (2, 0), summary.format()
     report = contracts.audit(dst)
     assert report.ok and report.summary["committed"] == 2
     assert all(contracts.load(dst, e.request_id).calibration == contracts.Calibration() for e in report.entries)
+    overlays = sorted(p.name for p in qc.iterdir())   # --qc: one overlay per converted scan, outside DST
+    assert overlays == sorted(f"s{seed}-{e}.qc.png" for seed, e in
+                              zip(GOOD_SEEDS[5:7], [_rid(summary, dst, f"s{s}.png") for s in GOOD_SEEDS[5:7]]))
+    assert cv2.imread(str(qc / overlays[0])).shape == (400, 200, 3)
+
+
+def _rid(summary, dst: str, name: str) -> str:
+    rows = read_ledger(summary.ledger).to_pylist()
+    return next(r["request_id"] for r in rows if r["source"].endswith("/" + name))
 
 
 def test_s3_job_converts_then_rerun_writes_nothing(ray_local, weights, s3_fs, s3_bucket, tmp_path):
