@@ -96,10 +96,11 @@ def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):
     log.info("wrote %d QC overlays to %s", len(worst_ids), qc_dir)
 
 
-def main(args) -> int:
-    digitiser = Digitiser(args.weights)
-    summary = evaluate(args.dir, digitiser, qc_dir=args.qc)
-    print(format_table(summary))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return 0
+def run(folder: str | Path, weights: str | Path | None = None, json_path: str | Path | None = None,
+        qc_dir: str | Path | None = None) -> dict:
+    """`digitise eval`: evaluate `weights` (None: the shipped ones) on `folder`; the summary is returned and,
+    with json_path, written there as JSON. The caller prints `format_table(summary)`."""
+    summary = evaluate(folder, Digitiser(weights), qc_dir=qc_dir)
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

@@ -388,22 +388,17 @@ def load_config(path) -> TrainConfig:
         raise TrainConfigError(f"cannot read train config {path}: {e}") from e
 
 
-def main(args) -> int:
-    """`digitise train --config JSON --out DIR [--resume] [--export PATH] [--data-workers N]`. -> exit code."""
-    out = Path(args.out)
-    try:
-        if args.config:
-            cfg = load_config(args.config)
-        elif args.resume and (out / "config.json").exists():
-            cfg = load_config(out / "config.json")
-        else:
-            cfg = TrainConfig()
-        final = train(cfg, out, resume=args.resume, data_workers=args.data_workers)
-        if args.export:
-            model, version = ckpt.load_segmenter(final)
-            ckpt.save_weights(model, model.config, args.export)
-            log.info("exported %s (model version %s)", args.export, version)
-    except (TrainConfigError, ckpt.CheckpointError) as e:
-        log.error("%s", e)
-        return 2
-    return 0
+def run(out: str | Path, config: TrainConfig | None = None, resume: bool = False, data_workers: int = 0,
+        export: str | Path | None = None) -> Path:
+    """`digitise train`: train into the run folder `out` and return the final checkpoint; with `export`, also
+    write the final weights (+ sidecar) there. config None: the run folder's config.json when resuming, else
+    TrainConfig(). Raises TrainConfigError or CheckpointError."""
+    out = Path(out)
+    if config is None:
+        config = load_config(out / "config.json") if resume and (out / "config.json").exists() else TrainConfig()
+    final = train(config, out, resume=resume, data_workers=data_workers)
+    if export:
+        model, version = ckpt.load_segmenter(final)
+        ckpt.save_weights(model, model.config, export)
+        log.info("exported %s (model version %s)", export, version)
+    return final

@@ -306,7 +306,7 @@ def test_limit_lists_at_most_k_scans(ray_local, weights, tmp_path):
 
 
 def _cli(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "digitiser.cli", "batch", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "cli", "batch", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -464,7 +464,7 @@ def test_build_app_accepts_a_dict():
 
 def test_cli_arguments_make_a_loopback_config_with_an_absolute_store(tmp_path, monkeypatch):
     import argparse
-    from serve_app.app import config_from_args
+    from cli.commands import serve_config as config_from_args
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(host="127.0.0.1", port=8000, store="results/serve", replicas=2, num_gpus=0.5,
                               max_batch_size=8, weights="w.pt")

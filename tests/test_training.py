@@ -83,7 +83,7 @@ def _restore_torch_globals():
 
 def _cli(args, cfg_path, out, **popen):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
-    cmd = [sys.executable, "-m", "digitiser.cli", "train", "--config", str(cfg_path), "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "cli", "train", "--config", str(cfg_path), "--out", str(out), *args]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
