@@ -65,7 +65,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"error": "invalid_request", "detail": str(exc.errors())[:2000]}, status_code=422)
 
 
-@serve.deployment(max_ongoing_requests=64, max_queued_requests=128, ray_actor_options={"num_cpus": 0.5})
+_DEFAULTS = ServeConfig()   # build_app sets the deployment options from the app's own ServeConfig
+
+
+@serve.deployment(max_ongoing_requests=_DEFAULTS.ingress_max_ongoing_requests,
+                  max_queued_requests=_DEFAULTS.ingress_max_queued_requests,
+                  ray_actor_options={"num_cpus": _DEFAULTS.ingress_num_cpus})
 @serve.ingress(api)
 class Ingress:
     def __init__(self, segmenter: DeploymentHandle, config: ServeConfig):

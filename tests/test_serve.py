@@ -451,6 +451,24 @@ def test_config_yaml_uses_only_current_serve_keys():
     assert segmenter["ray_actor_options"]["num_gpus"] == config.num_gpus == 1
 
 
+def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
+    """Values written twice in config.yaml (args, and the deployment options that override build_app's)
+    are one setting: the copy must equal what ServeConfig derives."""
+    from serve_app.ingress import Ingress
+    from serve_app.segmenter import Segmenter
+    (app,) = yaml.safe_load(CONFIG_YAML.read_text())["applications"]
+    config = ServeConfig.model_validate(app["args"])
+    deployments = {d["name"]: d for d in app["deployments"]}
+    segmenter, ingress = deployments[Segmenter.name], deployments[Ingress.name]
+    assert segmenter["user_config"] == config.batching.model_dump()
+    assert segmenter["max_ongoing_requests"] == config.segmenter_ongoing
+    assert segmenter["max_queued_requests"] == config.segmenter_max_queued_requests
+    assert ingress["max_ongoing_requests"] == config.ingress_max_ongoing_requests
+    assert ingress["max_queued_requests"] == config.ingress_max_queued_requests
+    assert {d["backpressure_config"]["retry_after_s"] for d in deployments.values()} == {config.retry_after_s}
+    assert "segmenter.bin" not in CONFIG_YAML.read_text()
+
+
 @pytest.mark.parametrize("bad", [{"max_batch_size": 17}, {"segmenter_max_ongoing_requests": 8},
                                  {"tracing": {"min_cover": 0.5}}, {"max_image_pixels": 2**31}, {"bogus": 1}])
 def test_config_rejects_unusable_settings(bad):
