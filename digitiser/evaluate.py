@@ -15,8 +15,9 @@ import numpy as np
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.metrics import format_table, legible_fraction, qc_overlay, scan_record, summarise
+from digitiser.metrics import legible_fraction, qc_overlay, scan_record, summarise
 from digitiser.predictor import MAX_BATCH, Digitiser
+from digitiser.scale import to_fractions
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,7 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
 
 def _fractions(result: contracts.Digitisation, cal: contracts.Calibration) -> np.ndarray:
     """Curve values back to fractions of track width (inverse of the calibration), (300, 2)."""
-    out = []
-    for spec in cal.curves:
-        v = np.asarray(result.curves[spec.name])
-        if spec.scale == "log":
-            out.append((np.log10(v) - np.log10(spec.left)) / (np.log10(spec.right) - np.log10(spec.left)))
-        else:
-            out.append((v - spec.left) / (spec.right - spec.left))
-    return np.stack(out, axis=1)
+    return np.stack([to_fractions(result.curves[c.name], c.left, c.right, c.scale) for c in cal.curves], axis=1)
 
 
 def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):

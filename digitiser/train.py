@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.deterministic
 
+from contracts.files import atomic_write
 from digitiser import checkpoint as ckpt
 from digitiser.model import Segmenter, SegmenterConfig
 
@@ -316,7 +317,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         start = state["step"]
         log.info("resuming from %s at step %d/%d", existing[-1].name, start, cfg.steps)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_bytes(out / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+    atomic_write(out / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
     eval_cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size,
                            capacity=cfg.eval_seeds[1] - cfg.eval_seeds[0])
     log.info("training %d-param segmenter for %d steps (batch %d, crop %s) on %s, %s",

@@ -1,6 +1,5 @@
 """Building the Serve application from a ServeConfig, and running it locally until interrupted (`digitise serve`)."""
 import logging
-import os
 import signal
 import threading
 
@@ -73,7 +72,6 @@ def serve_forever(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000
 
 def start_local_ray():
     """A local Ray on 127.0.0.1 only (the one place that knows how: `cluster.connect`)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     from cluster import connect

@@ -27,12 +27,11 @@ import torch
 import yaml
 
 import contracts
-from digitiser import DEFAULT_WEIGHTS, CurveNotFound, Digitiser, decode_scan
+from digitiser import Digitiser
 from digitiser.checkpoint import save_weights, sha256_file
 from digitiser.model import Segmenter as SegmenterNet, SegmenterConfig
-from digitiser.synth import render_scan
+from digitiser.synth import digitisable_scans, render_scan
 from serve_app import BatchingConfig, ServeConfig, build_app
-from conftest import make_s3fs
 
 MAX_BYTES = 1 << 20        # the main app's upload limits
 MAX_PIXELS = 2_000_000
@@ -83,12 +82,6 @@ def ink_weights(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def weights(ink_weights) -> str:
-    """The shipped weights when they exist (the real thing), else the ink detector."""
-    return str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else ink_weights
-
-
-@pytest.fixture(scope="module")
 def server(ray_local, s3_server, weights, ink_weights, tmp_path_factory):
     from ray import serve
 
@@ -119,18 +112,9 @@ def easy_scans(weights) -> list:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        digitiser, found = Digitiser(weights), []
-        for seed in range(40):
-            scan = _scan(seed)
-            decoded = decode_scan(scan.encoded)
-            try:
-                digitiser.finish(decoded, contracts.Calibration.from_dict(scan.calibration),
-                                 digitiser.segment([decoded.gray])[0])
-            except CurveNotFound:
-                continue
-            found.append(scan)
-            if len(found) == 4:
-                return found
+        found = digitisable_scans(Digitiser(weights), 4, tries=40, height=400, width=200)
+        if len(found) == 4:
+            return found
     finally:
         torch.set_num_threads(threads)
     pytest.fail(f"the weights {weights} digitise only {len(found)} of 40 clean 400 x 200 synthetic scans")
@@ -398,13 +382,13 @@ def test_corrupt_result_is_409_and_posting_again_rewrites_it(server, easy_scans)
 
 # ----------------------------------------------------------------------------- storage failure, overload
 
-def test_storage_failure_is_503_with_retry_after_and_nothing_committed(server, committed, s3_server):
+def test_storage_failure_is_503_with_retry_after_and_nothing_committed(server, committed, s3_client):
     scan, _ = committed
     r = _post(server.url, scan.encoded, scan.calibration, path="/tight/v1/digitise")
     body = _assert_json_error(r, 503, "storage_unavailable")
     assert r.headers["retry-after"] == "3"
     assert _stats(server, "/tight")["ingress"]["commits_written"] == 0
-    fs = make_s3fs(s3_server)
+    fs = s3_client
     assert not contracts.is_committed(server.tight_store, body["request_id"], fs=fs)
     assert not fs.exists(server.tight_store.split("/")[2])  # not even the bucket: nothing half-written
 
