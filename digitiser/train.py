@@ -383,10 +383,24 @@ def _hms(seconds: float) -> str:
 
 
 def load_config(path) -> TrainConfig:
+    """A TrainConfig from a JSON recipe: TrainConfig fields, and optionally `"extends": "other.json"` (a path
+    relative to this file) whose fields it overrides (`model` field by field). See training/recipes/."""
     try:
-        return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+        return TrainConfig.from_dict(_recipe(Path(path), ()))
     except (OSError, ValueError, TypeError) as e:
         raise TrainConfigError(f"cannot read train config {path}: {e}") from e
+
+
+def _recipe(path: Path, seen: tuple) -> dict:
+    if path.resolve() in seen:
+        raise ValueError(f"recipes extend each other in a loop: {[str(p) for p in seen]}")
+    d = json.loads(path.read_text())
+    parent = d.pop("extends", None)
+    if parent is None:
+        return d
+    base = _recipe(path.parent / parent, (*seen, path.resolve()))
+    model = {**base.get("model", {}), **d.pop("model", {})}
+    return {**base, **d, **({"model": model} if model else {})}
 
 
 def run(out: str | Path, config: TrainConfig | None = None, resume: bool = False, data_workers: int = 0,
