@@ -2,6 +2,7 @@
 
 Imports are lazy so that `digitise audit` does not pay for torch and `digitise synth` does not pay for Ray.
 """
+import logging
 import os
 import sys
 
@@ -35,7 +36,7 @@ def train(args) -> int:
         config = train.load_config(args.config) if args.config else None
         train.run(args.out, config, resume=args.resume, data_workers=args.data_workers, export=args.export)
     except (train.TrainConfigError, checkpoint.CheckpointError) as e:
-        error("train", e)
+        logging.getLogger("cli").error("%s", e)   # beside the training log lines it ends
         return 2
     return 0
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import torch
 import torch.utils.deterministic
 
+from cli import main as cli_main
 from digitiser import checkpoint as ckpt
 from digitiser import train as tr
 from digitiser.model import SegmenterConfig
@@ -312,15 +312,13 @@ def test_progress_lines_report_rate_and_eta(tmp_path, caplog):
 def test_cli_resume_without_config_uses_the_run_folder_config(tmp_path):
     final = tr.train(tiny_config(steps=4), tmp_path / "run")
     before = final.read_bytes()
-    args = Namespace(config=None, out=str(tmp_path / "run"), resume=True, export=str(tmp_path / "w.pt"),
-                     data_workers=0)
-    assert tr.main(args) == 0
+    args = ["train", "--out", str(tmp_path / "run"), "--resume", "--export", str(tmp_path / "w.pt")]
+    assert cli_main(args) == 0
     assert final.read_bytes() == before == (tmp_path / "w.pt").read_bytes()
 
 
 def test_cli_reports_a_bad_config_with_exit_code_2(tmp_path, caplog):
     (tmp_path / "cfg.json").write_text(json.dumps({"stpes": 4}))
-    args = Namespace(config=str(tmp_path / "cfg.json"), out=str(tmp_path / "run"), resume=False, export=None,
-                     data_workers=0)
-    assert tr.main(args) == 2
+    args = ["train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "run")]
+    assert cli_main(args) == 2
     assert "stpes" in caplog.text
