@@ -27,7 +27,7 @@ def batch(args) -> int:
         return 2
     log_file = None if args.verbose else _log_path()
     if log_file:
-        print(f"digitise batch: Ray's logs go to {log_file} (--verbose shows them here)", file=sys.stderr)
+        print(f"digitise batch: Ray's logs go to {log_file} (`digitise -v batch ...` shows them here)", file=sys.stderr)
     with _output_to(log_file) as terminal:
         summary, problem = _run(config, args.address, terminal, quiet=log_file is not None)
     if problem:
