@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from contracts.errors import ContractViolation
+from contracts.errors import expect as _expect
 from contracts.sheet import DepthTie, TrackBox, Window, parse_ties, parse_window, track_box
 
 N_DEPTH = 300
@@ -155,8 +155,3 @@ def _unit(v, field: str) -> str:
 def _no_unknown(d: dict, allowed: set, where: str):
     unknown = sorted(set(d) - allowed)
     _expect(not unknown, f"{where} has unknown fields {unknown}; allowed: {sorted(allowed)}")
-
-
-def _expect(ok: bool, message: str):
-    if not ok:
-        raise ContractViolation(message)

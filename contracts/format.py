@@ -12,7 +12,6 @@ Objects of a request, all under `<root>/<request_id>/`:
 An empty unit stays empty in LAS 2.0: a blank unit field (`DEPT  .  :`, `STRT.   0.0 :`), which the standard
 allows and lasio reads back as "". lasio's template would otherwise say metres for a depth nobody gave a unit.
 """
-import hashlib
 import io
 import json
 import math
@@ -23,6 +22,7 @@ import numpy as np
 
 from contracts.calibration import Calibration
 from contracts.errors import ContractViolation
+from contracts.files import sha256  # noqa: F401 (contracts.format.sha256: the manifest's hash)
 from contracts.result import Digitisation, InputInfo
 
 MANIFEST = "manifest.json"
@@ -46,10 +46,6 @@ def object_names(calibration: Calibration) -> list[str]:
 def format_number(x: float) -> str:
     s = NUMBER_FORMAT % x
     return "0.000000" if s == "-0.000000" else s  # one spelling of zero
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(obj) -> bytes:

@@ -1,5 +1,4 @@
 """The result of one request and the request id that names it."""
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -7,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from contracts.calibration import N_DEPTH, Calibration
+from contracts.files import sha256
 
 CONTRACT_VERSION = "2"          # what commit writes
 READABLE_VERSIONS = ("1", "2")  # what load, validate and audit accept
@@ -94,7 +94,7 @@ def bridged_intervals(depth: np.ndarray, observed: np.ndarray) -> list[list[floa
 def request_id(image_bytes: bytes, calibration, model_version: str, tracing: dict) -> str:
     """The deterministic key of a request: a hash of everything its result depends on (v2: the contract
     version, the model version, the tracer's revision and parameters, the input and the calibration)."""
-    return request_id_for(hashlib.sha256(image_bytes).hexdigest(), calibration, model_version, tracing)
+    return request_id_for(sha256(image_bytes), calibration, model_version, tracing)
 
 
 def request_id_for(input_sha256: str, calibration, model_version: str, tracing: dict | None,
@@ -108,4 +108,4 @@ def request_id_for(input_sha256: str, calibration, model_version: str, tracing: 
         assert isinstance(tracing, dict), "a v2 request id covers the tracing parameters and revision"
         key["tracing"] = tracing
     canonical = json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return sha256(canonical.encode())[:32]

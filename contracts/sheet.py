@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts.errors import ContractViolation
+from contracts.errors import expect as _expect
 
 N_DEPTH = 300
 MAX_TIE_PX = 2.0        # a tie further than this from the least-squares line is refused
@@ -128,8 +129,3 @@ def track_box(window: Window | None, ties: tuple[DepthTie, ...] | None, top_dept
 
 def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _expect(ok: bool, message: str):
-    if not ok:
-        raise ContractViolation(message)

@@ -20,7 +20,6 @@ import contracts
 from digitiser.checkpoint import load_segmenter
 from digitiser.imageio import DecodedScan
 from digitiser.tracing import TracingParams, to_values, trace
-from digitiser.track import cut_track
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +93,12 @@ class Digitiser:
         """Trace both curves and build the result (`build_result` with this digitiser's model and tracer)."""
         return build_result(scan, calibration, probs, model_version=self.model_version, tracing=self.tracing)
 
-    def digitise(self, scans: list[DecodedScan], calibrations: list[contracts.Calibration]) -> list:
-        """Segment and trace a batch; per scan a Digitisation, or the exception that failed it."""
-        results = []
-        scans = [cut_track(s, c) for s, c in zip(scans, calibrations)]
-        for scan, cal, probs in zip(scans, calibrations, self.segment([s.gray for s in scans])):
-            try:
-                results.append(self.finish(scan, cal, probs))
-            except ValueError as e:
-                results.append(e)
-        return results
-
 
 def build_result(scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray, *, model_version: str,
                  tracing: TracingParams) -> contracts.Digitisation:
     """Trace both curves in `probs` ((3, h, w) float32 class probabilities of the scan's track box, i.e. of
-    `cut_track(scan, calibration).gray`) and build the result both routes commit. Raises tracing.CurveNotFound when a curve has too little coverage (no fabricated
-    curve is ever written)."""
+    `cut_track(scan, calibration).gray`) and build the result both routes commit. Raises
+    tracing.CurveNotFound when a curve has too little coverage (no fabricated curve is ever written)."""
     box = calibration.box(scan.width, scan.height)
     assert probs.shape[1:] == box.shape, f"probs {probs.shape} are not of the track box {box.shape}: cut_track first"
     x_frac, observed = trace(probs, tracing, box.rows)

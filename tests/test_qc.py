@@ -94,7 +94,7 @@ def test_digitise_qc_draws_the_committed_result(committed, tmp_path):
     (tmp_path / "sheet.png").write_bytes(data)
     (tmp_path / "sheet.json").write_text(json.dumps(CALIBRATION))
     out = tmp_path / "qc" / "overlay.png"
-    args = [sys.executable, "-m", "digitiser.cli", "qc", str(tmp_path / "sheet.png"), str(tmp_path / "sheet.json"),
+    args = [sys.executable, "-m", "cli", "qc", str(tmp_path / "sheet.png"), str(tmp_path / "sheet.json"),
             root, "-o", str(out)]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -106,7 +106,7 @@ def test_digitise_qc_says_when_nothing_is_committed(committed, tmp_path):
     data, _, _ = committed
     (tmp_path / "sheet.png").write_bytes(data)
     (tmp_path / "other.json").write_text(json.dumps({**CALIBRATION, "top_depth": 400.0}))
-    args = [sys.executable, "-m", "digitiser.cli", "qc", str(tmp_path / "sheet.png"), str(tmp_path / "other.json"),
+    args = [sys.executable, "-m", "cli", "qc", str(tmp_path / "sheet.png"), str(tmp_path / "other.json"),
             str(tmp_path / "empty"), "-o", str(tmp_path / "o.png")]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "not committed" in proc.stderr and not (tmp_path / "o.png").exists()

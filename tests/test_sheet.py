@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import contracts
-from digitiser import DEFAULT_WEIGHTS, Digitiser, decode_scan
+from digitiser import DEFAULT_WEIGHTS, Digitiser, cut_track, decode_scan
 from digitiser.synth import render_scan
 
 C = contracts.Calibration
@@ -110,9 +110,10 @@ def _png(gray: np.ndarray) -> bytes:
 
 
 def _digitise(shipped, image: bytes, calibration: dict) -> contracts.Digitisation:
-    [result] = shipped.digitise([decode_scan(image)], [C.from_dict(calibration)])
-    assert isinstance(result, contracts.Digitisation), result
-    return result
+    """As both routes do: decode, cut to the track, segment, trace."""
+    cal = C.from_dict(calibration)
+    scan = cut_track(decode_scan(image), cal)
+    return shipped.finish(scan, cal, shipped.segment([scan.gray])[0])
 
 
 def _sheet_calibration(seed: int, left: int, depth_at, rows: tuple[int, int], tie_rows) -> dict:
