@@ -6,7 +6,7 @@ class ContractError(Exception):
 
 
 class ContractViolation(ContractError, ValueError):
-    """A result, calibration or object set breaks contract v1. Nothing was written."""
+    """A result, calibration or object set breaks the contract (v2; v1 for stored v1 results). Nothing was written."""
 
 
 def expect(ok: bool, message: str) -> None:

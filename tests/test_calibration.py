@@ -1,4 +1,4 @@
-"""Calibration rules (contract v1): defaults, normalisation, and every rejection."""
+"""Calibration rules (contract v2, and v1 for stored results): defaults, normalisation, and every rejection."""
 import math
 
 import pytest
