@@ -103,7 +103,7 @@ def depth_line(ties: tuple[DepthTie, ...]) -> tuple[float, float]:
 def _check_line(ties):
     """The tie furthest from the least-squares line (in rows) must lie within MAX_TIE_PX of it."""
     a, b = depth_line(ties)
-    off, t = max((abs(t.row - (t.depth - a) / b), t) for t in ties)
+    off, t = max(((abs(t.row - (t.depth - a) / b), t) for t in ties), key=lambda pair: pair[0])
     _expect(off <= MAX_TIE_PX, f"the depth tie at row {t.row:g} (depth {t.depth:g}) lies {off:.1f} px from the "
                                f"line through the ties (at most {MAX_TIE_PX:g}): check its row and depth")
 

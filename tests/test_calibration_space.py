@@ -47,10 +47,10 @@ def curve(draw, name: str) -> dict:
     kind = draw(st.sampled_from(["linear", "implicit-linear", "log", "absent"]))
     if kind == "log":
         left, right = draw(positive), draw(positive)
-        c.update(scale="log", left=left, right=right if right != left else left * 2)
+        c.update(scale="log", left=left, right=right if right != left else (left * 2 if left < 1 else left / 2))
     elif kind != "absent":
         left, right = draw(depths), draw(depths)
-        c.update(left=left, right=right if right != left else left + 1)
+        c.update(left=left, right=right if right != left else (left + 1 if left < 0 else left - 1))
         if kind == "linear":
             c["scale"] = "linear"
     if draw(st.booleans()):
@@ -87,16 +87,18 @@ def _distinct_at_6_decimals(top: float, bottom: float) -> bool:
 
 @st.composite
 def ties(draw) -> dict:
-    """Two or three ties on a line depth = d0 + slope * row (a third up to 1.5 px off it), and an interval
-    from a row in 0..10 to one in 50..63, so both strokes stay in view."""
+    """Two or three ties on a line depth = d0 + slope * row, at rows 4 px apart or more (a third up to 1.5 px
+    off the line), and an interval whose ends lie, on the ties' least-squares line (the contract's depth
+    line), at a row in 2..10 and one in 50..61, so both strokes stay in view."""
     d0 = draw(st.floats(-1e6, 1e6))
     slope = draw(st.floats(1e-3, 1e3)) * draw(st.sampled_from([1, -1]))
-    rows = draw(st.lists(st.integers(0, 20_000), min_size=2, max_size=3, unique=True))
+    rows = draw(st.lists(st.integers(0, 5_000).map(lambda r: 4 * r), min_size=2, max_size=3, unique=True))
     off = [0.0, 0.0, draw(st.floats(-1.5, 1.5))]
-    at = lambda r: d0 + slope * r   # noqa: E731
-    top, bottom = draw(st.floats(0, 10)), draw(st.floats(50, H - 1))
-    return {"depth_ties": [{"row": r, "depth": at(r + o)} for r, o in zip(rows, off)],
-            "top_depth": at(top), "bottom_depth": at(bottom)}
+    depths = [d0 + slope * (r + o) for r, o in zip(rows, off)]
+    b, a = np.polyfit(rows, depths, 1)
+    top, bottom = draw(st.floats(2, 10)), draw(st.floats(50, H - 3))
+    return {"depth_ties": [{"row": r, "depth": d} for r, d in zip(rows, depths)],
+            "top_depth": a + b * top, "bottom_depth": a + b * bottom}
 
 
 # ----------------------------------------------------------------------------- one scan, built in code
