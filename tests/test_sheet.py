@@ -177,3 +177,11 @@ def test_ties_in_a_20000_row_sheet(shipped, tmp_path):
     contracts.commit(result, str(tmp_path))
     back = contracts.load(str(tmp_path), result.request_id)
     assert back.depth[0] == pytest.approx(3001.0) and back.depth[-1] == pytest.approx(3039.0)
+
+
+def test_ties_equally_far_from_the_line_parse():
+    """Two ties at exactly the same distance from the line once made the worst-tie search compare the ties
+    themselves: a TypeError (found by the property test)."""
+    ties = [{"row": 11741, "depth": 5182104.065535087}, {"row": 15670, "depth": 6916239.73315176},
+            {"row": 0, "depth": 0.0}]
+    assert [t.row for t in C.from_dict({"depth_ties": ties}).depth_ties] == [0.0, 11741.0, 15670.0]
