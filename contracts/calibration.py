@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from contracts.errors import expect as _expect
-from contracts.sheet import DepthTie, TrackBox, Window, parse_ties, parse_window, track_box
+from contracts.sheet import N_DEPTH, DepthTie, TrackBox, Window, parse_ties, parse_window, track_box
 
-N_DEPTH = 300
 N_CURVES = 2
 CURVE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 RESERVED_NAMES = {"mask", "manifest", "curves"}  # they would shadow mask.png, manifest.json, curves.las
