@@ -21,6 +21,12 @@ def _synth(args):
     return 0
 
 
+def _foreign(args):
+    from foreign import write_dataset
+    write_dataset(args.out, n=args.n, seed=args.seed)
+    return 0
+
+
 def _train(args):
     from digitiser import train
     return train.main(args)
@@ -91,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synth)
+
+    s = sub.add_parser("foreign", help="render the foreign eval family (matplotlib plots of real LAS; never train on it)")
+    s.add_argument("out")
+    s.add_argument("--n", type=int, default=300)
+    s.add_argument("--seed", type=int, default=2718)
+    s.set_defaults(func=_foreign)
 
     s = sub.add_parser("train", help="train the segmenter (seeded, resumable)")
     s.add_argument("--config", help="JSON file overriding TrainConfig fields")
