@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-03"
+REVISION = "2026-12-03b"
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class TracingParams:
         curve (the curves ran together, one drawn over the other), not straight; 0 turns this off.
     pin_px: a row's ink within this many px of the track edge, along the row from the curve, is a run into
         the edge; between two such runs into the same edge the curve is pinned there; 0 turns this off.
+    border_px: probabilities in this many columns at each side of the track are ignored: that is the track's
+        border line (or an edge mark), which a path must not follow; a curve on the border line is invisible
+        anyway and is placed there by pinning. 0 turns this off.
     """
 
     min_coverage: float = 0.5
@@ -75,6 +78,7 @@ class TracingParams:
     observe_px: float = 6.0
     together_px: float = 15.0
     pin_px: int = 12
+    border_px: int = 3
 
     def __post_init__(self):
         checks = [
@@ -83,8 +87,9 @@ class TracingParams:
             (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
             (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
              "move_cost_ink must be > 0, move_cost_paper >= 0"),
-            (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0,
-             "refine_px must be >= 1, observe_px >= 0, together_px >= 0, pin_px >= 0"),
+            (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0
+             and self.border_px >= 0,
+             "refine_px must be >= 1, observe_px >= 0, together_px >= 0, pin_px >= 0, border_px >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -133,7 +138,10 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     H, W = probs.shape[1:]
     x_frac = np.empty((N_DEPTH, 2))
     observed = np.empty((N_DEPTH, 2), dtype=bool)
-    planes = np.ascontiguousarray(probs[1:], dtype=np.float32)
+    planes = np.array(probs[1:], dtype=np.float32)
+    if params.border_px and W > 4 * params.border_px:
+        planes[:, :, :params.border_px] = 0.0
+        planes[:, :, W - params.border_px:] = 0.0
     traced = trace_planes(planes, params)
     if params.pin_px > 0:
         traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
