@@ -7,7 +7,7 @@ with neutron, ...). Scales come from the whole log (2nd / 98th percentile, widen
 a curve off scale on purpose.
 
 The family renders from the shipped file `data/excerpts.npz` only, so a clean clone without ../shared gives
-the same scans. Rebuild it (deterministic) from the LAS folder:
+the same scans. Rebuild it (deterministic) from the LAS folder ($DIGITISER_LAS_DIR, else ../shared/data/las):
 
     python -m foreign.excerpts [LAS_DIR]
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import logging
+import os
 from pathlib import Path
 import sys
 
@@ -23,7 +24,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 EXCERPTS = Path(__file__).parent / "data" / "excerpts.npz"
-LAS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "las"   # ../shared/data/las
+# only `build` reads LAS files: $DIGITISER_LAS_DIR, else ../shared/data/las from the repository root
+LAS_DIR = Path(os.environ.get("DIGITISER_LAS_DIR", "../shared/data/las"))
 N_SAMPLES = 900          # LAS samples per excerpt window
 WINDOWS_PER_TRIPLE = 5
 _SEED = 90210            # this family's own: window choice only

@@ -78,7 +78,7 @@ def test_family_covers_what_it_promises():
 
 
 def test_digitise_eval_reads_the_family_unchanged(tmp_path, capsys):
-    from digitiser.cli import main
+    from cli import main
     data, report = tmp_path / "foreign", tmp_path / "eval.json"
     assert main(["foreign", str(data), "--n", "3", "--seed", "9"]) == 0
     assert len(list(data.glob("*.truth.npz"))) == 3
