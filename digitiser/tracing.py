@@ -65,9 +65,9 @@ class TracingParams:
         curve (the curves ran together, one drawn over the other), not straight; 0 turns this off.
     pin_px: a row's ink within this many px of the track edge, along the row from the curve, is a run into
         the edge; between two such runs into the same edge the curve is pinned there; 0 turns this off.
-    border_px: probabilities in this many columns at each side of the track are ignored: that is the track's
-        border line (or an edge mark), which a path must not follow; a curve on the border line is invisible
-        anyway and is placed there by pinning. 0 turns this off.
+    border_px: an edge column (within this many px of either side) whose evidence runs over at least 80% of
+        the rows is the track's border line (or an edge mark), which a path must not follow: its probabilities
+        are ignored. A curve on the border line is invisible anyway and is placed there by pinning. 0: off.
     """
 
     min_coverage: float = 0.5
@@ -141,8 +141,7 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
     observed = np.empty((N_DEPTH, 2), dtype=bool)
     planes = np.array(probs[1:], dtype=np.float32)
     if params.border_px and W > 4 * params.border_px:
-        planes[:, :, :params.border_px] = 0.0
-        planes[:, :, W - params.border_px:] = 0.0
+        _drop_border(planes, params.border_px, params.refine_min_prob)
     traced = trace_planes(planes, params)
     if params.pin_px > 0:
         traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
@@ -158,6 +157,17 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams()) -> tuple[n
         raise CurveNotFound(c, float(coverage[c - 1]), params.min_coverage, note)
     log.debug("traced %dx%d: coverage %.2f / %.2f", H, W, *coverage)
     return x_frac, observed
+
+
+def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: float = 0.8) -> None:
+    """Zero, in place, each edge column (within border_px of either edge) whose evidence (p >= min_prob) runs
+    over at least min_rows of the track's rows: that is the border line, straight and full-height. A curve
+    run off scale along the edge covers part of the depth only and keeps its columns (and is pinned anyway)."""
+    W = planes.shape[2]
+    cols = np.r_[0:border_px, W - border_px:W]
+    seen = (planes[:, :, cols] >= min_prob).mean(axis=1) >= min_rows   # (K, len(cols))
+    for k, c in zip(*np.nonzero(seen)):
+        planes[k, :, cols[c]] = 0.0
 
 
 def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, ...]]:
