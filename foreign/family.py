@@ -22,7 +22,7 @@ import numpy as np
 
 from foreign import excerpts as _excerpts
 from foreign import scanner
-from foreign.plot import N_DEPTH, Pen, Track, render, truth_fractions
+from foreign.plot import Pen, Track, render, truth_fractions
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _grid(rng, log_scale: bool, left: float, right: float):
     return [i / n for i in range(n + 1)], minor
 
 
-def _depth_lines(rng, top: float, bottom: float, h: int, unit: str):
+def _depth_lines(top: float, bottom: float, h: int, unit: str):
     """Rows of depth lines (minor, major) and their depth numbers."""
     px_per_unit = (h - 1) / (bottom - top)
     steps = [1, 2, 5, 10, 20, 50, 100] if unit == "m" else [5, 10, 20, 50, 100, 200]
@@ -92,7 +92,7 @@ def _depth_lines(rng, top: float, bottom: float, h: int, unit: str):
     return rows, is_major, d
 
 
-def _pens(rng, colour: bool, dpi: float):
+def _pens(rng, colour: bool):
     names = list(INKS)
     def ink():
         return INKS[names[rng.integers(len(names))]] if colour else (0.0, 0.0, 0.0)
@@ -125,10 +125,10 @@ def make_track(rng, ex) -> tuple[Track, dict]:
     f = np.clip(f, 0.5 / w, 1 - 0.5 / w)           # off scale: along the edge, centred on the edge pixel
     colour = rng.random() < 0.6
     majors, minors = _grid(rng, ex.log, *scales[0])
-    d_rows, d_major, d_vals = _depth_lines(rng, top, bottom, h, ex.depth_unit)
+    d_rows, d_major, d_vals = _depth_lines(top, bottom, h, ex.depth_unit)
     grid_colour = GRID_INKS[rng.integers(len(GRID_INKS))] if colour else (0.55, 0.55, 0.55)
     lw_major = float(rng.uniform(0.6, 2.0))
-    t = Track(w=w, h=h, dpi=dpi, f=f, rows=rows, pens=_pens(rng, colour, dpi), grid_colour=grid_colour,
+    t = Track(w=w, h=h, dpi=dpi, f=f, rows=rows, pens=_pens(rng, colour), grid_colour=grid_colour,
               grid_px=(lw_major, lw_major * rng.uniform(0.4, 0.8)), vgrid=(majors, minors),
               depth_rows=(list(d_rows[d_major]), list(d_rows[~d_major])),
               border_px=float(rng.choice([0.0, 1.0, 1.5, 2.0])),

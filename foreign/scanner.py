@@ -48,7 +48,7 @@ def _paper(rgb: np.ndarray, rng) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _mask(cover: np.ndarray, order, s: float, rng) -> np.ndarray:
+def _mask(cover: np.ndarray, order, s: float) -> np.ndarray:
     h, w = cover.shape[1:]
     mask = np.zeros((h, w), np.uint8)
     for k in order:   # later is on top
@@ -84,7 +84,7 @@ def scan(rgb: np.ndarray, cover: np.ndarray, order, rng) -> dict:
     paper = tuple(int(v) for v in rgb[0, w // 2]) if rgb[0, w // 2].min() > 200 else (255, 255, 255)
     img = _shear(rgb, s, paper) if s else rgb
     img = _paper(img, rng)
-    mask = _mask(cover, order, s, rng)
+    mask = _mask(cover, order, s)
     mode = rng.choice(["colour", "grey", "bilevel"], p=[0.45, 0.35, 0.2])
     if mode == "bilevel":
         ink = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) < rng.uniform(110, 190)

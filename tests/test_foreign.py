@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from foreign import excerpts, render_scan
-from foreign.family import write_dataset
 
 TRAINING_GENERATOR = ("digitiser.synth", "digitiser.synth_paper", "digitiser.strokes", "digitiser.shape_scales",
                       "digitiser.curve_shapes", "digitiser.g4tiff")
