@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=commands.synth)
 
+    s = sub.add_parser("foreign", help="render the foreign eval family (matplotlib plots of real LAS; never train on it)")
+    s.add_argument("out")
+    s.add_argument("--n", type=int, default=300)
+    s.add_argument("--seed", type=int, default=2718)
+    s.set_defaults(func=commands.foreign)
+
     s = sub.add_parser("train", help="train the segmenter (seeded, resumable)")
     s.add_argument("--config", help="JSON file overriding TrainConfig fields")
     s.add_argument("--out", default="runs/train", help="run folder (checkpoints live here)")

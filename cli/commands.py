@@ -30,6 +30,12 @@ def synth(args) -> int:
     return 0
 
 
+def foreign(args) -> int:
+    from foreign import write_dataset
+    write_dataset(args.out, n=args.n, seed=args.seed)
+    return 0
+
+
 def train(args) -> int:
     from digitiser import checkpoint, train
     try:

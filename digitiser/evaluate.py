@@ -1,7 +1,7 @@
 """`digitise eval DIR`: digitise scans that have ground truth (written by `digitise synth`) and score them.
 
 Per scan: MAE and p95 position error per curve (fraction of track width), swap rate, IoU per curve class,
-or the failure, and how legible each curve is by its truth (failures on scans whose curve is hidden are counted
+or the failure, the scan's width and height in px (the summary breaks the means down by width), and how legible each curve is by its truth (failures on scans whose curve is hidden are counted
 apart). The summary goes to stdout as a table and to --json (with the per-scan records and the tracing
 parameters); --qc writes overlays of the worst scans.
 """
@@ -63,10 +63,11 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
         try:
             result = digitiser.finish(scan, cal, probs)
         except ValueError as e:
-            records.append(scan_record(scan_id, error=e, legible=legible))
-            continue
-        records.append(scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
-                                   pred_mask=result.mask, true_mask=truth["mask"], legible=legible))
+            rec = scan_record(scan_id, error=e, legible=legible)
+        else:
+            rec = scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
+                              pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
+        records.append({**rec, "width": scan.width, "height": scan.height})
     return records
 
 

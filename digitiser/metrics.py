@@ -15,6 +15,7 @@ import numpy as np
 from contracts import N_DEPTH
 from digitiser.tracing import observe_radius
 
+WIDTH_BINS = (150, 250, 400)  # px: per-width breakdown edges (narrow tracks have a larger sub-pixel floor)
 SWAP_TOL = 0.01  # fraction of track width: closer curves cannot be told apart, so no swap is counted
 _RED, _BLUE, _GREEN = (0, 0, 255), (255, 0, 0), (0, 170, 0)  # BGR
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel drawing
@@ -165,6 +166,24 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["n_illegible"] = len(judged) - len(legible)
         out["n_failed_legible"] = sum(bool(r.get("failed")) for r in legible)
         out["failure_fraction_legible"] = out["n_failed_legible"] / len(legible) if legible else None
+    if any("width" in r for r in per_scan):
+        out["by_width"] = by_width(per_scan)
+    return out
+
+
+def by_width(per_scan: list[dict], edges=WIDTH_BINS) -> list[dict]:
+    """The same means per track-width bin (records with ``width`` in px): [{"lo", "hi", "n_scans", "n_failed",
+    "mae_1", "mae_2", "p95_1", "p95_2", "swap_rate"}], bins [lo, hi) from ``edges``, hi None for the last."""
+    bounds = [0, *edges, None]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        recs = [r for r in per_scan if "width" in r and r["width"] >= lo and (hi is None or r["width"] < hi)]
+        ok = [r for r in recs if not r.get("failed")]
+        row = {"lo": lo, "hi": hi, "n_scans": len(recs), "n_failed": len(recs) - len(ok)}
+        for key in ("mae_1", "mae_2", "p95_1", "p95_2", "swap_rate"):
+            vals = [r[key] for r in ok if r.get(key) is not None]
+            row[key] = float(np.mean(vals)) if vals else None
+        out.append(row)
     return out
 
 
@@ -190,6 +209,12 @@ def format_table(summary: dict) -> str:
         lines.append(f"{s['n_illegible']} scans have a curve hidden (under the other curve or on the track edge) "
                      f"at most depth points; of the others {s['n_failed_legible']} failed "
                      f"({pct(s['failure_fraction_legible'], 1)})")
+    if s.get("by_width"):
+        lines.append(f"{'width (px)':12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")
+        for b in s["by_width"]:
+            span = f"{b['lo']}-{b['hi'] - 1}" if b["hi"] is not None else f">={b['lo']}"
+            lines.append(f"{span:12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
+                         f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
     if s.get("worst"):
         lines.append("worst: " + ", ".join(s["worst"]))
     return "\n".join(lines)

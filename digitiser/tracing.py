@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-03"
+REVISION = "2026-12-03b"
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class TracingParams:
         curve (the curves ran together, one drawn over the other), not straight; 0 turns this off.
     pin_px: a row's ink within this many px of the track edge, along the row from the curve, is a run into
         the edge; between two such runs into the same edge the curve is pinned there; 0 turns this off.
+    border_px: an edge column (within this many px of either side) whose evidence runs over at least 80% of
+        the rows is the track's border line (or an edge mark), which a path must not follow: its probabilities
+        are ignored. A curve on the border line is invisible anyway and is placed there by pinning. 0: off.
     """
 
     min_coverage: float = 0.5
@@ -76,6 +79,7 @@ class TracingParams:
     observe_px: float = 6.0
     together_px: float = 15.0
     pin_px: int = 12
+    border_px: int = 3
 
     def __post_init__(self):
         checks = [
@@ -84,8 +88,9 @@ class TracingParams:
             (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
             (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
              "move_cost_ink must be > 0, move_cost_paper >= 0"),
-            (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0,
-             "refine_px must be >= 1, observe_px >= 0, together_px >= 0, pin_px >= 0"),
+            (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0
+             and self.border_px >= 0,
+             "refine_px must be >= 1, observe_px >= 0, together_px >= 0, pin_px >= 0, border_px >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -137,7 +142,9 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
     H, W = probs.shape[1:]
     x_frac = np.empty((N_DEPTH, 2))
     observed = np.empty((N_DEPTH, 2), dtype=bool)
-    planes = np.ascontiguousarray(probs[1:], dtype=np.float32)
+    planes = np.array(probs[1:], dtype=np.float32)
+    if params.border_px and W > 4 * params.border_px:
+        _drop_border(planes, params.border_px, params.refine_min_prob)
     traced = trace_planes(planes, params)
     if params.pin_px > 0:
         traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
@@ -153,6 +160,20 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
         raise CurveNotFound(c, float(coverage[c - 1]), params.min_coverage, note)
     log.debug("traced %dx%d: coverage %.2f / %.2f", H, W, *coverage)
     return x_frac, observed
+
+
+def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: float = 0.8) -> None:
+    """Zero, in place, each edge column (within border_px of either edge) whose evidence runs over at least
+    min_rows of the track's rows: that is the border line, straight and full-height. A row counts only where
+    the column's evidence (p >= min_prob) is at least that of the first column inside the band, so the ink
+    peaks at the border: a curve running just inside it (its centre past the band) keeps its outer columns.
+    A curve run off scale along the edge covers part of the depth only and keeps its columns (it is pinned)."""
+    W = planes.shape[2]
+    for cols, inside in ((np.arange(border_px), border_px), (np.arange(W - border_px, W), W - 1 - border_px)):
+        edge, ref = planes[:, :, cols], planes[:, :, inside:inside + 1]
+        seen = ((edge >= min_prob) & (edge >= ref)).mean(axis=1) >= min_rows   # (K, border_px)
+        for k, c in zip(*np.nonzero(seen)):
+            planes[k, :, cols[c]] = 0.0
 
 
 def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, ...]]:

@@ -15,5 +15,10 @@ def test_core_and_contracts_never_import_the_routes():
     assert g["digitiser"] <= {"contracts"} and g["contracts"] == set()
     assert all("cli" not in imports for name, imports in g.items())
 
+def test_the_foreign_eval_family_imports_no_package_of_ours():
+    """foreign draws scans the training generator never saw: statically (lazy imports too) it imports nothing
+    of this repository, so nothing of digitiser.synth and its helpers."""
+    assert import_graph.graph()["foreign"] == set()
+
 def test_the_cycle_finder_finds_a_cycle():
     assert import_graph.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]

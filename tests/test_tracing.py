@@ -418,3 +418,30 @@ def test_to_values_rejects_bad_scale_and_log_bounds():
         to_values(np.zeros(3), 0, 10, "log")
     with pytest.raises(ValueError, match="scale"):
         to_values(np.zeros(3), 0, 10, "sqrt")
+
+
+def test_track_border_line_is_not_followed():
+    """A faint solid curve (p 0.45) at 0.75 of the width beside a border line the segmenter half-labels as
+    curve 1 (p 0.9 on the last two columns): the path used to ride the border; the border columns are not
+    evidence (border_px), so the curve is read where it is."""
+    h, w = 800, 200
+    x1 = 150.0 + 10 * np.sin(np.arange(h) / 40)
+    a1 = 0.45 * stroke(h, w, x1)
+    a1[:, -2:] = 0.9
+    p = probs_from(a1, dashed(h, w, np.full(h, 60.0)))
+    x_frac, _ = trace(p, TracingParams(min_prob=0.4))
+    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
+    ridden, _ = trace(p, TracingParams(min_prob=0.4, border_px=0))
+    assert (ridden[:, 0] * w > w - 3).mean() > 0.9
+
+
+def test_curve_only_on_the_border_columns_is_refused_unless_border_px_is_zero():
+    """The price of the rule: ink only on the last 2 columns is the border, not a curve (refused, not read);
+    border_px = 0 keeps the old behaviour and traces it there."""
+    h, w = 600, 120
+    a1 = stroke(h, w, np.full(h, w - 1.0))
+    p = probs_from(a1, dashed(h, w, np.full(h, 40.0)))
+    with pytest.raises(CurveNotFound):
+        trace(p)
+    x_frac, _ = trace(p, TracingParams(border_px=0))
+    assert (x_frac[:, 0] * w > w - 2).all()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cli", "serve_app", "batch_jobs", "cluster", "digitiser", "contracts")
+PACKAGES = ("cli", "serve_app", "batch_jobs", "cluster", "digitiser", "contracts", "foreign")
 
 
 def imported_packages(path: Path) -> set[str]:

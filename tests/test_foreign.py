@@ -1,0 +1,96 @@
+"""The foreign evaluation family: independent of the training generator, exact truth on the ink, deterministic,
+read by `digitise eval` unchanged."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from foreign import excerpts, render_scan
+
+TRAINING_GENERATOR = ("digitiser.synth", "digitiser.synth_paper", "digitiser.strokes", "digitiser.shape_scales",
+                      "digitiser.curve_shapes", "digitiser.g4tiff")
+
+
+@pytest.fixture(scope="module")
+def scans():
+    return [render_scan(5, i) for i in range(12)]
+
+
+def test_family_imports_nothing_from_the_training_generator():
+    code = ("import sys, foreign; foreign.render_scan(1, 0); "
+            "print(','.join(m for m in sys.modules if m.startswith('digitiser')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"the foreign family imported {out}"
+    assert not any(m in out for m in TRAINING_GENERATOR)
+
+
+def test_same_seed_same_bytes_other_seed_other_scan():
+    a, b, c = render_scan(5, 3), render_scan(5, 3), render_scan(6, 3)
+    assert a["encoded"] == b["encoded"] and np.array_equal(a["x_frac"], b["x_frac"], equal_nan=True)
+    assert a["encoded"] != c["encoded"]
+
+
+def test_truth_runs_on_the_solid_curves_own_ink(scans):
+    """Where a row holds curve-1 ink, the truth at that row is within the pen (plus skew rounding) of it (scans
+    whose curve 1 left ink on >= 30 depth rows: a light curve may vanish in a 1-bit scan, one off scale on the
+    edge line)."""
+    checked = 0
+    for s in scans:
+        mask, x = s["mask"], s["x_frac"][:, 0]
+        h, w = mask.shape
+        near = []
+        for k in range(300):
+            cols = np.flatnonzero(mask[round(k * (h - 1) / 299)] == 1)
+            if cols.size and np.isfinite(x[k]):
+                near.append(np.min(np.abs(cols + 0.5 - x[k] * w)) <= 2.5)
+        if len(near) >= 30:
+            checked += 1
+            assert np.mean(near) >= 0.95, f"truth off the ink at {1 - np.mean(near):.0%} of rows"
+    assert checked >= len(scans) // 2
+
+
+def test_truth_and_values_follow_the_calibration(scans):
+    for s in scans:
+        c1 = s["calibration"]["curves"][0]
+        f = s["x_frac"][:, 0]
+        if c1["scale"] == "log":
+            expect = 10 ** (np.log10(c1["left"]) + f * (np.log10(c1["right"]) - np.log10(c1["left"])))
+        else:
+            expect = c1["left"] + f * (c1["right"] - c1["left"])
+        np.testing.assert_allclose(s["values"][:, 0], expect, rtol=1e-9)
+        h, w = s["mask"].shape
+        assert 100 <= w <= 600 and 300 <= h <= 3000
+        assert np.nanmin(s["x_frac"]) >= 0.5 / w - 1e-12 and np.nanmax(s["x_frac"]) <= 1 - 0.5 / w + 1e-12
+
+
+def test_family_covers_what_it_promises():
+    """Over 40 scans: colour and grey and 1-bit, PNG/JPEG/TIFF, narrow and wide, curves on the edge."""
+    many = [render_scan(2718, i) for i in range(40)]
+    exts = {s["ext"] for s in many}
+    colour = sum(s["image"].ndim == 3 for s in many)
+    widths = [s["mask"].shape[1] for s in many]
+    on_edge = sum(bool(np.any(np.abs(s["x_frac"] - 0.5) >= 0.5 - 1.0 / s["mask"].shape[1])) for s in many)
+    assert exts == {"png", "jpg", "tif"} and 5 <= colour <= 35
+    assert min(widths) < 160 and max(widths) > 400 and on_edge >= 4
+
+
+def test_digitise_eval_reads_the_family_unchanged(tmp_path, capsys):
+    from cli import main
+    data, report = tmp_path / "foreign", tmp_path / "eval.json"
+    assert main(["foreign", str(data), "--n", "3", "--seed", "9"]) == 0
+    assert len(list(data.glob("*.truth.npz"))) == 3
+    assert main(["eval", str(data), "--json", str(report)]) == 0
+    s = json.loads(report.read_text())
+    assert s["n_scans"] == 3 and sum(b["n_scans"] for b in s["by_width"]) == 3
+    assert all("width" in r for r in s["per_scan"])
+    assert "width (px)" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not excerpts.LAS_DIR.is_dir(), reason="no ../shared/data/las next to the checkout")
+def test_shipped_excerpts_rebuild_from_the_las_files():
+    built, shipped = excerpts.build(excerpts.LAS_DIR), np.load(excerpts.EXCERPTS)
+    for key in ("curves", "depth", "scales"):
+        np.testing.assert_array_equal(built[key], shipped[key])
+    assert list(built["source"]) == list(shipped["source"])
