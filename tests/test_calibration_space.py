@@ -70,8 +70,9 @@ def calibrations(draw) -> dict:
         d["bottom_depth"] = top - 1000.0 if top > 0 else top + 1000.0
     if draw(st.booleans()):
         d["depth_unit"] = draw(units)
-    if draw(st.booleans()):   # columns [L, R) holding both strokes (12 and 34)
-        d["window"] = {"left_px": draw(st.integers(0, 12)), "right_px": draw(st.integers(35, W))}
+    if draw(st.booleans()):   # columns [L, R) holding both strokes (12 and 34), the solid one (full height, straight)
+        # at least 4 px inside: within TracingParams.border_px of the edge it would be the track's border line
+        d["window"] = {"left_px": draw(st.integers(0, 8)), "right_px": draw(st.integers(35, W))}
     if draw(st.booleans()):
         d.update(draw(ties()))
     if draw(st.booleans()):
