@@ -1,4 +1,5 @@
 """Building the Serve application from a ServeConfig, and running it locally until interrupted (`digitise serve`)."""
+import ipaddress
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ from ray.serve.config import BackpressureConfig
 
 from digitiser import CheckpointError, Digitiser
 from serve_app.config import ServeConfig
+from serve_app.http import token_digest
 from serve_app.ingress import Ingress
 from serve_app.segmenter import Segmenter
 
@@ -48,14 +50,43 @@ def config_from_args(args) -> ServeConfig:
     Ray itself is loopback-only here (one machine), so the replicas' internal servers are too."""
     store = args.store if "://" in args.store else os.path.abspath(args.store)
     extra = {k: getattr(args, k) for k in ("weights", "device") if getattr(args, k, None) is not None}
+    if getattr(args, "auth_token_file", None):
+        extra["auth_token_file"] = os.path.abspath(args.auth_token_file)
     return ServeConfig(store=store, replicas=args.replicas, num_gpus=args.num_gpus,
                        max_batch_size=args.max_batch_size, loopback_only=True, **extra)
+
+
+def check_exposure(host: str, config: ServeConfig, insecure: bool = False) -> None:
+    """Refuse (ValueError) to listen beyond loopback without a bearer token unless `insecure`; check that the
+    token file is usable, so a bad one stops `digitise serve` before Ray starts."""
+    if config.auth_token_file:
+        token_digest(config.auth_token_file)
+        return
+    if not (insecure or is_loopback(host)):
+        raise ValueError(f"refusing to serve on {host} without a bearer token: anyone who reaches it could use "
+                         "the model and the store; pass --auth-token-file FILE, or --insecure if a gateway in "
+                         "front of it authenticates")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; False for 0.0.0.0, :: and any other address or name."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_forever(args) -> int:
     """Start a loopback-only local Ray and the app on args.host:args.port; block until Ctrl-C or SIGTERM,
     then shut Serve and Ray down. Returns the exit code."""
     config = config_from_args(args)
+    try:
+        check_exposure(args.host, config, insecure=getattr(args, "insecure", False))
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
     try:  # fail fast, with the preflight's own message, before Ray and Serve start
         Digitiser(config.weights, device="cpu")
     except CheckpointError as e:
