@@ -24,7 +24,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs):
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     log.info("starting a local Ray on 127.0.0.1")
-    return ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
+    # address="local": without it ray.init joins any Ray already running on this machine (another user's)
+    return ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                    **kwargs)
 
 
 def describe(address: str | None = "auto") -> str:

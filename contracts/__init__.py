@@ -3,6 +3,7 @@ from contracts.audit import AuditEntry, AuditReport, audit
 from contracts.calibration import N_DEPTH, Calibration, CurveSpec
 from contracts.errors import ConflictError, ContractError, ContractViolation, Corrupt, NotCommitted, StorageError
 from contracts.format import object_names, serialise
+from contracts.json_input import loads_strict
 from contracts.result import CONTRACT_VERSION, Digitisation, InputInfo, depth_grid, request_id
 from contracts.store import Receipt, commit, filesystem, is_committed, load, read_objects
 from contracts.validate import validate
@@ -10,6 +11,6 @@ from contracts.validate import validate
 __all__ = [
     "CONTRACT_VERSION", "N_DEPTH", "Calibration", "CurveSpec", "Digitisation", "InputInfo", "Receipt",
     "AuditEntry", "AuditReport", "request_id", "depth_grid", "object_names", "serialise", "validate",
-    "commit", "load", "read_objects", "is_committed", "audit", "filesystem",
+    "commit", "load", "read_objects", "is_committed", "audit", "filesystem", "loads_strict",
     "ContractError", "ContractViolation", "ConflictError", "NotCommitted", "Corrupt", "StorageError",
 ]

@@ -26,6 +26,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
 
+_MAX_DETAIL = 2000   # an error may quote the input; a hostile input must not echo back (or into logs) whole
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the image and calibration parts
 _IMAGE_STATUS = {"not_image": 415, "unsupported": 415, "corrupt": 400, "too_large": 413}
 
@@ -38,6 +39,10 @@ class ApiError(Exception):
     detail: str
     extra: dict = field(default_factory=dict)
     retry_after_s: int | None = None
+
+    def __post_init__(self):
+        if len(self.detail) > _MAX_DETAIL:
+            self.detail = self.detail[:_MAX_DETAIL] + " [...]"
 
     def body(self) -> dict:
         return {"error": self.error, "detail": self.detail, **self.extra}
@@ -66,9 +71,6 @@ def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError:
         return ApiError(503, "overloaded", "the segmenter queue is full; retry later", retry_after_s=retry_after_s)
     if isinstance(exc, DeploymentUnavailableError):
         return ApiError(503, "unavailable", "the segmenter is not running; retry later", retry_after_s=retry_after_s)
-    if isinstance(exc, contracts.ContractViolation):  # e.g. a calibration whose range overflows float64
-        return ApiError(422, "invalid_result", f"the result for this scan and calibration breaks contract v1, "
-                                               f"nothing was written ({exc}): check the calibration's ranges")
     if isinstance(exc, contracts.NotCommitted):
         return ApiError(404, "not_committed", str(exc))
     if isinstance(exc, contracts.Corrupt):
@@ -142,9 +144,23 @@ def parse_calibration(raw: bytes | str | None) -> contracts.Calibration:
         raise ApiError(422, "calibration_not_json", f"the calibration is not JSON ({e}): send a JSON object like "
                                                     '{"top_depth": 1000, "bottom_depth": 1100, "curves": [...]}') from e
     try:
-        return contracts.Calibration.from_dict(d)
+        calibration = contracts.Calibration.from_dict(d)
     except contracts.ContractViolation as e:
         raise ApiError(422, "bad_calibration", f"the calibration breaks contract v1: {e}") from e
+    _check_spans(calibration)
+    return calibration
+
+
+def _check_spans(calibration: contracts.Calibration):
+    """422 for finite bounds whose span overflows float64 (top 1e308, bottom -1e308): the depth grid or the
+    values would be inf/NaN and the commit would refuse them (a 500). Belongs in Calibration.from_dict
+    (contract rules, issue 17); here until it is there. The batch route fails such scans at commit."""
+    spans = {"bottom_depth - top_depth": calibration.bottom_depth - calibration.top_depth,
+             **{f"{c.name}: right - left": c.right - c.left for c in calibration.curves}}
+    overflowing = [name for name, span in spans.items() if not math.isfinite(span)]
+    if overflowing:
+        raise ApiError(422, "bad_calibration", f"the calibration's spans {overflowing} overflow 64-bit floats: "
+                                               "give depths and scale bounds of realistic magnitude")
 
 
 def curve_not_found(info: dict) -> ApiError:

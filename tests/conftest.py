@@ -131,7 +131,8 @@ def ray_local(s3_server):
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no network here; do not try to report
         mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
         # Raylet and workers are spawned from this process now, so they inherit the S3 environment.
-        context = ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
+        # address="local": a Ray of our own even when another one runs on this (shared) machine
+        context = ray.init(address="local", num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
         try:
             yield context
         finally:
