@@ -5,10 +5,11 @@
 text (None: none sent) and what a correct service may answer: `ok` is the set of HTTP statuses allowed
 (4xx for input that is wrong; 200 too, or 422 curve_not_found, for input that is odd but valid, such as a
 16-bit or multi-page scan). The batch job must give every case a ledger row: `committed`, or `failed` with
-a reason. `multipart_cases(url)` are raw HTTP bodies for the endpoint only.
+a reason. `multipart_cases(png)` are raw HTTP bodies for the endpoint only; `post_case` and `send_raw` send them.
 
 Used by tests/test_hostile.py and bench/reliability.py.
 """
+import http.client
 import io
 import json
 import struct
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import requests
 import tifffile
 
 BAD = frozenset({400, 413, 415, 422})          # wrong input: a clear 4xx
@@ -160,3 +162,26 @@ def multipart_cases(png: bytes) -> list[RawCase]:
         RawCase("body_not_multipart", {"Content-Type": "application/octet-stream"}, png),
         RawCase("declared_1gb", {"Content-Type": "multipart/form-data; boundary=b"}, b"", declared=2**30),
     ]
+
+
+# ----------------------------------------------------------------------------- sending them
+
+def post_case(url: str, case: Case) -> requests.Response:
+    files = {"image": (case.filename, case.image, "application/octet-stream")}
+    if case.calibration is not None:
+        files["calibration"] = ("calibration.json", case.calibration, "application/json")
+    return requests.post(f"{url}/v1/digitise", files=files, timeout=120)
+
+
+def send_raw(url: str, method: str, path: str, headers: dict, body: bytes, declared: int | None) -> int:
+    """The status answered to a raw request; with `declared`, only headers claiming that length are sent."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.putrequest(method, path)
+        for k, v in {**headers, "Content-Length": str(declared if declared is not None else len(body))}.items():
+            conn.putheader(k, v)
+        conn.endheaders(None if declared is not None else body)
+        return conn.getresponse().status
+    finally:
+        conn.close()

@@ -2,7 +2,6 @@
 (small limits, a local results root inside an otherwise empty folder) and a batch job over a folder of the
 same cases. Every case gets a clear 4xx (or, for odd but valid input, a 200 / 422 curve_not_found) or a
 ledger row with a reason; the service stays up; its memory stays bounded; nothing lands outside the root."""
-import http.client
 import json
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ import contracts
 from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, convert
 from builders import free_port, ink_detector
 from digitiser.synth import render_scan
-from hostile import Case, corpus, multipart_cases
+from hostile import Case, corpus, multipart_cases, post_case, send_raw
 from serve_app import ServeConfig, build_app
 
 RSS_GROWTH_MB = 150          # per replica, over the whole corpus, after one warm-up request
@@ -54,27 +53,6 @@ def endpoint(ray_local, weights, tmp_path_factory):
         yield f"http://127.0.0.1:{port}", box
     finally:
         serve.shutdown()
-
-
-def post_case(url: str, case: Case) -> requests.Response:
-    files = {"image": (case.filename, case.image, "application/octet-stream")}
-    if case.calibration is not None:
-        files["calibration"] = ("calibration.json", case.calibration, "application/json")
-    return requests.post(f"{url}/v1/digitise", files=files, timeout=120)
-
-
-def send_raw(url: str, method: str, path: str, headers: dict, body: bytes, declared: int | None) -> int:
-    """The status answered to a raw request; with `declared`, only headers claiming that length are sent."""
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    try:
-        conn.putrequest(method, path)
-        for k, v in {**headers, "Content-Length": str(declared if declared is not None else len(body))}.items():
-            conn.putheader(k, v)
-        conn.endheaders(None if declared is not None else body)
-        return conn.getresponse().status
-    finally:
-        conn.close()
 
 
 def stats(url: str) -> dict:
