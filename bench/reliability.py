@@ -183,7 +183,7 @@ def wire(args, clients: Clients, proxy, direct, bucket: str, weights: str, tmp: 
     """One fault rate: online requests and a batch job through the proxy, then convergence without faults."""
     import fsspec
 
-    from batch_jobs import COMMITTED, JobConfig, convert
+    from batch_jobs import COMMITTED, SKIPPED, JobConfig, convert
     proxy.rate = rate
     online = clients.run(n=args.requests, concurrency=args.clients)
     src = tmp / f"scans-{rate}"
@@ -206,7 +206,8 @@ def wire(args, clients: Clients, proxy, direct, bucket: str, weights: str, tmp: 
             "online_acknowledged": [r["rid"] for r in online if r["status"] == 200],
             "online_statuses": dict(Counter(str(r["status"]) for r in online)),
             "online_unacknowledged": len(unacked), "online_converged": sum(r["status"] == 200 for r in converged),
-            "batch_scans": args.scans, "batch_acknowledged": [r["request_id"] for r in rows if r["status"] == COMMITTED],
+            "batch_scans": args.scans,
+            "batch_acknowledged": [r["request_id"] for r in rows if r["status"] in (COMMITTED, SKIPPED)],
             "batch_failed_kinds": dict(Counter(r["error_kind"] for r in rows if r["status"] == "failed")),
             "batch_rerun_ok": rerun.ok, "batch_rerun_committed": rerun.committed}
 
