@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]   # the checkout's packages and the test utilities
+sys.path.insert(0, str(REPO / "tests"))   # the campaign's tools are test utilities (s3_proxy, hostile, builders)
 log = logging.getLogger("reliability")
 RID = re.compile(r"[0-9a-f]{32}")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIARELIABILITYBENCH", "AWS_SECRET_ACCESS_KEY": "reliability-bench-secret",

@@ -1,7 +1,6 @@
 """Building the Serve application from a ServeConfig, and running it locally until interrupted (`digitise serve`)."""
 import ipaddress
 import logging
-import os
 import signal
 import threading
 
@@ -44,18 +43,6 @@ def build_app(config: ServeConfig) -> Application:
     return ingress.bind(segmenter, config)
 
 
-def config_from_args(args) -> ServeConfig:
-    """ServeConfig from `digitise serve` arguments; a local store path is made absolute (replicas do not
-    share the driver's working directory). Optional attributes (weights, device) are read if present.
-    Ray itself is loopback-only here (one machine), so the replicas' internal servers are too."""
-    store = args.store if "://" in args.store else os.path.abspath(args.store)
-    extra = {k: getattr(args, k) for k in ("weights", "device") if getattr(args, k, None) is not None}
-    if getattr(args, "auth_token_file", None):
-        extra["auth_token_file"] = os.path.abspath(args.auth_token_file)
-    return ServeConfig(store=store, replicas=args.replicas, num_gpus=args.num_gpus,
-                       max_batch_size=args.max_batch_size, loopback_only=True, **extra)
-
-
 def check_exposure(host: str, config: ServeConfig, insecure: bool = False) -> None:
     """Refuse (ValueError) to listen beyond loopback without a bearer token unless `insecure`; check that the
     token file is usable, so a bad one stops `digitise serve` before Ray starts."""
@@ -78,12 +65,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve_forever(args) -> int:
-    """Start a loopback-only local Ray and the app on args.host:args.port; block until Ctrl-C or SIGTERM,
-    then shut Serve and Ray down. Returns the exit code."""
-    config = config_from_args(args)
+def serve_forever(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, insecure: bool = False) -> int:
+    """Start a loopback-only local Ray and the app on host:port; block until Ctrl-C or SIGTERM, then shut
+    Serve and Ray down. Returns the exit code (2: refused by `check_exposure`). A local store path should be
+    absolute (replicas do not share the caller's working directory)."""
     try:
-        check_exposure(args.host, config, insecure=getattr(args, "insecure", False))
+        check_exposure(host, config, insecure=insecure)
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -94,14 +81,14 @@ def serve_forever(args) -> int:
         return 1
     ray = start_local_ray()
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": host, "port": port})
         try:
             serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
         except RuntimeError as e:  # a replica that cannot start (e.g. weights failing their preflight)
             log.error("the app did not start: %s", str(e).strip().splitlines()[-1])
             return 1
         log.info("serving on http://%s:%d (POST /v1/digitise, docs at /docs), results under %s; Ctrl-C stops",
-                 args.host, args.port, config.store)
+                 host, port, config.store)
         _wait_for_signal()
         return 0
     except KeyboardInterrupt:  # Ctrl-C while still deploying
@@ -114,7 +101,6 @@ def serve_forever(args) -> int:
 
 def start_local_ray():
     """A local Ray on 127.0.0.1 only (the one place that knows how: `cluster.connect`)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     from cluster import connect

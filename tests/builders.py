@@ -1,4 +1,4 @@
-"""Tiny, valid contract objects built in code, and stand-in weights, for tests."""
+"""Tiny, valid contract objects built in code, stand-in weights, and S3 test credentials and clients, for tests."""
 import hashlib
 import json
 import socket
@@ -77,3 +77,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIADIGITISERTEST7Q2",
+                    "AWS_SECRET_ACCESS_KEY": "dgt-secret-9f3c1e7a5b2d4086", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def make_s3fs(endpoint: str):
+    """An S3FileSystem on `endpoint` that never answers from a cache: no instance cache (each call builds a
+    new object, so tests do not share one) and no listings cache (with it on, `exists`/`ls` miss objects
+    another writer created after the first listing, and still report ones it deleted). Credentials come
+    from the standard chain (the environment `s3_server` set), never from arguments."""
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False)

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import contracts
-from batch_jobs import COMMITTED, LEDGER_FOLDER, SKIPPED
+from batch_jobs import COMMITTED, SKIPPED
 from builders import free_port, ink_detector
 from digitiser.synth import render_scan
 from serve_app import ServeConfig, build_app
@@ -128,7 +128,7 @@ def _children(pid: int) -> dict[int, str]:
 
 def _cli_batch(src, dst, weights) -> subprocess.Popen:
     """`digitise batch` with a local Ray of its own (no --address), in its own session so it can be killed."""
-    return subprocess.Popen([sys.executable, "-m", "digitiser.cli", "batch", str(src), str(dst), "--batch-size", "2",
+    return subprocess.Popen([sys.executable, "-m", "cli", "batch", str(src), str(dst), "--batch-size", "2",
                              "--weights", weights], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 

@@ -14,8 +14,7 @@ import pytest
 import requests
 
 from batch_jobs import JobConfig, convert
-from builders import free_port, ink_detector
-from conftest import TEST_CREDENTIALS, make_s3fs
+from builders import TEST_CREDENTIALS, free_port, ink_detector, make_s3fs
 from digitiser.synth import render_scan
 from serve_app import ServeConfig, build_app
 from serve_app.app import check_exposure, is_loopback
@@ -189,7 +188,7 @@ def test_authorised_matches_the_bearer_token_only(token_file):
 
 @pytest.mark.parametrize("extra", [[], ["--auth-token-file", "/nonexistent/token"]])
 def test_cli_refuses_an_exposed_host_before_starting_anything(extra):
-    proc = subprocess.run([sys.executable, "-m", "digitiser.cli", "serve", "--host", "0.0.0.0", "--port", "1",
+    proc = subprocess.run([sys.executable, "-m", "cli", "serve", "--host", "0.0.0.0", "--port", "1",
                            *extra], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert ("refusing" if not extra else "cannot be read") in proc.stderr and "Started a local Ray" not in proc.stderr

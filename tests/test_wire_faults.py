@@ -16,8 +16,7 @@ import requests
 
 import contracts
 from batch_jobs import COMMITTED, FAILED, SKIPPED, JobConfig, convert
-from builders import free_port, ink_detector
-from conftest import make_s3fs
+from builders import free_port, ink_detector, make_s3fs
 from digitiser.synth import render_scan
 from s3_proxy import KINDS, FaultProxy
 from serve_app import ServeConfig, build_app
