@@ -152,8 +152,8 @@ class RawCase:
 
 def multipart_cases(png: bytes) -> list[RawCase]:
     many = b"".join(b"--b\r\nContent-Disposition: form-data; name=\"f%d\"\r\n\r\nx\r\n" % i for i in range(5000))
-    many += b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.png\"\r\n\r\n" + png + b"\r\n--b--\r\n"
     one = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.png\"\r\n\r\n" + png + b"\r\n--b--\r\n"
+    many += one
     return [
         RawCase("multipart_5000_parts", {"Content-Type": "multipart/form-data; boundary=b"}, many),
         RawCase("multipart_no_boundary", {"Content-Type": "multipart/form-data"}, one),

@@ -31,19 +31,19 @@ def cases(scan) -> list[Case]:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str:
+def ink_weights(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "ink.bin"
     ink_detector(path)
     return str(path)
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, weights, tmp_path_factory):
+def endpoint(ray_local, ink_weights, tmp_path_factory):
     """(url, box): the app's results root is box/results; nothing else may appear in box."""
     from ray import serve
 
     box = tmp_path_factory.mktemp("box")
-    config = ServeConfig(store=str(box / "results"), weights=weights, loopback_only=True, max_image_bytes=1 << 20,
+    config = ServeConfig(store=str(box / "results"), weights=ink_weights, loopback_only=True, max_image_bytes=1 << 20,
                          max_image_pixels=2_000_000, segmenter_num_cpus=0.25, ingress_num_cpus=0.1,
                          max_batch_size=2, batch_wait_timeout_s=0.0)
     port = free_port()
@@ -123,7 +123,7 @@ def test_a_scan_without_calibration_is_not_a_5xx(endpoint, scan):
 
 # ----------------------------------------------------------------------------- the batch job
 
-def test_corpus_through_the_batch_job(ray_local, weights, cases, tmp_path):
+def test_corpus_through_the_batch_job(ray_local, ink_weights, cases, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     for c in cases:
         folder = src / c.name
@@ -134,7 +134,7 @@ def test_corpus_through_the_batch_job(ray_local, weights, cases, tmp_path):
             text = c.calibration if isinstance(c.calibration, bytes) else c.calibration.encode()
             (folder / (name.rsplit(".", 1)[0] + ".json")).write_bytes(text)
     before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
-    summary = convert(JobConfig(str(src), str(dst), weights=weights, batch_size=4))
+    summary = convert(JobConfig(str(src), str(dst), weights=ink_weights, batch_size=4))
     assert summary.listed == len(cases)
     rows = {r["source"].split("/src/", 1)[1].split("/", 1)[0]: r for r in _ledger(summary.ledger)}
     problems = []

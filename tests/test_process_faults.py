@@ -27,19 +27,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str:
+def ink_weights(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "ink.bin"
     ink_detector(path)
     return str(path)
 
 
 @pytest.fixture(scope="module")
-def online(ray_local, weights, tmp_path_factory):
+def online(ray_local, ink_weights, tmp_path_factory):
     """(url, results root) of an app with a local store."""
     from ray import serve
 
     store = str(tmp_path_factory.mktemp("killed") / "results")
-    config = ServeConfig(store=store, weights=weights, loopback_only=True, segmenter_num_cpus=0.25,
+    config = ServeConfig(store=store, weights=ink_weights, loopback_only=True, segmenter_num_cpus=0.25,
                          ingress_num_cpus=0.1, max_batch_size=2, batch_wait_timeout_s=0.05, retry_after_s=1)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -133,7 +133,7 @@ def _cli_batch(src, dst, weights) -> subprocess.Popen:
                             text=True, start_new_session=True)
 
 
-def test_ray_killed_mid_job_then_rerun_redoes_only_the_rest(weights, tmp_path):
+def test_ray_killed_mid_job_then_rerun_redoes_only_the_rest(ink_weights, tmp_path):
     n = 10
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
@@ -141,7 +141,7 @@ def test_ray_killed_mid_job_then_rerun_redoes_only_the_rest(weights, tmp_path):
         (src / f"s{i:02d}.png").write_bytes(image)
         (src / f"s{i:02d}.json").write_text(calibration)
     manifests = lambda: sorted(dst.glob("*/manifest.json"))   # noqa: E731
-    proc = _cli_batch(src, dst, weights)
+    proc = _cli_batch(src, dst, ink_weights)
     try:
         deadline = time.monotonic() + 240
         while not manifests() and proc.poll() is None and time.monotonic() < deadline:
@@ -163,7 +163,7 @@ def test_ray_killed_mid_job_then_rerun_redoes_only_the_rest(weights, tmp_path):
     time.sleep(1.0)
     done = manifests()
     assert 0 < len(done) < n, f"Ray was not killed mid-job ({len(done)} of {n} committed)\n{out[-3000:]}"
-    resumed = _cli_batch(src, dst, weights)
+    resumed = _cli_batch(src, dst, ink_weights)
     out = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out[-3000:]
     ledger = next(line.split("ledger: ", 1)[1] for line in out.splitlines() if line.startswith("  ledger: "))

@@ -40,17 +40,17 @@ def bucket(s3_server) -> str:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str:
+def ink_weights(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "ink.bin"
     ink_detector(path)
     return str(path)
 
 
 @pytest.fixture(scope="module")
-def online(ray_local, proxy, bucket, weights):
+def online(ray_local, proxy, bucket, ink_weights):
     from ray import serve
 
-    config = ServeConfig(store=f"s3://{bucket}/online", weights=weights, loopback_only=True,
+    config = ServeConfig(store=f"s3://{bucket}/online", weights=ink_weights, loopback_only=True,
                          storage_options={"endpoint_url": proxy.url, "config_kwargs": CLIENT_TIMEOUTS},
                          segmenter_num_cpus=0.25, ingress_num_cpus=0.1, max_batch_size=4, batch_wait_timeout_s=0.02,
                          retry_after_s=1)
@@ -112,7 +112,7 @@ def test_online_route_through_faults(online, proxy, bucket, s3_server):
     assert stray_keys(direct, f"{bucket}/online") == []
 
 
-def test_batch_route_through_faults(ray_local, proxy, bucket, weights, s3_server, tmp_path, monkeypatch):
+def test_batch_route_through_faults(ray_local, proxy, bucket, ink_weights, s3_server, tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     for i, (image, calibration) in enumerate(requests_for(12)):
@@ -122,7 +122,7 @@ def test_batch_route_through_faults(ray_local, proxy, bucket, weights, s3_server
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": proxy.url, "config_kwargs": CLIENT_TIMEOUTS})
     dst = f"s3://{bucket}/batch"
     proxy.rate, before = RATE, sum(proxy.counts.values())
-    first = convert(JobConfig(str(src), dst, weights=weights, batch_size=4))
+    first = convert(JobConfig(str(src), dst, weights=ink_weights, batch_size=4))
     proxy.rate = 0.0
     assert sum(proxy.counts.values()) > before, "no fault was injected"
     rows = _ledger_rows(first.ledger, s3_server)
@@ -131,7 +131,7 @@ def test_batch_route_through_faults(ray_local, proxy, bucket, weights, s3_server
     committed = {r["request_id"] for r in rows if r["status"] == COMMITTED}
     for rid in committed:               # acknowledged = committed and valid
         contracts.load(dst, rid, fs=direct)
-    second = convert(JobConfig(str(src), dst, weights=weights, batch_size=4))   # converges
+    second = convert(JobConfig(str(src), dst, weights=ink_weights, batch_size=4))   # converges
     again = _ledger_rows(second.ledger, s3_server)
     assert second.ok and {r["request_id"] for r in again if r["status"] == SKIPPED} >= committed
     report = contracts.audit(dst, fs=direct)
