@@ -13,7 +13,6 @@ Resuming is the same job run again: request ids depend only on the scan bytes, c
 so whatever a killed run committed is skipped before decoding; whatever it half-wrote has no manifest and is
 overwritten by the commit protocol.
 """
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -172,7 +171,7 @@ def _default_calibration(url: str | None) -> dict | None:
         return None
     fs, path = open_fs(url)
     try:
-        raw = json.loads(fs.cat_file(path))
+        raw = contracts.loads_strict(fs.cat_file(path))
         return contracts.Calibration.from_dict(raw).to_dict()
     except (OSError, ValueError) as e:   # missing file, bad JSON, ContractViolation
         raise JobError(f"default calibration {url} is unusable ({type(e).__name__}: {e}); "

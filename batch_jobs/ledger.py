@@ -9,6 +9,7 @@ import logging
 import os
 import posixpath
 import tempfile
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,11 +19,28 @@ from batch_jobs.stages import LEDGER_SCHEMA
 
 log = logging.getLogger(__name__)
 
+PUT_ATTEMPTS = 4
 LEDGER_FOLDER = "_ledger"   # not a request id, so audits and loads never mistake it for a result
 
 
 def ledger_path(dst_base: str, job_id: str) -> str:
     return posixpath.join(dst_base, LEDGER_FOLDER, f"{job_id}.parquet")
+
+
+def _put_verified(fs, path: str, data: bytes, attempts: int = PUT_ATTEMPTS):
+    """Put the ledger whole and read it back (a store can answer 200 for a PUT that never landed); retried.
+    Raises contracts.StorageError after `attempts` failures."""
+    for attempt in range(1, attempts + 1):
+        try:
+            fs.pipe_file(path, data)
+            if fs.cat_file(path) == data:
+                return
+            problem = "it read back different"
+        except Exception as e:   # noqa: BLE001  (any store error: retried, then reported)
+            problem = f"{type(e).__name__}: {e}"
+        log.warning("ledger %s: put attempt %d of %d failed: %s", path, attempt, attempts, problem)
+        time.sleep(0.5 * attempt)
+    raise contracts.StorageError(f"could not write the ledger {path}: {problem}")
 
 
 class LedgerWriter:
@@ -48,7 +66,7 @@ class LedgerWriter:
         path = ledger_path(base, job_id)
         with open(self._tmp, "rb") as f:
             data = f.read()
-        fs.pipe_file(path, data)
+        _put_verified(fs, path, data)
         uri = fs.unstrip_protocol(path)
         log.info("ledger: %d rows, %d bytes at %s", self.rows, len(data), uri)
         return uri

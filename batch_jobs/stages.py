@@ -44,7 +44,11 @@ TRANSIT = ("sidecar", "calibration", "data", "result", "qc")
 LEDGER_SCHEMA = pa.schema([f for f in ROW_SCHEMA if f.name not in TRANSIT])
 
 
+MAX_MESSAGE = 2000   # an error may quote the input; a hostile input must not become a 1 MB ledger cell
+
+
 def _fail(row: dict, kind: str, message: str) -> dict:
+    message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " [...]"
     row.update(status=FAILED, error_kind=kind, error_message=message, data=None, result=None, calibration=None,
                qc=None)
     return row
@@ -118,7 +122,7 @@ def _calibration(fs, sidecar: str | None, default: dict | None) -> contracts.Cal
     if sidecar is None:
         return contracts.Calibration.from_dict(default)
     try:
-        raw = json.loads(fs.cat_file(fs._strip_protocol(sidecar)))
+        raw = contracts.loads_strict(fs.cat_file(fs._strip_protocol(sidecar)))
     except (OSError, ValueError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise contracts.ContractViolation(f"calibration sidecar {sidecar} is unreadable or not JSON "
                                           f"({type(e).__name__}: {e}); fix or remove it") from e

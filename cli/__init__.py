@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch-size", type=int, help="scans per segmenter batch (default: the most, 16)")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when the replica has a GPU)")
+    s.add_argument("--auth-token-file", help="file holding the bearer token every route but /healthz requires")
+    s.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
     s.set_defaults(func=commands.serve)
 
     s = sub.add_parser("bench", help="run a benchmark script from bench/")

@@ -95,8 +95,10 @@ def serve_config(args):
     servers are too."""
     from serve_app import ServeConfig
     store = args.store if "://" in args.store else os.path.abspath(args.store)
+    token_file = getattr(args, "auth_token_file", None)
+    token = {"auth_token_file": os.path.abspath(token_file)} if token_file else {}
     return ServeConfig(store=store, replicas=args.replicas, num_gpus=args.num_gpus, loopback_only=True,
-                       **given(args, "max_batch_size", "weights", "device"))
+                       **given(args, "max_batch_size", "weights", "device"), **token)
 
 
 def serve(args) -> int:
@@ -106,7 +108,7 @@ def serve(args) -> int:
     except ValueError as e:
         error("serve", e)
         return 2
-    return serve_forever(config, host=args.host, port=args.port)
+    return serve_forever(config, host=args.host, port=args.port, insecure=getattr(args, "insecure", False))
 
 
 def bench(args) -> int:

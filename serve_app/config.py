@@ -12,6 +12,7 @@ from digitiser import MAX_BATCH, ImageLimits, TracingParams
 
 _LIMITS = ImageLimits()
 BATCH_WAIT_TIMEOUT_S = 0.05   # longest wait for a batch to fill after its first scan (the one definition)
+_CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
 
 
 class BatchingConfig(BaseModel):
@@ -35,6 +36,8 @@ class ServeConfig(BaseModel):
     weights: str | None = Field(None, description="segmenter weights (default: the shipped weights)")
     device: str | None = Field(None, description="torch device (default: cuda if available, else cpu)")
     tracing: dict[str, Any] = Field(default_factory=dict, description="TracingParams overrides")
+    auth_token_file: str | None = Field(None, description="file holding the bearer token every route but "
+                                                           "/healthz requires (e.g. a mounted secret); None: open")
     loopback_only: bool = Field(False, description="bind replicas' internal servers to 127.0.0.1 "
                                                    "(a single-machine cluster; see loopback.py)")
 
@@ -63,6 +66,10 @@ class ServeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
+        credentials = sorted(_CREDENTIAL_OPTIONS & set(self.storage_options))
+        if credentials:
+            raise ValueError(f"storage_options must not carry credentials ({credentials}): the config is stored and "
+                             "shown by Serve; use the standard AWS chain (environment, profile, instance role)")
         ongoing = self.segmenter_ongoing
         if ongoing < self.max_batch_size:
             raise ValueError(f"segmenter_max_ongoing_requests={ongoing} is below max_batch_size="

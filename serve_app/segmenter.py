@@ -9,11 +9,13 @@ a slow or failing store never occupies a model replica.
 """
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 from ray import serve
 from ray.serve import metrics
 
@@ -26,6 +28,11 @@ log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's r
 
 _BATCH_BOUNDARIES = [1.5, 2.5, 4.5, 8.5, 12.5, 16.5]
 _SECONDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MiB (for /v1/stats: soak and hostile-input tests watch it)."""
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,8 @@ class Segmenter:
 
     def stats(self) -> dict:
         """Batching counters of this replica (for tests and the /v1/stats debug route)."""
-        return {"batches": self.batches, "scans": self.scans, "max_batch_formed": self.max_batch_formed,
+        return {"pid": os.getpid(), "rss_mb": rss_mb(),
+                "batches": self.batches, "scans": self.scans, "max_batch_formed": self.max_batch_formed,
                 "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
                 **self.batching.model_dump()}
 

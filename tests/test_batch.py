@@ -389,13 +389,16 @@ def test_killed_worker_and_driver_then_rerun_commits_every_scan_once(ray_local, 
         proc.kill()
     out = proc.communicate()[0]
     assert first and more and len(more) < n, f"not killed mid-job: {first}, {more}\n{out[-3000:]}"
+    done = manifests()   # what the killed runs committed: the re-run must redo none of it
     resumed = _cli(*args)
     out = resumed.communicate(timeout=240)[0]
     assert resumed.returncode == 0, out[-3000:]
     ledger_uri = next(line.split("ledger: ", 1)[1] for line in out.splitlines() if line.startswith("  ledger: "))
     rows = read_ledger(ledger_uri).to_pylist()
     statuses = [r["status"] for r in rows]
-    assert statuses.count(SKIPPED) >= len(more) and statuses.count(COMMITTED) + statuses.count(SKIPPED) == n
+    assert statuses.count(COMMITTED) + statuses.count(SKIPPED) == n
+    redone = {r["request_id"] for r in rows if r["status"] == COMMITTED} & {p.rsplit("/", 2)[-2] for p in done}
+    assert redone == set(), f"the re-run committed again what the killed runs had committed: {redone}"
     report = contracts.audit(dst)
     assert report.ok and report.summary == {"committed": n, "uncommitted": 0, "corrupt": 0}
     assert {e.request_id for e in report.entries} == {r["request_id"] for r in rows}

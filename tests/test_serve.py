@@ -14,7 +14,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ import yaml
 
 import contracts
 from digitiser import Digitiser, TracingParams
-from digitiser.checkpoint import save_weights, sha256_file
-from digitiser.model import Segmenter as SegmenterNet, SegmenterConfig
+from digitiser.checkpoint import sha256_file
 from digitiser.synth import digitisable_scans, render_scan
 from serve_app import BatchingConfig, ServeConfig, build_app
+from builders import free_port as _free_port, ink_detector as _ink_detector
 
 MAX_BYTES = 1 << 20        # the main app's upload limits
 MAX_PIXELS = 2_000_000
@@ -49,32 +48,6 @@ class Server:
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
-
-def _ink_detector(path) -> str:
-    """Weights that mark every inked pixel as both curves with probability exactly 0.5 (background logit
-    10 - 100 * ink, curve logits 0) and paper as background: tracing then follows the longest dark vertical
-    structure, so clean scans give a result and blank paper gives CurveNotFound. A stand-in for trained
-    weights, deterministic, through the real checkpoint format and preflight."""
-    config = SegmenterConfig()
-    net = SegmenterNet(config)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(1.0)
-        for conv in (net.stem[0].conv, net.stem[1].conv, net.ups[-1].conv.conv):  # identity on channel 0
-            conv.weight[0, 0, 1, 1] = 1.0
-        net.head.weight[0, 0] = -100.0
-        net.head.bias[0] = 10.0
-    return save_weights(net, config, path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def ink_weights(tmp_path_factory) -> str:
@@ -94,7 +67,7 @@ def server(ray_local, s3_server, weights, ink_weights, tmp_path_factory):
     # The tight app always runs the ink detector: every inked scan reaches the (failing) commit.
     tight_store = f"s3://missing-{uuid.uuid4().hex[:12]}/results"
     tight = ServeConfig(store=tight_store, weights=ink_weights, loopback_only=True,
-                        storage_options={"endpoint_url": s3_server, "key": "testing", "secret": "testing"},
+                        storage_options={"endpoint_url": s3_server},
                         segmenter_num_cpus=0.25, ingress_num_cpus=0.1, max_batch_size=1,
                         segmenter_max_ongoing_requests=1, segmenter_max_queued_requests=1,
                         ingress_max_ongoing_requests=4, ingress_max_queued_requests=1, retry_after_s=3)
