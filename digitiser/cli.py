@@ -76,6 +76,11 @@ def _cluster(args):
     return 0
 
 
+def _replicas(text: str):
+    """--replicas: an int, or the text ("auto", "MIN-MAX") for JobConfig to check."""
+    return int(text) if text.isdigit() else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="digitise", description="Raster well-log digitisation.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -125,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="folder, file:// or s3://bucket/prefix with scans")
     s.add_argument("dst", help="results root: folder, file:// or s3://bucket/prefix")
     s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--replicas", type=int, default=1, help="segmenter actors")
+    s.add_argument("--replicas", type=_replicas, default=1,
+                   help="segmenter actors: N, MIN-MAX (autoscaling pool) or auto (1-8, follows the cluster)")
     s.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per segmenter actor")
     s.add_argument("--limit", type=int, help="convert at most K scans")
     s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
