@@ -47,6 +47,8 @@ class JobConfig:
     limit: list at most this many scans (in sorted walk order), None for all.
     default_calibration: path or URL of a calibration JSON for scans without a sidecar.
     weights: segmenter weights file (its `.json` sidecar next to it); None: the shipped weights.
+    device: torch device of the segmenter actors; None: "cuda" when num_gpus > 0 (fails loudly on a node
+        without CUDA), else "cpu".
     job_id: names the ledger; None: a UTC timestamp plus a random suffix.
     progress_every_s: seconds between progress log lines on the driver.
     """
@@ -60,6 +62,7 @@ class JobConfig:
     limit: int | None = None
     default_calibration: str | None = None
     weights: str | Path | None = None
+    device: str | None = None
     job_id: str | None = None
     progress_every_s: float = 10.0
 
@@ -81,6 +84,10 @@ class JobConfig:
     def pool_size(self) -> tuple[int, int]:
         """(min, max) segmenter actors; min == max for a fixed pool."""
         return _pool_size(self.replicas)
+
+    @property
+    def actor_device(self) -> str:
+        return self.device or ("cuda" if self.num_gpus > 0 else "cpu")
 
     @property
     def weights_path(self) -> Path:

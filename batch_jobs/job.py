@@ -87,7 +87,7 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_v
                          num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
                          fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
                                                "model_version": model_version,
-                                               "device": "cuda" if config.num_gpus > 0 else "cpu"})
+                                               "device": config.actor_device})
             .map_batches(commit_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"dst": dst, "dst_fs": dst_fs}))
 
@@ -175,7 +175,8 @@ def run_job(args) -> int:
     try:
         config = JobConfig(src=args.src, dst=args.dst, batch_size=args.batch_size, replicas=args.replicas,
                            num_gpus=args.num_gpus, limit=args.limit, default_calibration=args.default_calibration,
-                           weights=getattr(args, "weights", None), job_id=getattr(args, "job_id", None))
+                           weights=getattr(args, "weights", None), job_id=getattr(args, "job_id", None),
+                           device=getattr(args, "device", None))
     except ValueError as e:
         print(f"digitise batch: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
-"""Where the Ray cluster comes from: a real one (`address`), or a local one on this machine's loopback.
+"""Where the Ray cluster comes from, and what it is doing.
 
-Entry points call `connect()` once; nothing deeper initialises Ray. For a real cluster, `cluster.yaml` at
-the repository root is a Ray cluster-launcher config (`ray up cluster.yaml`), and jobs pass its address.
+`connect(address)`: join a real cluster, or start a local one on this machine's loopback; entry points call it
+once, nothing deeper initialises Ray. `status(address)` / `snapshot()`: a typed ClusterSnapshot (nodes, Serve
+apps, jobs, pending demands), `format_snapshot` its table. Deployment configs: `cluster.yaml` at the repository
+root (`ray up cluster.yaml`) and `k8s/` (KubeRay), both checked by `cluster.manifests`.
 """
 import logging
 import os
@@ -27,13 +29,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs):
     return ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
 
 
-def describe(address: str | None = "auto") -> str:
-    """One line per node plus the cluster's total resources (for `digitise cluster`)."""
-    import ray
+def status(address: str | None = "auto"):
+    """Connect to the cluster at `address` and return its ClusterSnapshot (for `digitise cluster status`)."""
     connect(address)
-    lines = [f"{n['NodeManagerAddress']}: alive={n['Alive']} {n['Resources']}" for n in ray.nodes()]
-    lines.append(f"total: {ray.cluster_resources()}")
-    return "\n".join(lines)
+    return snapshot()
 
 
-__all__ = ["connect", "describe"]
+from cluster.report import ClusterSnapshot, format_snapshot, snapshot  # noqa: E402  (after connect: no cycle)
+
+__all__ = ["connect", "status", "snapshot", "format_snapshot", "ClusterSnapshot"]

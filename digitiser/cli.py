@@ -59,8 +59,8 @@ def _batch(args):
 
 
 def _serve(args):
-    from serve_app import serve_forever
-    return serve_forever(args)
+    from serve_app import serve_forever, serve_on_cluster
+    return serve_on_cluster(args) if args.address else serve_forever(args)
 
 
 def _bench(args):
@@ -70,9 +70,11 @@ def _bench(args):
     return 0
 
 
-def _cluster(args):
-    from cluster import describe
-    print(describe(args.address))
+def _cluster_status(args):
+    import json
+    import cluster
+    snap = cluster.status(args.address)
+    print(json.dumps(snap.to_dict(), indent=1) if args.json else cluster.format_snapshot(snap))
     return 0
 
 
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="convert at most K scans")
     s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
+    s.add_argument("--device", help="segmenter actors' torch device (default: cuda with --num-gpus > 0, else cpu)")
     s.add_argument("--address", help="Ray cluster address (default: start a local one)")
     s.set_defaults(func=_batch)
 
@@ -148,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch-size", type=int, default=16)
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when the replica has a GPU)")
+    s.add_argument("--address", help="deploy onto this existing Ray cluster (default: start a local one)")
     s.set_defaults(func=_serve)
 
     s = sub.add_parser("bench", help="run a benchmark script from bench/")
@@ -155,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=_bench)
 
-    s = sub.add_parser("cluster", help="describe the Ray cluster (resources, nodes)")
-    s.add_argument("--address", default="auto")
-    s.set_defaults(func=_cluster)
+    s = sub.add_parser("cluster", help="the Ray cluster").add_subparsers(dest="action", required=True)
+    s = s.add_parser("status", help="nodes, Serve apps and queues, running jobs, pending resource demands")
+    s.add_argument("--address", default="auto", help="Ray cluster address (default: the one on this machine)")
+    s.add_argument("--json", action="store_true", help="machine-readable snapshot")
+    s.set_defaults(func=_cluster_status)
     return p
 
 

@@ -81,6 +81,34 @@ def serve_forever(args) -> int:
         ray.shutdown()
 
 
+def serve_on_cluster(args) -> int:
+    """`digitise serve --address A`: deploy the app onto an existing Ray cluster (its Serve proxy on
+    args.host:args.port), block until Ctrl-C or SIGTERM, then delete the app and disconnect; the cluster and
+    Serve itself keep running. Replicas stay reachable from other nodes (not loopback-only). For a lasting
+    deployment use `serve deploy serve_app/config.yaml` instead."""
+    import ray
+
+    from cluster import connect
+    config = config_from_args(args).model_copy(update={"loopback_only": False})
+    connect(args.address)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+        log.info("serving on the cluster at %s: http://%s:%d, results under %s; Ctrl-C removes the app",
+                 args.address, args.host, args.port, config.store)
+        _wait_for_signal()
+        return 0
+    except RuntimeError as e:   # a replica that cannot start
+        log.error("the app did not start: %s", str(e).strip().splitlines()[-1])
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        log.info("removing the app %s from the cluster", APP_NAME)
+        serve.delete(APP_NAME)
+        ray.shutdown()
+
+
 def start_local_ray():
     """A local Ray on 127.0.0.1 only (the one place that knows how: `cluster.connect`)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
