@@ -30,8 +30,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs):
 
 
 def status(address: str | None = "auto"):
-    """Connect to the cluster at `address` and return its ClusterSnapshot (for `digitise cluster status`)."""
-    connect(address)
+    """Connect to the cluster at `address` and return its ClusterSnapshot (for `digitise cluster status`). The
+    connection prints nothing of the cluster's own (worker logs, autoscaler events), so stdout stays the
+    caller's (e.g. clean JSON)."""
+    os.environ.setdefault("RAY_SCHEDULER_EVENTS", "0")   # read by this driver when it connects
+    connect(address, log_to_driver=False)
     return snapshot()
 
 

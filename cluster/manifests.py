@@ -1,7 +1,8 @@
 """Offline checks of the deployment configs, before anything is launched.
 
 - `check_launcher_config(cfg)`: a Ray cluster-launcher config (cluster.yaml) through Ray's own
-  `prepare_config` + `validate_config` (unknown keys, non-integer node resources, min/max workers).
+  `prepare_config` + `validate_config` (unknown keys, non-integer node resources), plus a node type's
+  min_workers <= max_workers, which Ray 2.60 does not check.
 - `check_manifest(doc)`: a KubeRay v1 RayService or RayJob against the CRD's schema made strict (an unknown
   field fails, which Kubernetes itself would only prune with a warning), the operator's own rules the schema
   leaves out (name length and form, worker group min <= replicas <= max), and an embedded `serveConfigV2`.
@@ -36,7 +37,9 @@ def check_launcher_config(cfg: dict) -> list[str]:
         return [f"{_path(e.absolute_path)}: {e.message}"]
     except ValueError as e:   # prepare_config's and validate_config's own consistency checks
         return [str(e)]
-    return []
+    return [f"available_node_types.{name}: min_workers {t['min_workers']} > max_workers {t['max_workers']}"
+            for name, t in cfg["available_node_types"].items()   # Ray 2.60 lets this pass
+            if t.get("min_workers", 0) > t.get("max_workers", cfg.get("max_workers", 2))]
 
 
 def check_manifest(doc: dict) -> list[str]:

@@ -133,15 +133,27 @@ def _add_autoscaler_view(snap: ClusterSnapshot, gcs_address: str):
 
 
 def _apps() -> list[AppStatus]:
-    from ray import serve
     apps = []
-    for name, app in serve.status().applications.items():
+    for name, app in _serve_status().applications.items():
         deployments = [DeploymentStatus(d_name, str(d.status.value if hasattr(d.status, "value") else d.status),
                                         {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()},
                                         _ongoing(name, d_name))
                        for d_name, d in app.deployments.items()]
         apps.append(AppStatus(name, str(getattr(app.status, "value", app.status)), deployments))
     return apps
+
+
+def _serve_status():
+    """serve.status(), also in a long-lived process whose cached Serve client outlived its controller (Serve
+    shut down or restarted since): the stale client is dropped and the status read once more."""
+    from ray import serve
+    from ray.exceptions import RayActorError
+    from ray.serve import context
+    try:
+        return serve.status()
+    except RayActorError:
+        context._set_global_client(None)
+        return serve.status()
 
 
 def _ongoing(app: str, deployment: str) -> float | None:

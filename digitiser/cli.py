@@ -60,7 +60,10 @@ def _batch(args):
 
 def _serve(args):
     from serve_app import serve_forever, serve_on_cluster
-    return serve_on_cluster(args) if args.address else serve_forever(args)
+    from serve_app.app import config_from_args
+    if args.address:
+        return serve_on_cluster(config_from_args(args), args.address, args.host, args.port)
+    return serve_forever(args)
 
 
 def _bench(args):

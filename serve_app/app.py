@@ -81,21 +81,21 @@ def serve_forever(args) -> int:
         ray.shutdown()
 
 
-def serve_on_cluster(args) -> int:
-    """`digitise serve --address A`: deploy the app onto an existing Ray cluster (its Serve proxy on
-    args.host:args.port), block until Ctrl-C or SIGTERM, then delete the app and disconnect; the cluster and
-    Serve itself keep running. Replicas stay reachable from other nodes (not loopback-only). For a lasting
-    deployment use `serve deploy serve_app/config.yaml` instead."""
+def serve_on_cluster(config: ServeConfig, address: str, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """`digitise serve --address A`: deploy the app onto the existing Ray cluster at `address` (Serve's proxy
+    on host:port), block until Ctrl-C or SIGTERM, then delete the app and disconnect; the cluster and Serve
+    itself keep running. Replicas stay reachable from other nodes (loopback_only is turned off). For a lasting
+    deployment use `serve deploy serve_app/config.yaml` instead. Returns the exit code."""
     import ray
 
     from cluster import connect
-    config = config_from_args(args).model_copy(update={"loopback_only": False})
-    connect(args.address)
+    config = config.model_copy(update={"loopback_only": False})
+    connect(address)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": host, "port": port})
         serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
         log.info("serving on the cluster at %s: http://%s:%d, results under %s; Ctrl-C removes the app",
-                 args.address, args.host, args.port, config.store)
+                 address, host, port, config.store)
         _wait_for_signal()
         return 0
     except RuntimeError as e:   # a replica that cannot start

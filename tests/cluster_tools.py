@@ -2,9 +2,12 @@
 
   watch ADDRESS OUT        every second, one JSON line from `cluster.snapshot()`: time, alive GPU nodes, nodes
                            being launched, running replicas per Serve deployment, running jobs
-  load URL SCANS OUT       `--clients` threads post the scans (PNG + sidecar JSON) for `--seconds`; a 503 is
-                           retried with the same bytes after its Retry-After (capped); a dropped connection
-                           or 5xx other than 503 is recorded, not retried. Writes every response to OUT (JSON).
+  load URL SCANS OUT       `--clients` threads post the scans (PNG + sidecar JSON) for `--seconds`, each post a
+                           new request (its calibration's depths shifted by a per-request step, so the request
+                           id is new and the segmenter does the work: a repeat would be answered from the
+                           store); a 503 is retried with the same bytes after its Retry-After (capped); a
+                           dropped connection or any other status is recorded, not retried. Writes every
+                           response to OUT (JSON), `key` naming the request (scan # variant).
 """
 import argparse
 import hashlib
@@ -47,7 +50,9 @@ def load(url: str, scans_dir: str, out: str, clients: int, seconds: float, max_w
         n = 0
         while time.monotonic() < stop_at:
             name, image, calibration = payloads[(index + n * clients) % len(payloads)]
-            record = _post(requests, url, name, image, calibration)
+            variant = index + n * clients
+            record = _post(requests, url, name, image, _shifted(calibration, variant))
+            record["key"] = f"{name}#{variant}"
             with lock:
                 responses.append({"client": index, **record})
             if record["status"] == 503:
@@ -61,6 +66,13 @@ def load(url: str, scans_dir: str, out: str, clients: int, seconds: float, max_w
     for t in threads:
         t.join()
     Path(out).write_text(json.dumps(responses))
+
+
+def _shifted(calibration: str, step: int) -> str:
+    cal = json.loads(calibration)
+    cal["top_depth"] = cal.get("top_depth", 0.0) + step
+    cal["bottom_depth"] = cal.get("bottom_depth", 1.0) + step
+    return json.dumps(cal)
 
 
 def _post(requests, url: str, name: str, image: bytes, calibration: str) -> dict:

@@ -127,7 +127,7 @@ class FakeCluster:
     def status(self) -> dict:
         """`digitise cluster status --json` run inside, parsed."""
         proc = self.digitise("cluster", "status", "--address", self.address, "--json", timeout=120)
-        return json.loads(proc.stdout)
+        return json.loads(proc.stdout)   # --json prints the snapshot and nothing else
 
     def process_pids(self, needle: str) -> list[int]:
         """PIDs in the namespace whose command line contains `needle` (e.g. a node id, "ServeReplica")."""

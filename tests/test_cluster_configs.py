@@ -65,6 +65,12 @@ def test_launcher_check_rejects_a_fractional_gpu(launcher):
     assert "GPU" in problem and "integer" in problem
 
 
+def test_launcher_check_rejects_min_workers_above_max(launcher):
+    broken = copy.deepcopy(launcher)
+    broken["available_node_types"]["gpu_worker"]["min_workers"] = 5
+    assert check_launcher_config(broken) == ["available_node_types.gpu_worker: min_workers 5 > max_workers 4"]
+
+
 def test_cluster_yaml_has_a_cpu_head_cpu_workers_and_gpu_workers_from_zero(launcher):
     types = launcher["available_node_types"]
     assert "GPU" not in types[launcher["head_node_type"]]["resources"]
