@@ -124,14 +124,17 @@ def test_batch_job_launches_gpu_workers_commits_each_scan_once_and_releases_them
     up = _wait_for(fake, lambda r: r["gpu_nodes"] >= 1, 180, start, "a GPU node for the batch job")
     during = fake.status()   # the status command against the cluster while the job runs
     assert [j for j in during["jobs"] if j["kind"] == "batch" and str(scans) in j["entrypoint"]]
+    assert [n for n in during["nodes"] if n["node_type"] == "gpu_worker" and n["state"] != "DEAD"
+            and n["gpus_total"] == 1]
     assert _wait_exit(job, 300) == 0, (tmp_path / "batch.log").read_text()[-4000:]
     done = time.time()
     assert len(_committed(dst)) == N_SCANS
     assert contracts.audit(str(dst)).ok
-    down = _wait_for(fake, lambda r: r["gpu_nodes"] == 0, 90, done, "the GPU nodes to be released")
+    last_commit = max(p.stat().st_mtime for p in dst.glob("*/manifest.json"))
+    down = _wait_for(fake, lambda r: r["gpu_nodes"] == 0, 90, last_commit, "the GPU nodes to be released")
     peak = max(r["gpu_nodes"] for r in _timeline(fake, start) if r["t"] <= done)
     _report("batch scale-up (job start -> first GPU node alive)", up["t"] - start)
-    _report("batch scale-down (job end -> no GPU node)", down["t"] - done)
+    _report("batch scale-down (last scan committed -> no GPU node)", down["t"] - last_commit)
     print(f"[cluster timing] batch: {N_SCANS} scans in {done - start:.1f} s, at most {peak} GPU node(s)")
 
 
