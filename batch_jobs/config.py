@@ -38,7 +38,7 @@ class JobConfig:
         else the contract defaults.
     dst: results root (folder, file:// or s3://bucket/prefix); results go only through `contracts.commit`,
         the job's ledger to `<dst>/_ledger/<job_id>.parquet`.
-    batch_size: scans per segmenter call (1..16). num_gpus: GPUs per actor.
+    batch_size: scans per segmenter call (1..MAX_BATCH, 16). num_gpus: GPUs per actor.
     replicas: segmenter actors: N (a fixed pool), "MIN-MAX" (an autoscaling pool: Ray Data adds actors while
         work queues and the cluster, or its autoscaler, has room; removes them when idle), or "auto"
         ("1-AUTO_MAX_REPLICAS": the pool follows the cluster).
@@ -54,7 +54,7 @@ class JobConfig:
     """
     src: str
     dst: str
-    batch_size: int = 16
+    batch_size: int = MAX_BATCH
     replicas: int | str = 1
     num_gpus: float = 0.0
     cpus_per_replica: float = 1.0

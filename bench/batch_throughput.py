@@ -16,14 +16,12 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-sys.path.insert(0, str(REPO))   # the checkout's packages, also when run as a script from elsewhere
 
 
 def parse_args(argv=None):

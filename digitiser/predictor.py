@@ -100,13 +100,3 @@ class Digitiser:
         return contracts.Digitisation.create(
             calibration=calibration, model_version=self.model_version, input=info, curves=curves,
             mask=probs.argmax(axis=0).astype(np.uint8), coverage=coverage, tracing=self.tracing.to_dict())
-
-    def digitise(self, scans: list[DecodedScan], calibrations: list[contracts.Calibration]) -> list:
-        """Segment and trace a batch; per scan a Digitisation, or the exception that failed it."""
-        results = []
-        for scan, cal, probs in zip(scans, calibrations, self.segment([s.gray for s in scans])):
-            try:
-                results.append(self.finish(scan, cal, probs))
-            except ValueError as e:
-                results.append(e)
-        return results

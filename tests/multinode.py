@@ -122,7 +122,7 @@ class FakeCluster:
                                     cwd=self.workdir)
 
     def digitise(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run([sys.executable, "-m", "digitiser.cli", *args], timeout=timeout, check=check)
+        return self.run([sys.executable, "-m", "cli", *args], timeout=timeout, check=check)
 
     def status(self) -> dict:
         """`digitise cluster status --json` run inside, parsed."""

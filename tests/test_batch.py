@@ -23,7 +23,6 @@ from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, Job
 from batch_jobs.listing import iter_scans, open_fs
 from batch_jobs.stages import PENDING, ROW_SCHEMA, commit_batch, prepare_batch
 from builders import CALIBRATION, make_result
-from digitiser import DEFAULT_WEIGHTS
 from digitiser.synth import render_scan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,13 +86,6 @@ def snapshot(fs, root: str) -> dict[str, tuple]:
     found = fs.find(root, detail=True) if fs.exists(root) else {}
     return {p: (info.get("mtime") or info.get("LastModified"), info.get("size"), info.get("ETag"))
             for p, info in found.items() if f"/{LEDGER_FOLDER}/" not in p}
-
-
-@pytest.fixture(scope="module")
-def weights():
-    if not DEFAULT_WEIGHTS.exists():
-        pytest.skip(f"the shipped segmenter weights {DEFAULT_WEIGHTS} are not there")
-    return DEFAULT_WEIGHTS
 
 
 # ----------------------------------------------------------------------------- listing (no Ray)
@@ -306,7 +298,7 @@ def test_limit_lists_at_most_k_scans(ray_local, weights, tmp_path):
 
 
 def _cli(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "digitiser.cli", "batch", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "cli", "batch", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -13,13 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 import yaml
 
 import contracts
-from digitiser import DEFAULT_WEIGHTS, CurveNotFound, Digitiser, decode_scan
-from digitiser.synth import render_scan
+from digitiser import DEFAULT_WEIGHTS, Digitiser
+from digitiser.synth import digitisable_scans
 from multinode import ROOT, FakeCluster, can_run
 
 pytestmark = [pytest.mark.multinode, pytest.mark.skipif(can_run() is not None, reason=str(can_run()))]
@@ -36,21 +35,13 @@ APP = "digitiser"
 def scans(tmp_path_factory) -> Path:
     """N_SCANS clean 400 x 200 scans (PNG + calibration sidecar) the shipped weights digitise."""
     folder = tmp_path_factory.mktemp("scans")
-    digitiser, found = Digitiser(DEFAULT_WEIGHTS, device="cpu"), 0
-    for seed in range(60):
-        scan = render_scan(seed, height=400, width=200, style="clean")
-        decoded = decode_scan(scan.encoded)
-        try:
-            digitiser.finish(decoded, contracts.Calibration.from_dict(scan.calibration),
-                             digitiser.segment([decoded.gray])[0])
-        except CurveNotFound:
-            continue
-        (folder / f"scan{seed:03d}.png").write_bytes(scan.encoded)
-        (folder / f"scan{seed:03d}.json").write_text(json.dumps(scan.calibration))
-        found += 1
-        if found == N_SCANS:
-            return folder
-    pytest.fail(f"the shipped weights digitise only {found} of 60 clean synthetic scans")
+    found = digitisable_scans(Digitiser(DEFAULT_WEIGHTS, device="cpu"), N_SCANS, tries=60, height=400, width=200)
+    if len(found) < N_SCANS:
+        pytest.fail(f"the shipped weights digitise only {len(found)} of 60 clean synthetic scans")
+    for i, scan in enumerate(found):
+        (folder / f"scan{i:03d}.png").write_bytes(scan.encoded)
+        (folder / f"scan{i:03d}.json").write_text(json.dumps(scan.calibration))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +109,7 @@ def test_status_shows_an_idle_head_without_gpus(fake):
 def test_batch_job_launches_gpu_workers_commits_each_scan_once_and_releases_them(fake, scans, tmp_path):
     dst = tmp_path / "results"
     start = time.time()
-    job = fake.popen([sys.executable, "-m", "digitiser.cli", "batch", str(scans), str(dst), "--address",
+    job = fake.popen([sys.executable, "-m", "cli", "batch", str(scans), str(dst), "--address",
                       fake.address, "--num-gpus", "1", "--replicas", "auto", "--batch-size", "2", "--device", "cpu"],
                      log=tmp_path / "batch.log")
     up = _wait_for(fake, lambda r: r["gpu_nodes"] >= 1, 180, start, "a GPU node for the batch job")
@@ -141,7 +132,7 @@ def test_batch_job_launches_gpu_workers_commits_each_scan_once_and_releases_them
 def test_batch_job_submitted_as_a_ray_job(fake, scans, tmp_path):
     """The Jobs SDK path (as `ray job submit`): the driver runs on the cluster, not here."""
     dst = tmp_path / "results"
-    entrypoint = (f"{sys.executable} -m digitiser.cli batch {scans} {dst} --address auto --num-gpus 0 "
+    entrypoint = (f"{sys.executable} -m cli batch {scans} {dst} --address auto --num-gpus 0 "
                   "--batch-size 4 --limit 3")
     script = (f"from ray.job_submission import JobSubmissionClient, JobStatus\n"
               f"import time, sys\n"
@@ -170,7 +161,7 @@ def _get(fake, path: str, timeout_s: float = 30) -> tuple[int, str]:
 
 def test_serve_address_deploys_onto_the_cluster_and_removes_the_app_on_sigterm(fake, scans, tmp_path):
     store = tmp_path / "online"
-    proc = fake.popen([sys.executable, "-m", "digitiser.cli", "serve", "--address", fake.address, "--store",
+    proc = fake.popen([sys.executable, "-m", "cli", "serve", "--address", fake.address, "--store",
                        str(store), "--replicas", "1", "--num-gpus", "0"], log=tmp_path / "serve.log")
     deadline = time.time() + 180
     while _get(fake, "/healthz")[0] != 200:
@@ -288,7 +279,7 @@ def test_killing_a_segmenter_replica_under_load_keeps_the_app_answering(fake, sc
 
 def test_killing_a_worker_raylet_mid_job_then_a_rerun_commits_each_scan_exactly_once(fake, scans, tmp_path):
     dst = tmp_path / "results"
-    args = [sys.executable, "-m", "digitiser.cli", "batch", str(scans), str(dst), "--address", fake.address,
+    args = [sys.executable, "-m", "cli", "batch", str(scans), str(dst), "--address", fake.address,
             "--num-gpus", "1", "--replicas", "auto", "--batch-size", "1", "--device", "cpu"]
     job = fake.popen(args, log=tmp_path / "batch.log")
     deadline = time.time() + 240

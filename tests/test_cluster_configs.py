@@ -1,6 +1,7 @@
 """The deployment configs, checked offline: cluster.yaml by Ray's own launcher validation, the KubeRay manifests
-against the v1 CRD schemas made strict plus the operator's rules, and one source of truth for Serve settings
-(serve_app/config.yaml = the RayService's serveConfigV2 = what build_app derives from ServeConfig)."""
+against the v1 CRD schemas made strict plus the operator's rules, and one source of truth for Serve settings:
+the RayService's serveConfigV2 embeds serve_app/config.yaml's applications (whose repeated values equal what
+ServeConfig makes of its args: tests/test_serve.py)."""
 import copy
 import json
 from pathlib import Path
@@ -10,7 +11,6 @@ import yaml
 
 from cluster.manifests import (SCHEMAS, check_launcher_config, check_manifest, check_serve_config,
                                strict_schema)
-from serve_app import ServeConfig
 
 ROOT = Path(__file__).parent.parent
 SHARED_CRDS = ROOT.parent / "shared" / "cluster" / "kuberay-crds"
@@ -191,7 +191,7 @@ def test_rayservice_autoscales_a_gpu_group_from_zero(rayservice):
 
 
 def test_rayjob_entrypoint_is_a_valid_digitise_batch_on_the_cluster(rayjob):
-    from digitiser.cli import build_parser
+    from cli import build_parser
     argv = rayjob["spec"]["entrypoint"].split()
     assert argv[0] == "digitise"
     args = build_parser().parse_args(argv[1:])
@@ -211,26 +211,6 @@ def test_rayservice_embeds_exactly_the_serve_config_yaml_applications(rayservice
     # http_options differ only where a pod must differ: the proxy listens beyond loopback
     assert {**embedded["http_options"], "host": "127.0.0.1"} == serve_yaml["http_options"]
     assert embedded["http_options"]["host"] == "0.0.0.0"
-
-
-def test_config_yaml_deployment_options_equal_what_serveconfig_derives(serve_yaml):
-    """`deployments:` repeats what build_app derives from `args` (Serve's precedence makes them win): each
-    repeated value must equal the ServeConfig one, defaults included, so changing a ServeConfig default
-    without the YAML (or the reverse) fails here."""
-    (app,) = serve_yaml["applications"]
-    config = ServeConfig.model_validate(app["args"])
-    d = {x["name"]: x for x in app["deployments"]}
-    seg, ing = d["Segmenter"], d["Ingress"]
-    assert seg["max_ongoing_requests"] == config.segmenter_ongoing
-    assert seg["max_queued_requests"] == config.segmenter_max_queued_requests
-    assert seg["ray_actor_options"] == {"num_cpus": config.segmenter_num_cpus, "num_gpus": config.num_gpus}
-    assert seg["user_config"] == config.batching.model_dump()
-    assert ing["max_ongoing_requests"] == config.ingress_max_ongoing_requests
-    assert ing["max_queued_requests"] == config.ingress_max_queued_requests
-    assert ing["ray_actor_options"] == {"num_cpus": config.ingress_num_cpus}
-    for x in (seg, ing):
-        assert x["backpressure_config"] == {"retry_after_s": config.retry_after_s}
-        assert x["autoscaling_config"]["min_replicas"] >= 1
 
 
 # ----------------------------------------------------------------------------- the vendored CRD schemas

@@ -8,7 +8,7 @@ from batch_jobs import JobConfig
 from batch_jobs.config import AUTO_MAX_REPLICAS
 from cluster import ClusterSnapshot, format_snapshot
 from cluster.report import AppStatus, Demand, DeploymentStatus, JobStatus, NodeStatus
-from digitiser.cli import build_parser
+from cli import build_parser
 
 
 def _snapshot() -> ClusterSnapshot:
