@@ -259,8 +259,8 @@ def test_killing_a_segmenter_replica_under_load_keeps_the_app_answering(fake, sc
     _deploy(fake, tmp_path, store, min_replicas=1)
     _wait_for(fake, lambda r: r["replicas"].get(f"{APP}/Segmenter", 0) >= 1, 180, 0, "a Segmenter replica")
     load = fake.popen([sys.executable, TOOLS, "load", URL, str(scans), str(tmp_path / "load.json"), "--clients", "4",
-                       "--seconds", "40"], log=tmp_path / "load.log")
-    time.sleep(10)
+                       "--seconds", "30"], log=tmp_path / "load.log")
+    time.sleep(8)
     victims = fake.process_pids(f"ServeReplica:{APP}:Segmenter")
     assert victims, "no Segmenter replica process found"
     killed_at = time.time()
