@@ -462,6 +462,15 @@ def test_config_rejects_unusable_settings(bad):
         ServeConfig(**bad)
 
 
+def test_a_replica_lost_mid_request_is_a_503_with_retry_after():
+    """A segmenter replica that dies before answering (node lost, process killed) acknowledged nothing: the
+    client is told to retry (the multi-node test kills one under load)."""
+    from ray.exceptions import ActorDiedError
+    from serve_app.http import to_api_error
+    err = to_api_error(ActorDiedError(), retry_after_s=2)
+    assert (err.status, err.error, err.headers()) == (503, "unavailable", {"Retry-After": "2"})
+
+
 def test_build_app_accepts_a_dict():
     assert build_app({"store": "s3://bucket/results", "max_batch_size": 8}) is not None
 
