@@ -8,6 +8,8 @@ root (`ray up cluster.yaml`) and `k8s/` (KubeRay), both checked by `cluster.mani
 import logging
 import os
 
+from cluster.report import ClusterSnapshot, format_snapshot, snapshot
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +42,5 @@ def status(address: str | None = "auto"):
     connect(address, log_to_driver=False)
     return snapshot()
 
-
-from cluster.report import ClusterSnapshot, format_snapshot, snapshot  # noqa: E402  (after connect: no cycle)
 
 __all__ = ["connect", "status", "snapshot", "format_snapshot", "ClusterSnapshot"]

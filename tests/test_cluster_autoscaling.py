@@ -8,6 +8,7 @@ scale-down times are read from that timeline and printed (`pytest -s` shows them
 Marked `multinode` (about 5-8 minutes on the 2-core CI machine); CI runs them.
 """
 import json
+import os
 import signal
 import sys
 import time
@@ -265,7 +266,6 @@ def test_killing_a_segmenter_replica_under_load_keeps_the_app_answering(fake, sc
     assert victims, "no Segmenter replica process found"
     killed_at = time.time()
     for pid in victims[:1]:
-        import os
         os.kill(pid, signal.SIGKILL)
     assert _wait_exit(load, 300) == 0, (tmp_path / "load.log").read_text()[-3000:]
     answers = json.loads((tmp_path / "load.json").read_text())
@@ -288,7 +288,6 @@ def test_killing_a_worker_raylet_mid_job_then_a_rerun_commits_each_scan_exactly_
         time.sleep(0.5)
     raylets = [p for p in fake.process_pids("raylet/raylet") if p not in fake.process_pids("--head")]
     assert raylets, "no worker raylet running"
-    import os
     os.kill(raylets[0], signal.SIGKILL)
     committed_at_kill = len(_committed(dst))
     first = _wait_exit(job, 400)
