@@ -45,7 +45,7 @@ def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None 
                          model_version)
     dst = summary.dst   # absolute URI: workers may run in another working directory
     ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, (model_version, tracing), default_calibration, qc)
-    log.info("job %s: %s -> %s, model %s, %d replica(s), batch %d", job_id, summary.src, summary.dst,
+    log.info("job %s: %s -> %s, model %s, %s replica(s), batch %d", job_id, summary.src, summary.dst,
              model_version[:12], config.replicas, config.batch_size)
     _warn_if_short_of_gpus(config)
     meta = {"job_id": job_id, "src": summary.src, "dst": summary.dst, "model_version": model_version,
@@ -98,13 +98,22 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identit
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
                                     "tracing": tracing, "default_calibration": default_calibration})
             .map_batches(DigitiseBatch, batch_size=config.batch_size, batch_format="pyarrow",
-                         compute=ray.data.ActorPoolStrategy(size=config.replicas),
+                         compute=_actor_pool(config),
                          num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
                          fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
                                                "model_version": model_version, "qc": qc is not None,
-                                               "device": "cuda" if config.num_gpus > 0 else "cpu"})
+                                               "device": config.actor_device})
             .map_batches(commit_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"dst": dst, "dst_fs": dst_fs, "qc": qc}))
+
+
+def _actor_pool(config: JobConfig) -> ray.data.ActorPoolStrategy:
+    """A fixed pool, or an autoscaling one: Ray Data adds an actor while batches queue and removes idle ones,
+    and actors waiting for resources are demands the cluster autoscaler launches nodes for."""
+    lo, hi = config.pool_size
+    if lo == hi:
+        return ray.data.ActorPoolStrategy(size=lo)
+    return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
 
 
 def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float, on_progress):
@@ -126,12 +135,12 @@ def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: fl
 
 
 def _warn_if_short_of_gpus(config: JobConfig):
-    need = config.num_gpus * config.replicas
+    need = config.num_gpus * config.pool_size[0]
     have = ray.cluster_resources().get("GPU", 0.0) if ray.is_initialized() else need
     if need > have:
         log.warning("the job asks for %g GPU(s) (%d replicas x %g) but the cluster has %g now: the segmenter "
                     "actors wait until an autoscaler adds them; pass --num-gpus 0 to run on CPUs", need,
-                    config.replicas, config.num_gpus, have)
+                    config.pool_size[0], config.num_gpus, have)
 
 
 def _publish_after_failure(ledger: LedgerWriter, dst: str, dst_fs, job_id: str) -> str | None:

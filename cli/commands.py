@@ -102,13 +102,16 @@ def serve_config(args):
 
 
 def serve(args) -> int:
-    from serve_app import serve_forever
+    from serve_app import serve_forever, serve_on_cluster
     try:
         config = serve_config(args)
     except ValueError as e:
         error("serve", e)
         return 2
-    return serve_forever(config, host=args.host, port=args.port, insecure=getattr(args, "insecure", False))
+    insecure = getattr(args, "insecure", False)
+    if args.address:
+        return serve_on_cluster(config, args.address, host=args.host, port=args.port, insecure=insecure)
+    return serve_forever(config, host=args.host, port=args.port, insecure=insecure)
 
 
 def bench(args) -> int:
@@ -118,8 +121,10 @@ def bench(args) -> int:
     return 0
 
 
-def cluster(args) -> int:
-    from cluster import describe
-    print(describe(args.address))
+def cluster_status(args) -> int:
+    import json
+    import cluster
+    snap = cluster.status(args.address)
+    print(json.dumps(snap.to_dict(), indent=1) if args.json else cluster.format_snapshot(snap))
     return 0
 

@@ -99,6 +99,41 @@ def serve_forever(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000
         ray.shutdown()
 
 
+def serve_on_cluster(config: ServeConfig, address: str, host: str = "127.0.0.1", port: int = 8000,
+                     insecure: bool = False) -> int:
+    """`digitise serve --address A`: deploy the app onto the existing Ray cluster at `address` (Serve's proxy
+    on host:port), block until Ctrl-C or SIGTERM, then delete the app and disconnect; the cluster and Serve
+    itself keep running. Replicas stay reachable from other nodes (loopback_only is turned off). For a lasting
+    deployment use `serve deploy serve_app/config.yaml` instead. Returns the exit code (2: refused by
+    `check_exposure`)."""
+    import ray
+
+    from cluster import connect
+    try:
+        check_exposure(host, config, insecure=insecure)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    config = config.model_copy(update={"loopback_only": False})
+    connect(address)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+        log.info("serving on the cluster at %s: http://%s:%d, results under %s; Ctrl-C removes the app",
+                 address, host, port, config.store)
+        _wait_for_signal()
+        return 0
+    except RuntimeError as e:   # a replica that cannot start
+        log.error("the app did not start: %s", str(e).strip().splitlines()[-1])
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        log.info("removing the app %s from the cluster", APP_NAME)
+        serve.delete(APP_NAME)
+        ray.shutdown()
+
+
 def start_local_ray():
     """A local Ray on 127.0.0.1 only (the one place that knows how: `cluster.connect`)."""
     import ray

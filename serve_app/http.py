@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 
 import contracts
 from digitiser import BadImage, cut_track
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
@@ -71,6 +72,9 @@ def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError:
         return ApiError(503, "overloaded", "the segmenter queue is full; retry later", retry_after_s=retry_after_s)
     if isinstance(exc, DeploymentUnavailableError):
         return ApiError(503, "unavailable", "the segmenter is not running; retry later", retry_after_s=retry_after_s)
+    if isinstance(exc, RayActorError):   # the replica died mid request (a node lost, a process killed)
+        return ApiError(503, "unavailable", "the segmenter replica stopped before answering; nothing was "
+                                            "acknowledged; retry later", retry_after_s=retry_after_s)
     if isinstance(exc, contracts.NotCommitted):
         return ApiError(404, "not_committed", str(exc))
     if isinstance(exc, contracts.Corrupt):

@@ -477,6 +477,8 @@ def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
     assert ingress["max_ongoing_requests"] == config.ingress_max_ongoing_requests
     assert ingress["max_queued_requests"] == config.ingress_max_queued_requests
     assert {d["backpressure_config"]["retry_after_s"] for d in deployments.values()} == {config.retry_after_s}
+    assert segmenter["ray_actor_options"] == {"num_cpus": config.segmenter_num_cpus, "num_gpus": config.num_gpus}
+    assert ingress["ray_actor_options"] == {"num_cpus": config.ingress_num_cpus}
     assert "segmenter.bin" not in CONFIG_YAML.read_text()
 
 
@@ -485,6 +487,15 @@ def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
 def test_config_rejects_unusable_settings(bad):
     with pytest.raises(ValueError):
         ServeConfig(**bad)
+
+
+def test_a_replica_lost_mid_request_is_a_503_with_retry_after():
+    """A segmenter replica that dies before answering (node lost, process killed) acknowledged nothing: the
+    client is told to retry (the multi-node test kills one under load)."""
+    from ray.exceptions import ActorDiedError
+    from serve_app.http import to_api_error
+    err = to_api_error(ActorDiedError(), retry_after_s=2)
+    assert (err.status, err.error, err.headers()) == (503, "unavailable", {"Retry-After": "2"})
 
 
 def test_build_app_accepts_a_dict():
