@@ -2,8 +2,7 @@
 
 Pipeline (all streaming; one row per listed scan):
 
-  ListScans          one read task walks SRC lazily, pages of {source, sidecar, size}
-  -> repartition     blocks of `batch_size` rows, so reads spread over tasks
+  ListScans          one read task walks SRC lazily, pages of `batch_size` rows {source, sidecar, size}
   -> prepare_batch   tasks: read bytes + sidecar, calibration, request id, skip if committed, decode check
   -> DigitiseBatch   actor pool (`replicas` actors, `num_gpus` each): segment the batch, trace each scan
   -> commit_batch    tasks: contracts.commit
@@ -29,6 +28,10 @@ from batch_jobs.stages import DigitiseBatch, commit_batch, prepare_batch
 from digitiser import CheckpointError, Digitiser
 
 log = logging.getLogger(__name__)
+
+# The listing task mostly waits: on storage, or paused by Ray Data's backpressure until the actors catch up,
+# which on a large archive is the whole job. A small share keeps it from holding a CPU others could use.
+LISTING_CPUS = 0.1
 
 
 def convert(config: JobConfig) -> JobSummary:
@@ -72,14 +75,16 @@ def convert(config: JobConfig) -> JobSummary:
 
 
 def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration):
-    listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit)
-    # I/O-bound tasks (the listing too: Ray's default of 1 CPU would starve it beside a running Serve app);
-    # CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
+    listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit, page=config.batch_size)
+    ds = ray.data.read_datasource(listing, override_num_blocks=1, num_cpus=LISTING_CPUS)
+    # Ray Data packs a step's output rows into blocks of up to target_max_block_size bytes (128 MiB) before
+    # handing them on: the listing's pages (a few KiB) would wait for thousands more. At 1 byte every row leaves
+    # its step at once (as a one-row block) and each step's batch_size gathers the rows it works on.
+    ds.context.target_max_block_size = 1
+    # I/O-bound tasks; CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
     # (fused, reading and decoding would run serially inside the segmenter actor)
     io = {"num_cpus": config.io_cpus}
-    return (ray.data.read_datasource(listing, override_num_blocks=1, **io)
-            .repartition(target_num_rows_per_block=config.batch_size)
-            .map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+    return (ds.map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
                                     "default_calibration": default_calibration})
             .map_batches(DigitiseBatch, batch_size=config.batch_size, batch_format="pyarrow",

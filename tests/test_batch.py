@@ -20,7 +20,8 @@ import tifffile
 
 import contracts
 from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, JobError, convert
-from batch_jobs.listing import iter_scans, open_fs
+from batch_jobs.job import LISTING_CPUS
+from batch_jobs.listing import ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import PENDING, ROW_SCHEMA, commit_batch, prepare_batch
 from builders import CALIBRATION, make_result
 from digitiser import DEFAULT_WEIGHTS
@@ -135,6 +136,18 @@ def test_listing_streams_an_s3_prefix(s3_fs, s3_bucket):
     rows = list(iter_scans(s3_fs, f"{s3_bucket}/x"))
     assert [r["source"] for r in rows] == [f"s3://{s3_bucket}/x/a.PNG", f"s3://{s3_bucket}/x/y/b.tif"]
     assert rows[0]["sidecar"] == f"s3://{s3_bucket}/x/a.json" and rows[0]["size"] == 2
+
+
+def test_listing_source_yields_pages_of_the_batch_size(tmp_path):
+    fs, root = local(tmp_path)
+    for i in range(7):
+        fs.pipe_file(f"{root}/s{i}.png", b"x")
+    (task,) = ScanListingDatasource(fs, root, page=3).get_read_tasks(1)
+    pages = list(task())
+    assert [p.num_rows for p in pages] == [3, 3, 1]
+    assert [r["source"].rsplit("/", 1)[-1] for p in pages for r in p.to_pylist()] == [f"s{i}.png" for i in range(7)]
+    with pytest.raises(ValueError, match="page"):
+        ScanListingDatasource(fs, root, page=0)
 
 
 # ----------------------------------------------------------------------------- the steps (no Ray)
@@ -303,6 +316,35 @@ def test_limit_lists_at_most_k_scans(ray_local, weights, tmp_path):
         fs.pipe_file(f"{src}/{name}", b"not an image")
     s = convert(job(src, str(tmp_path / "dst"), weights, limit=2))
     assert s.listed == 2 and [f.source.rsplit("/", 1)[-1] for f in s.failures] == ["a.png", "b.png"]
+
+
+def test_job_runs_on_only_the_cpus_its_steps_ask_for(ray_local, weights, tmp_path):
+    """Other work holds every CPU but the actor's one, the listing's share and one I/O task's: the job still
+    finishes (no step waits for a whole CPU it would not use)."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    fs, src = local(tmp_path / "src")
+    for i, seed in enumerate(GOOD_SEEDS[:4]):
+        put_scan(fs, f"{src}/s{i}.png", seed)
+    need = 1.0 + LISTING_CPUS + JobConfig(src, src).io_cpus
+    hold = ray.available_resources().get("CPU", 0.0) - need
+    held = placement_group([{"CPU": hold}]) if hold > 0 else None   # the other work: reserved, idle
+    try:
+        if held is not None:
+            ray.get(held.ready(), timeout=60)
+        proc = _cli(src, str(tmp_path / "dst"), "--batch-size", "2", "--weights", str(weights),
+                    "--address", ray_local.address_info["address"])
+        try:
+            out = proc.communicate(timeout=240)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the job stalled with {need:g} CPUs free:\n{proc.communicate()[0][-3000:]}")
+    finally:
+        if held is not None:
+            remove_placement_group(held)
+    assert proc.returncode == 0, out[-3000:]
+    assert contracts.audit(str(tmp_path / "dst")).summary == {"committed": 4, "uncommitted": 0, "corrupt": 0}
 
 
 def _cli(*args) -> subprocess.Popen:
