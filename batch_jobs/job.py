@@ -5,7 +5,8 @@ Pipeline (all streaming; one row per listed scan):
   ListScans          one read task walks SRC lazily, pages of `batch_size` rows {source, sidecar, size}
   -> prepare_batch   tasks: read bytes + sidecar, calibration, request id, skip if committed, decode check
   -> DigitiseBatch   actor pool (`replicas` actors, `num_gpus` each): segment the batch, trace each scan
-  -> commit_batch    tasks: contracts.commit
+                     and hand it on at once
+  -> commit_batch    tasks of COMMIT_ROWS rows: contracts.commit (overlapping the rest of the batch)
   -> driver          ledger rows (streamed to a temp Parquet file), counts, progress lines
 
 Resuming is the same job run again: request ids depend only on the scan bytes, calibration and model version,
@@ -25,13 +26,15 @@ from batch_jobs.config import FAILED, JobAborted, JobConfig, JobError, JobSummar
 from batch_jobs.ledger import LedgerWriter
 from batch_jobs.listing import SCAN_EXTENSIONS, ScanListingDatasource, open_fs
 from batch_jobs.stages import DigitiseBatch, commit_batch, prepare_batch
-from digitiser import CheckpointError, Digitiser
 
 log = logging.getLogger(__name__)
 
 # The listing task mostly waits: on storage, or paused by Ray Data's backpressure until the actors catch up,
 # which on a large archive is the whole job. A small share keeps it from holding a CPU others could use.
 LISTING_CPUS = 0.1
+# Scans per commit task: small, so the commits of a segmenter batch overlap its tracing and the job's tail after
+# the last batch is a few commits long.
+COMMIT_ROWS = 4
 
 
 def convert(config: JobConfig) -> JobSummary:
@@ -66,7 +69,9 @@ def convert(config: JobConfig) -> JobSummary:
                                           f"{type(e).__name__}: {e}") from e
             raise
         summary.elapsed_s = time.monotonic() - t0
+        t1 = time.monotonic()
         summary.ledger = ledger.publish(dst, dst_fs, job_id)
+        summary.ledger_s += time.monotonic() - t1
     if summary.listed == 0:
         log.warning("no scans (%s) found under %s", " ".join(SCAN_EXTENSIONS), summary.src)
     log.info("job %s done: %d listed, %d committed, %d skipped, %d failed in %.1f s", job_id, summary.listed,
@@ -93,14 +98,18 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_v
                          fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
                                                "model_version": model_version,
                                                "device": "cuda" if config.num_gpus > 0 else "cpu"})
-            .map_batches(commit_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+            .map_batches(commit_batch, batch_size=min(COMMIT_ROWS, config.batch_size), batch_format="pyarrow", **io,
                          fn_kwargs={"dst": dst, "dst_fs": dst_fs}))
 
 
 def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float):
     last = time.monotonic()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        t1 = time.monotonic()
+        if summary.listed == 0:
+            summary.first_result_s = t1 - t0
         ledger.append(batch)
+        summary.ledger_s += time.monotonic() - t1
         for source, status, kind, message in zip(*(batch.column(c).to_pylist() for c in
                                                    ("source", "status", "error_kind", "error_message"))):
             summary.count(status, source, kind, message)
@@ -157,6 +166,7 @@ def _default_calibration(url: str | None) -> dict | None:
 def _model_version(config: JobConfig) -> str:
     """Load the weights once on the driver (CPU): a preflight that fails fast, and the model version the
     request ids are keyed by (every actor checks it loads the same)."""
+    from digitiser import CheckpointError, Digitiser
     try:
         return Digitiser(config.weights_path, device="cpu").model_version
     except CheckpointError as e:

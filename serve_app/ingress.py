@@ -77,6 +77,7 @@ class Ingress:
         self.model_version: str | None = None
         self.inflight: dict[str, asyncio.Task] = {}
         self.outcomes, self.commits_written = Counter(), 0
+        self.seconds = Counter()   # wall seconds summed over answered requests: "request", and its "commit" part
         self.m_requests = metrics.Counter("digitiser_requests", description="requests by outcome",
                                           tag_keys=("outcome",))
         self.m_latency = metrics.Histogram("digitiser_request_seconds", boundaries=_SECONDS,
@@ -100,6 +101,7 @@ class Ingress:
         except Exception as e:  # noqa: BLE001  (the HTTP edge: every failure becomes a JSON error)
             return self._failed(e, rid, start)
         self._record(outcome, start)
+        self.seconds["request"] += time.perf_counter() - start
         log.info("request %s: %s in %.3f s", rid, outcome, time.perf_counter() - start)
         return JSONResponse(body)
 
@@ -131,7 +133,8 @@ class Ingress:
     async def stats(self) -> JSONResponse:
         segmenter = await self.segmenter.stats.remote()
         return JSONResponse({"ingress": {"outcomes": dict(self.outcomes), "commits_written": self.commits_written,
-                                         "inflight": len(self.inflight)}, "segmenter": segmenter})
+                                         "inflight": len(self.inflight), "seconds": dict(self.seconds)},
+                             "segmenter": segmenter})
 
     # -- the work ------------------------------------------------------------------------------------
     async def _digitise(self, rid: str, scan, calibration) -> tuple[dict, str]:
@@ -154,6 +157,7 @@ class Ingress:
             receipt = await asyncio.to_thread(contracts.commit, result, self.config.store, fs=self.fs)
         finally:
             self.m_write.observe(time.perf_counter() - start)
+            self.seconds["commit"] += time.perf_counter() - start
         self.commits_written += receipt.written
         return await asyncio.to_thread(self._load_body, receipt.request_id), "ok"
 

@@ -49,6 +49,7 @@ class Segmenter:
         self.digitiser = Digitiser(weights, device, tracing=TracingParams(**(tracing or {})))
         self.batches, self.scans, self.max_batch_formed = 0, 0, 0
         self.batch_sizes = Counter()
+        self.seconds = Counter()   # wall seconds summed: "segment" (batched forward passes), "trace" (per scan)
         self.batching = BatchingConfig()
         self.m_batch = metrics.Histogram("digitiser_batch_size", description="scans per segmenter batch",
                                          boundaries=_BATCH_BOUNDARIES)
@@ -89,6 +90,7 @@ class Segmenter:
                                      "min_coverage": e.min_coverage})
         finally:
             self.m_trace.observe(time.perf_counter() - start)
+            self.seconds["trace"] += time.perf_counter() - start
         return Traced(result=result)
 
     def info(self) -> dict:
@@ -98,7 +100,7 @@ class Segmenter:
     def stats(self) -> dict:
         """Batching counters of this replica (for tests and the /v1/stats debug route)."""
         return {"batches": self.batches, "scans": self.scans, "max_batch_formed": self.max_batch_formed,
-                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}, "seconds": dict(self.seconds),
                 **self.batching.model_dump()}
 
     def _record_batch(self, n: int, seconds: float):
@@ -109,4 +111,5 @@ class Segmenter:
         self.m_batch.observe(n)
         self.m_max_batch.set(self.max_batch_formed)
         self.m_segment.observe(seconds)
+        self.seconds["segment"] += seconds
         log.debug("batch of %d scans segmented in %.3f s", n, seconds)

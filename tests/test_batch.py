@@ -165,7 +165,7 @@ def _prepare(tmp_path, files: dict[str, bytes], default=None, version="0" * 64):
 def test_prepare_keys_requests_by_bytes_calibration_and_model(tmp_path):
     data = _scan(0).encoded
     rows = _prepare(tmp_path, {"s.png": data, "s.json": json.dumps(CALIBRATION).encode(), "t.png": data})
-    assert rows["s.png"]["status"] == PENDING and rows["s.png"]["data"] == data
+    assert rows["s.png"]["status"] == PENDING and pickle.loads(rows["s.png"]["scan"]).n_bytes == len(data)
     assert rows["s.png"]["request_id"] == contracts.request_id(data, CALIBRATION, "0" * 64)
     assert rows["t.png"]["request_id"] == contracts.request_id(data, None, "0" * 64)   # contract defaults
     assert json.loads(rows["t.png"]["calibration"]) == contracts.Calibration.from_dict(None).to_dict()
@@ -194,7 +194,7 @@ def test_prepare_fails_bad_files_with_their_kind(tmp_path):
     assert {n: (r["status"], r["error_kind"]) for n, r in rows.items()} == {
         "cut.png": (FAILED, "corrupt"), "text.jpg": (FAILED, "not_image"), "ok.png": (FAILED, "bad_calibration")}
     assert "ok.json" in rows["ok.png"]["error_message"] and "curves" in rows["ok.png"]["error_message"]
-    assert all(r["data"] is None for r in rows.values())
+    assert all(r["scan"] is None for r in rows.values())
 
 
 def test_commit_step_commits_once_then_reports_skipped(tmp_path):
