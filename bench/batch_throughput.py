@@ -48,6 +48,7 @@ def add_args(p: argparse.ArgumentParser):
     p.add_argument("--cpus-per-replica", type=float, default=1.0)
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor (and the model's limit on cuda)")
     p.add_argument("--weights", help="segmenter weights (default: the shipped weights)")
+    p.add_argument("--naive-n", type=int, default=None, help="scans for the naive loop (default: N/2; 0: skip)")
 
 
 def render_archive(folder: Path, n: int, height: int, width: int, seed: int) -> int:
@@ -226,7 +227,8 @@ def measure(args, tmp: Path) -> dict:
     limit = model_limit(load_archive(archive), args.batch_size, args.cpus_per_replica, device, args.weights)
     log.info("model's limit: %.2f images/s (%.3f s segment + %.3f s trace per scan)", limit["model_images_per_s"],
              limit["model_segment_s"] / args.n, limit["model_trace_s"] / args.n)
-    naive = naive_loop(archive, tmp / "naive", max(1, args.n // 2), args.cpus_per_replica, device, args.weights)
+    naive_n = args.n // 2 if args.naive_n is None else min(args.naive_n, args.n)
+    naive = naive_loop(archive, tmp / "naive", naive_n, args.cpus_per_replica, device, args.weights) if naive_n else {}
     storage = storage_cost(archive, tmp / "storage", 8, args.weights)
     jobs = {}
     with contextlib.ExitStack() as stack:

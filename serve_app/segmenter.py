@@ -3,14 +3,21 @@
 Why trace here and not in the ingress: the batch yields (3, H, W) float32 probabilities per scan, 12 bytes
 a pixel; the traced result carries an HxW uint8 mask, 1 byte a pixel, so shipping the `Digitisation` back to
 the ingress moves 12x less data than shipping probabilities (a 4000 x 800 scan: 3 MB instead of 38 MB). Tracing
-runs after the batched call returned (each request awaits its own slice, then traces in a worker thread), so
-the next batch starts while the last one is still being traced. Committing to storage stays in the ingress:
-a slow or failing store never occupies a model replica.
+runs after the batched call returned (each request awaits its own slice, then traces), so the next batch
+starts while the last one is still being traced. Forward passes and tracing have a thread each: the next
+forward pass never queues behind a batch's worth of tracing jobs, and two threads share the GIL, not a pool.
+Committing to storage stays in the ingress: a slow or failing store never occupies a model replica.
+
+Batches that fill: an idle replica waits `batch_wait_timeout_s` (50 ms) for a batch to fill. When a batch's
+worth of requests is already inside the replica (waiting or being traced, so their clients come back soon),
+the next batch waits up to `busy_wait_fraction` of the last forward pass's time instead: at most that
+fraction of the model's time is spent waiting, and a lone request never waits for company.
 """
 import asyncio
 import logging
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +58,9 @@ class Segmenter:
         self.batch_sizes = Counter()
         self.seconds = Counter()   # wall seconds summed: "segment" (batched forward passes), "trace" (per scan)
         self.batching = BatchingConfig()
+        self.inside = 0   # requests in digitise(): waiting for a batch, in one, or being traced
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="segment")
+        self._trace_thread = ThreadPoolExecutor(1, thread_name_prefix="trace")
         self.m_batch = metrics.Histogram("digitiser_batch_size", description="scans per segmenter batch",
                                          boundaries=_BATCH_BOUNDARIES)
         self.m_max_batch = metrics.Gauge("digitiser_max_batch_size_formed",
@@ -67,23 +77,40 @@ class Segmenter:
         self.batching = cfg
         self.segment.set_max_batch_size(cfg.max_batch_size)
         self.segment.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        log.info("batching: max_batch_size=%d batch_wait_timeout_s=%.3f", cfg.max_batch_size,
-                 cfg.batch_wait_timeout_s)
+        log.info("batching: max_batch_size=%d batch_wait_timeout_s=%.3f busy_wait_fraction=%.2f",
+                 cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.busy_wait_fraction)
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=0.05)
     async def segment(self, grays: list[np.ndarray]) -> list[np.ndarray]:
         """Batched: HxW uint8 scans in, (3, H, W) float32 probabilities out, torch off the event loop."""
         start = time.perf_counter()
-        probs = await asyncio.to_thread(self.digitiser.segment, grays)
-        self._record_batch(len(grays), time.perf_counter() - start)
+        probs = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.digitiser.segment, grays)
+        seconds = time.perf_counter() - start
+        self._record_batch(len(grays), seconds)
+        self.segment.set_batch_wait_timeout_s(self._next_wait(seconds))
         return probs
+
+    def _next_wait(self, last_forward_s: float) -> float:
+        """How long the next batch waits to fill (see the module docstring)."""
+        cfg = self.batching
+        if self.inside >= cfg.max_batch_size and cfg.busy_wait_fraction > 0:
+            return max(cfg.batch_wait_timeout_s, min(cfg.busy_wait_fraction * last_forward_s, 10.0))
+        return cfg.batch_wait_timeout_s
 
     async def digitise(self, scan: DecodedScan, calibration: contracts.Calibration) -> Traced:
         """One decoded scan -> Traced. Called by the ingress with already validated input."""
+        self.inside += 1
+        try:
+            return await self._digitise(scan, calibration)
+        finally:
+            self.inside -= 1
+
+    async def _digitise(self, scan: DecodedScan, calibration: contracts.Calibration) -> Traced:
         probs = await self.segment(scan.gray)
         start = time.perf_counter()
         try:
-            result = await asyncio.to_thread(self.digitiser.finish, scan, calibration, probs)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._trace_thread, self.digitiser.finish, scan, calibration, probs)
         except CurveNotFound as e:
             name = calibration.curves[e.curve - 1].name
             return Traced(not_found={"message": str(e), "curve": name, "coverage": e.coverage,
