@@ -115,7 +115,7 @@ def ray_local(s3_server):
     """A local Ray (4 logical CPUs, no dashboard) listening on 127.0.0.1 only; yields the RayContext.
 
     4 logical CPUs on this 2-core machine: CPUs are scheduling tokens, and the cross-route test runs a batch
-    job beside the running Serve apps, as on a shared cluster (a Ray Data repartition task asks a whole CPU).
+    job beside the running Serve apps, as on a shared cluster (its segmenter actor asks a whole CPU).
 
     `_node_ip_address="127.0.0.1"` alone is not enough in Ray 2.60: Ray rewrites a loopback address to the
     host's outward IP (services.resolve_ip_for_localhost) and then binds there and on 0.0.0.0. With
