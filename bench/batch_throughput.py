@@ -10,7 +10,8 @@
 3. End to end: `batch_jobs.convert` into a fresh results root per (root, replicas): listing, reading, decoding,
    segmenting, tracing, committing, the ledger; actor start-up included. The per-stage seconds come from the
    job's own ledger; the listing is timed apart (the same walk, alone).
-`pipeline_over_model` = end-to-end images/s over the model's limit (x replicas). Where the rest went:
+`pipeline_over_model` = end-to-end images/s over the model's limit (x replicas), the limit measured again on
+32 of the scans just before each job (a shared machine's speed drifts by the minute). Where the rest went:
 `contention_s` (the same model work took longer inside the job than alone: the job's other steps and other
 users share the cores) and `other_s` (the actors were not running the model: start-up, waiting for input,
 the tail after the last batch, (un)pickling), of which `startup_s` before the first result.
@@ -25,13 +26,11 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, moto_s3, start_local_ray  # noqa: E402  (bench/ is not a package)
+from common import RESULTS, moto_s3, start_local_ray
 
 log = logging.getLogger("batch_throughput")
 STAGES = ("read_s", "decode_s", "segment_s", "trace_s", "commit_s")
@@ -94,7 +93,7 @@ def model_limit(scans: list[tuple], batch_size: int, threads: float, device: str
                 pass
         segment_s, trace_s = segment_s + t1 - t0, trace_s + time.perf_counter() - t1
     total = segment_s + trace_s
-    return {"model_s": total, "model_segment_s": segment_s, "model_trace_s": trace_s,
+    return {"model_scans": len(scans), "model_s": total, "model_segment_s": segment_s, "model_trace_s": trace_s,
             "model_images_per_s": len(scans) / total, "torch_threads": torch.get_num_threads(),
             "device": str(digitiser.device), "model_version": digitiser.model_version}
 
@@ -208,15 +207,19 @@ def end_to_end(src: str, dst: str, args, replicas: int) -> dict:
 
 
 def gap(job: dict, limit: dict, n: int, batch_size: int) -> dict:
-    """pipeline_over_model and where the job's wall time went besides the model's own time. startup_s: the
-    first result's wait beyond the model time of its batch (job start, actor start, first reads)."""
-    model_s = limit["model_s"] / job["replicas"]          # the same scans at the model's limit, per actor
-    first = limit["model_segment_s"] / n * min(batch_size, n) + limit["model_trace_s"] / n
-    startup = max(0.0, job["first_result_s"] - first)
-    return {"pipeline_over_model": (job["images_per_s"] / job["replicas"]) / (n / limit["model_s"]),
+    """pipeline_over_model (against `limit`, measured just before the job: the machine's speed drifts) and
+    where the job's wall time went besides the model's own time. startup_s: the first result's wait beyond
+    the model time of its batch (job start, actor start, first reads). model_busy: the actors' share of the
+    wall time spent segmenting and tracing (at whatever speed they ran)."""
+    k = limit["model_scans"]
+    segment, trace = limit["model_segment_s"] / k, limit["model_trace_s"] / k    # per scan
+    model_s = (segment + trace) * n / job["replicas"]       # the job's scans at the model's limit, per actor
+    startup = max(0.0, job["first_result_s"] - (segment * min(batch_size, n) + trace))
+    return {"pipeline_over_model": model_s / job["wall_s"], "model_images_per_s_before": k / limit["model_s"],
             "model_s": model_s, "contention_s": job["job_model_s"] - model_s,
             "other_s": job["wall_s"] - job["job_model_s"], "startup_s": startup,
-            "pipeline_over_model_after_startup": model_s / max(job["wall_s"] - startup, 1e-9)}
+            "pipeline_over_model_after_startup": model_s / max(job["wall_s"] - startup, 1e-9),
+            "model_busy": job["job_model_s"] / job["wall_s"]}
 
 
 def measure(args, tmp: Path) -> dict:
@@ -224,7 +227,8 @@ def measure(args, tmp: Path) -> dict:
     archive = tmp / "archive"
     pixels = render_archive(archive, args.n, args.height, args.width, args.seed)
     device = "cuda" if args.num_gpus > 0 else "cpu"
-    limit = model_limit(load_archive(archive), args.batch_size, args.cpus_per_replica, device, args.weights)
+    scans = load_archive(archive)
+    limit = model_limit(scans, args.batch_size, args.cpus_per_replica, device, args.weights)
     log.info("model's limit: %.2f images/s (%.3f s segment + %.3f s trace per scan)", limit["model_images_per_s"],
              limit["model_segment_s"] / args.n, limit["model_trace_s"] / args.n)
     naive_n = args.n // 2 if args.naive_n is None else min(args.naive_n, args.n)
@@ -244,8 +248,10 @@ def measure(args, tmp: Path) -> dict:
             else:
                 src, dst = str(archive), str(tmp / "results")
             for replicas in (args.replicas if root == "local" else [min(args.replicas)]):
+                near = model_limit(scans[:max(2 * args.batch_size, 32)], args.batch_size, args.cpus_per_replica,
+                                   device, args.weights)
                 job = end_to_end(src, f"{dst}-{replicas}", args, replicas)
-                job.update(gap(job, limit, args.n, args.batch_size), listing_s_per_scan=listing_seconds(src) / args.n)
+                job.update(gap(job, near, args.n, args.batch_size), listing_s_per_scan=listing_seconds(src) / args.n)
                 log.info("%s root, %d actor(s): %.2f images/s, %.0f%% of the model's limit", root, replicas,
                          job["images_per_s"], 100 * job["pipeline_over_model"])
                 jobs[f"{root}_{replicas}"] = job

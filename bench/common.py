@@ -1,14 +1,12 @@
-"""What the benchmarks share: a fresh loopback-only local Ray, a moto S3 server, where results go."""
+"""What the benchmarks share: a fresh loopback-only local Ray, a moto S3 server, where results go.
+(The scripts import it as `common`: a script's own folder is on its path.)"""
 import contextlib
 import logging
 import os
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))   # the checkout's packages, also when run as a script from elsewhere
 
 
 def start_local_ray(num_cpus: int | None = None):

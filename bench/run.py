@@ -17,18 +17,18 @@ import sys
 import time
 from pathlib import Path
 
+from common import REPO, RESULTS
+
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-from common import REPO, RESULTS  # noqa: E402  (bench/ is not a package)
 
 log = logging.getLogger("bench")
 
 # (script, arguments) per mode; every script takes --out
 PLANS = {
-    "full": [("segmenter_speed.py", ["--repeats", "3"]),
+    "full": [("segmenter_speed.py", ["--repeats", "3", "--threads", "1"]),
              ("batch_throughput.py", ["--n", "192", "--replicas", "1", "2"]),
              ("serve_load.py", ["--levels", "1", "8", "32", "--requests", "96", "--max-seconds", "90"])],
-    "quick": [("segmenter_speed.py", ["--repeats", "1"]),
+    "quick": [("segmenter_speed.py", ["--repeats", "1", "--threads", "1"]),
               ("batch_throughput.py", ["--n", "64", "--replicas", "1", "2"]),
               ("serve_load.py", ["--levels", "1", "8", "32", "--requests", "48", "--max-seconds", "30",
                                  "--warmup", "4"])],

@@ -9,13 +9,11 @@ On 16 clean 1000 x 300 px scans: `Digitiser.segment` in batches of each size (af
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS  # noqa: E402  (bench/ is not a package; also puts the checkout on sys.path)
+from common import RESULTS
 
 
 def add_args(p: argparse.ArgumentParser):

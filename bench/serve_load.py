@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -31,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, start_local_ray  # noqa: E402  (bench/ is not a package)
+from common import RESULTS, start_local_ray
 
 log = logging.getLogger("serve_load")
 

@@ -90,16 +90,8 @@ class Digitiser:
         return torch.softmax(logits.float(), dim=1)[:len(tiles)].cpu().numpy()
 
     def finish(self, scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray) -> contracts.Digitisation:
-        """Trace both curves and build the result. Raises tracing.CurveNotFound when a curve has too little
-        coverage (no fabricated curve is ever written)."""
-        x_frac, observed = trace(probs, self.tracing)
-        curves = {spec.name: to_values(x_frac[:, k], spec.left, spec.right, spec.scale)
-                  for k, spec in enumerate(calibration.curves)}
-        coverage = {spec.name: float(observed[:, k].mean()) for k, spec in enumerate(calibration.curves)}
-        info = contracts.InputInfo(scan.sha256, scan.n_bytes, scan.width, scan.height, scan.format)
-        return contracts.Digitisation.create(
-            calibration=calibration, model_version=self.model_version, input=info, curves=curves,
-            mask=probs.argmax(axis=0).astype(np.uint8), coverage=coverage, tracing=self.tracing.to_dict())
+        """Trace both curves and build the result (`finish` with this digitiser's tracing and model version)."""
+        return finish(scan, calibration, probs, self.tracing, self.model_version)
 
     def digitise(self, scans: list[DecodedScan], calibrations: list[contracts.Calibration]) -> list:
         """Segment and trace a batch; per scan a Digitisation, or the exception that failed it."""
@@ -110,3 +102,18 @@ class Digitiser:
             except ValueError as e:
                 results.append(e)
         return results
+
+
+def finish(scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray, tracing: TracingParams,
+           model_version: str) -> contracts.Digitisation:
+    """Trace both curves in (3, H, W) probabilities and build the result; needs no model (a tracing process
+    can run it). Raises tracing.CurveNotFound when a curve has too little coverage (no fabricated curve is
+    ever written)."""
+    x_frac, observed = trace(probs, tracing)
+    curves = {spec.name: to_values(x_frac[:, k], spec.left, spec.right, spec.scale)
+              for k, spec in enumerate(calibration.curves)}
+    coverage = {spec.name: float(observed[:, k].mean()) for k, spec in enumerate(calibration.curves)}
+    info = contracts.InputInfo(scan.sha256, scan.n_bytes, scan.width, scan.height, scan.format)
+    return contracts.Digitisation.create(
+        calibration=calibration, model_version=model_version, input=info, curves=curves,
+        mask=probs.argmax(axis=0).astype(np.uint8), coverage=coverage, tracing=tracing.to_dict())

@@ -4,9 +4,9 @@ Why trace here and not in the ingress: the batch yields (3, H, W) float32 probab
 a pixel; the traced result carries an HxW uint8 mask, 1 byte a pixel, so shipping the `Digitisation` back to
 the ingress moves 12x less data than shipping probabilities (a 4000 x 800 scan: 3 MB instead of 38 MB). Tracing
 runs after the batched call returned (each request awaits its own slice, then traces), so the next batch
-starts while the last one is still being traced. Forward passes and tracing have a thread each: the next
-forward pass never queues behind a batch's worth of tracing jobs, and two threads share the GIL, not a pool.
-Committing to storage stays in the ingress: a slow or failing store never occupies a model replica.
+starts while the last one is still being traced. Forward passes run on a thread of their own (never queued
+behind other work), tracing in worker processes (serve_app/tracer.py: it holds the GIL, so in this process
+it would slow the forward passes and the batching). Committing to storage stays in the ingress: a slow or failing store never occupies a model replica.
 
 Batches that fill: an idle replica waits `batch_wait_timeout_s` (50 ms) for a batch to fill. When a batch's
 worth of requests is already inside the replica (waiting or being traced, so their clients come back soon),
@@ -18,29 +18,21 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 from ray import serve
 from ray.serve import metrics
 
 import contracts
-from digitiser import MAX_BATCH, CurveNotFound, DecodedScan, Digitiser, TracingParams
+from digitiser import MAX_BATCH, DecodedScan, Digitiser, TracingParams
 from serve_app.config import BatchingConfig
 from serve_app.loopback import bind_replica_servers_to_loopback
+from serve_app.tracer import Traced, TracerPool
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
 
 _BATCH_BOUNDARIES = [1.5, 2.5, 4.5, 8.5, 12.5, 16.5]
 _SECONDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
-
-
-@dataclass(frozen=True)
-class Traced:
-    """One scan's outcome: the result, or why no curve could be traced (a plain dict: CurveNotFound itself
-    does not survive pickling, as its constructor takes more than the message)."""
-    result: contracts.Digitisation | None = None
-    not_found: dict | None = None
 
 
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH, max_constructor_retry_count=3,
@@ -50,17 +42,17 @@ class Segmenter:
     `digitise(scan, calibration)` through a batched forward pass."""
 
     def __init__(self, weights: str | None = None, device: str | None = None, tracing: dict | None = None,
-                 loopback_only: bool = False):
+                 loopback_only: bool = False, tracers: int | None = None):
         if loopback_only:
             bind_replica_servers_to_loopback()
         self.digitiser = Digitiser(weights, device, tracing=TracingParams(**(tracing or {})))
+        self.tracers = TracerPool(tracers or _replica_cpus())
         self.batches, self.scans, self.max_batch_formed = 0, 0, 0
         self.batch_sizes = Counter()
         self.seconds = Counter()   # wall seconds summed: "segment" (batched forward passes), "trace" (per scan)
         self.batching = BatchingConfig()
         self.inside = 0   # requests in digitise(): waiting for a batch, in one, or being traced
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="segment")
-        self._trace_thread = ThreadPoolExecutor(1, thread_name_prefix="trace")
         self.m_batch = metrics.Histogram("digitiser_batch_size", description="scans per segmenter batch",
                                          boundaries=_BATCH_BOUNDARIES)
         self.m_max_batch = metrics.Gauge("digitiser_max_batch_size_formed",
@@ -109,16 +101,16 @@ class Segmenter:
         probs = await self.segment(scan.gray)
         start = time.perf_counter()
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._trace_thread, self.digitiser.finish, scan, calibration, probs)
-        except CurveNotFound as e:
-            name = calibration.curves[e.curve - 1].name
-            return Traced(not_found={"message": str(e), "curve": name, "coverage": e.coverage,
-                                     "min_coverage": e.min_coverage})
+            return await self.tracers.trace(scan, calibration, probs, self.digitiser.tracing,
+                                            self.digitiser.model_version)
         finally:
             self.m_trace.observe(time.perf_counter() - start)
             self.seconds["trace"] += time.perf_counter() - start
-        return Traced(result=result)
+
+    def __del__(self):
+        tracers = getattr(self, "tracers", None)
+        if tracers is not None:
+            tracers.close()
 
     def info(self) -> dict:
         """Model identity; answering at all means the weights passed their preflight."""
@@ -140,3 +132,12 @@ class Segmenter:
         self.m_segment.observe(seconds)
         self.seconds["segment"] += seconds
         log.debug("batch of %d scans segmented in %.3f s", n, seconds)
+
+
+def _replica_cpus() -> int:
+    """Tracing processes for this replica: one per CPU it reserved (at least one)."""
+    import ray
+    try:
+        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except Exception:  # noqa: BLE001  (not in a Ray worker: one process)
+        return 1
