@@ -42,7 +42,8 @@ def serve_plot(serve: dict, path: Path) -> Path:
 
 def stages_plot(batch: dict, path: Path) -> Path:
     """Left: seconds per scan spent in each step of the job (summed over its tasks; steps overlap). Right: the
-    job's wall time split into the model's own time, contention, start-up and the rest."""
+    job's wall time split into the actor's segmenting and tracing, start-up and the rest, against the time the
+    same scans take at the model's limit."""
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     jobs = {k: v for k, v in batch["jobs"].items() if v["replicas"] == 1}
@@ -52,20 +53,24 @@ def stages_plot(batch: dict, path: Path) -> Path:
         xs = [j + i * width for j in range(len(STAGE_ORDER))]
         ax1.bar(xs, [per_scan[s] for s in STAGE_ORDER], width, label=f"{name.split('_')[0]} root")
     ax1.set_xticks([j + width * (len(jobs) - 1) / 2 for j in range(len(STAGE_ORDER))], STAGE_ORDER)
-    ax1.axhline(batch["model_s"] / batch["n"], color="k", ls=":", lw=1, label="model's limit (segment + trace)")
-    ax1.set(ylabel="seconds per scan", title="work per step (overlapping)")
+    ax1.set(ylabel="seconds per scan", title="work per step (summed over its tasks; steps overlap)")
     ax1.legend(fontsize=8)
-    parts = ("model_s", "contention_s", "startup_s", "rest_s")
+    names = [n.split("_")[0] for n in jobs]
+    parts = {"segment + trace in the job": [j["job_model_s"] for j in jobs.values()],
+             "start-up": [j["startup_s"] for j in jobs.values()],
+             "rest (waiting, tail, overhead)": [max(0.0, j["other_s"] - j["startup_s"]) for j in jobs.values()]}
     bottoms = [0.0] * len(jobs)
-    for part in parts:
-        values = [max(0.0, j["other_s"] - j["startup_s"]) if part == "rest_s" else max(0.0, j[part]) for j in jobs.values()]
-        ax2.bar([n.split("_")[0] for n in jobs], values, bottom=bottoms, label=part[:-2])
+    for label, values in parts.items():
+        ax2.bar(names, values, 0.5, bottom=bottoms, label=label)
         bottoms = [b + v for b, v in zip(bottoms, values)]
+    ax2.scatter(names, [j["model_s"] for j in jobs.values()], marker="_", s=2000, color="k", zorder=3,
+                label="the same scans at the model's limit")
     for k, job in enumerate(jobs.values()):
         ax2.annotate(f"{job['pipeline_over_model']:.0%} of the limit", (k, job["wall_s"]), ha="center",
                      textcoords="offset points", xytext=(0, 3), fontsize=8)
     ax2.set(ylabel="seconds", title=f"job wall time, {batch['n']} scans of {batch['size']}")
-    ax2.legend(fontsize=8)
+    ax2.set_ylim(0, max(max(j["wall_s"], j["model_s"]) for j in jobs.values()) * 1.5)
+    ax2.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"offline job, batch {batch['batch_size']}, {batch['cpus']} CPUs ({batch['date_utc']})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

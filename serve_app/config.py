@@ -22,8 +22,8 @@ class BatchingConfig(BaseModel):
                                         description="longest wait for a batch to fill after its first scan")
     busy_wait_fraction: float = Field(0.5, ge=0.0, le=2.0,
                                       description="when a batch's worth of requests is inside the replica: the "
-                                                  "next batch waits up to this fraction of the last forward "
-                                                  "pass's time to fill (0: always batch_wait_timeout_s)")
+                                                  "next batch waits up to this fraction of a full batch's "
+                                                  "forward pass to fill (0: always batch_wait_timeout_s)")
 
 
 class ServeConfig(BaseModel):

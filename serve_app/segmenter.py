@@ -10,8 +10,9 @@ it would slow the forward passes and the batching). Committing to storage stays 
 
 Batches that fill: an idle replica waits `batch_wait_timeout_s` (50 ms) for a batch to fill. When a batch's
 worth of requests is already inside the replica (waiting or being traced, so their clients come back soon),
-the next batch waits up to `busy_wait_fraction` of the last forward pass's time instead: at most that
-fraction of the model's time is spent waiting, and a lone request never waits for company.
+the next batch waits up to `busy_wait_fraction` of a full batch's forward pass instead (estimated from the
+passes so far). Under load the model is either the bottleneck (then the queue is full and nobody waits) or
+waits on tracing anyway, so waiting costs little and batches fill; a lone request never waits for company.
 """
 import asyncio
 import logging
@@ -52,6 +53,7 @@ class Segmenter:
         self.seconds = Counter()   # wall seconds summed: "segment" (batched forward passes), "trace" (per scan)
         self.batching = BatchingConfig()
         self.inside = 0   # requests in digitise(): waiting for a batch, in one, or being traced
+        self.scan_forward_s: float | None = None   # forward seconds per scan (moving average, batches of >= 4)
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="segment")
         self.m_batch = metrics.Histogram("digitiser_batch_size", description="scans per segmenter batch",
                                          boundaries=_BATCH_BOUNDARIES)
@@ -79,14 +81,18 @@ class Segmenter:
         probs = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.digitiser.segment, grays)
         seconds = time.perf_counter() - start
         self._record_batch(len(grays), seconds)
-        self.segment.set_batch_wait_timeout_s(self._next_wait(seconds))
+        if len(grays) >= min(4, self.batching.max_batch_size):   # padding distorts smaller batches' per-scan time
+            per_scan = seconds / len(grays)
+            self.scan_forward_s = per_scan if self.scan_forward_s is None else 0.7 * self.scan_forward_s + 0.3 * per_scan
+        self.segment.set_batch_wait_timeout_s(self._next_wait())
         return probs
 
-    def _next_wait(self, last_forward_s: float) -> float:
+    def _next_wait(self) -> float:
         """How long the next batch waits to fill (see the module docstring)."""
         cfg = self.batching
-        if self.inside >= cfg.max_batch_size and cfg.busy_wait_fraction > 0:
-            return max(cfg.batch_wait_timeout_s, min(cfg.busy_wait_fraction * last_forward_s, 10.0))
+        if self.inside >= cfg.max_batch_size and cfg.busy_wait_fraction > 0 and self.scan_forward_s:
+            full = self.scan_forward_s * cfg.max_batch_size
+            return max(cfg.batch_wait_timeout_s, min(cfg.busy_wait_fraction * full, 10.0))
         return cfg.batch_wait_timeout_s
 
     async def digitise(self, scan: DecodedScan, calibration: contracts.Calibration) -> Traced:

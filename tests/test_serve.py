@@ -452,16 +452,19 @@ def test_config_yaml_uses_only_current_serve_keys():
 
 
 def test_a_busy_segmenter_waits_longer_for_a_fuller_batch():
-    """The next batch's wait: the base timeout for a lone request, up to a fraction of the last forward pass
-    once a batch's worth of requests is inside the replica (serve_app/segmenter.py)."""
+    """The next batch's wait: the base timeout for a lone request, up to a fraction of a full batch's forward
+    pass once a batch's worth of requests is inside the replica (serve_app/segmenter.py)."""
     from serve_app.segmenter import Segmenter
     seg = object.__new__(Segmenter.func_or_class)
-    seg.batching, seg.inside = BatchingConfig(max_batch_size=16, batch_wait_timeout_s=0.05, busy_wait_fraction=0.5), 3
-    assert seg._next_wait(2.0) == 0.05
+    seg.batching = BatchingConfig(max_batch_size=16, batch_wait_timeout_s=0.05, busy_wait_fraction=0.5)
+    seg.inside, seg.scan_forward_s = 3, 0.125
+    assert seg._next_wait() == 0.05
     seg.inside = 20
-    assert seg._next_wait(2.0) == 1.0 and seg._next_wait(0.01) == 0.05
-    seg.batching = BatchingConfig(busy_wait_fraction=0)
-    assert seg._next_wait(2.0) == 0.05
+    assert seg._next_wait() == 1.0
+    seg.scan_forward_s = 0.001            # a fast model: never below the base
+    assert seg._next_wait() == 0.05
+    seg.batching, seg.scan_forward_s = BatchingConfig(busy_wait_fraction=0), 0.125
+    assert seg._next_wait() == 0.05
 
 
 @pytest.mark.parametrize("bad", [{"max_batch_size": 17}, {"segmenter_max_ongoing_requests": 8},
