@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup test run bench clean
+.PHONY: setup test run clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,9 @@ test: setup
 # The main job on the embedded default: a generated sample archive in a local folder,
 # converted by the real batch job on a local Ray cluster into a local results root, then audited.
 run: setup
-	$(VENV)/bin/digitise synth data/sample --n 36 --seed 7
-	-$(VENV)/bin/digitise batch data/sample results/sample   # exits 1 if any scan failed; the audit still runs
-	$(VENV)/bin/digitise audit results/sample
+	$(PY) -m cli synth data/sample --n 36 --seed 7
+	-$(PY) -m cli batch data/sample results/sample   # exits 1 if any scan failed; the audit still runs
+	$(PY) -m cli audit results/sample
 
 clean:
 	rm -rf $(VENV) data runs results

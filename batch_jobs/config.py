@@ -35,7 +35,7 @@ class JobConfig:
         else the contract defaults.
     dst: results root (folder, file:// or s3://bucket/prefix); results go only through `contracts.commit`,
         the job's ledger to `<dst>/_ledger/<job_id>.parquet`.
-    batch_size: scans per segmenter call (1..16). replicas: segmenter actors. num_gpus: GPUs per actor.
+    batch_size: scans per segmenter call (1..MAX_BATCH, 16). replicas: segmenter actors. num_gpus: GPUs per actor.
     cpus_per_replica: CPUs reserved per actor (torch uses that many threads).
     io_cpus: CPUs reserved per read/decode and per commit task (I/O bound; fractional lets several overlap).
     limit: list at most this many scans (in sorted walk order), None for all.
@@ -46,7 +46,8 @@ class JobConfig:
     """
     src: str
     dst: str
-    batch_size: int = 16
+    batch_size: int = 16   # digitiser.MAX_BATCH, written out: importing digitiser's would load torch in the
+    #                        job's I/O workers (tests/test_batch.py checks the two agree)
     replicas: int = 1
     num_gpus: float = 0.0
     cpus_per_replica: float = 1.0

@@ -1,4 +1,4 @@
-"""The conversion job on Ray Data: `convert(JobConfig) -> JobSummary`, and `run_job(args)` for the CLI.
+"""The conversion job on Ray Data: `convert(JobConfig) -> JobSummary` (`digitise batch` in cli/ calls it).
 
 Pipeline (all streaming; one row per listed scan):
 
@@ -7,7 +7,7 @@ Pipeline (all streaming; one row per listed scan):
   -> DigitiseBatch   actor pool (`replicas` actors, `num_gpus` each): segment the batch, trace each scan
                      and hand it on at once
   -> commit_batch    tasks of COMMIT_ROWS rows: contracts.commit (overlapping the rest of the batch)
-  -> driver          ledger rows (streamed to a temp Parquet file), counts, progress lines
+  -> driver          ledger rows (streamed to a temp Parquet file), counts, progress (log lines, callback)
 
 Resuming is the same job run again: request ids depend only on the scan bytes, calibration and model version,
 so whatever a killed run committed is skipped before decoding; whatever it half-wrote has no manifest and is
@@ -15,16 +15,15 @@ overwritten by the commit protocol.
 """
 import json
 import logging
-import sys
 import time
+from collections.abc import Callable
 
 import ray
 
-import cluster
 import contracts
 from batch_jobs.config import FAILED, JobAborted, JobConfig, JobError, JobSummary, new_job_id
 from batch_jobs.ledger import LedgerWriter
-from batch_jobs.listing import SCAN_EXTENSIONS, ScanListingDatasource, open_fs
+from batch_jobs.listing import SCAN_EXTENSIONS, ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import DigitiseBatch, commit_batch, prepare_batch
 
 log = logging.getLogger(__name__)
@@ -37,20 +36,20 @@ LISTING_CPUS = 0.1
 COMMIT_ROWS = 4
 
 
-def convert(config: JobConfig) -> JobSummary:
+def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
     """Convert every scan under config.src into committed results under config.dst; returns the counts.
+    on_progress(summary) is called on the driver after every finished batch (a progress bar; must be quick).
     Needs Ray (an initialised one, or Ray Data starts a local one). Per-scan problems only count as failures.
     Raises JobError (nothing ran) when the source, default calibration or weights are unusable, and
     JobAborted (ledger written, summary attached) when the pipeline itself fails."""
     job_id = config.job_id or new_job_id()
     src_fs, src_root = _source(config.src)
-    dst_fs, dst_base = contracts.filesystem(config.dst, open_fs(config.dst)[0])
+    dst_fs, dst_base, exclude = _destination(config.dst, src_fs)
     default_calibration = _default_calibration(config.default_calibration)
     model_version = _model_version(config)
     summary = JobSummary(job_id, src_fs.unstrip_protocol(src_root), dst_fs.unstrip_protocol(dst_base),
                          model_version)
     dst = summary.dst   # absolute URI: workers may run in another working directory
-    exclude = (dst_base,) if type(dst_fs).protocol == type(src_fs).protocol else ()
     ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration)
     log.info("job %s: %s -> %s, model %s, %d replica(s), batch %d", job_id, summary.src, summary.dst,
              model_version[:12], config.replicas, config.batch_size)
@@ -60,7 +59,7 @@ def convert(config: JobConfig) -> JobSummary:
     t0 = time.monotonic()
     with LedgerWriter(meta) as ledger:
         try:
-            _drain(ds, ledger, summary, t0, config.progress_every_s)
+            _drain(ds, ledger, summary, t0, config.progress_every_s, on_progress)
         except BaseException as e:   # the ledger is written also when the job fails or is interrupted
             summary.elapsed_s = time.monotonic() - t0
             summary.ledger = _publish_after_failure(ledger, dst, dst_fs, job_id)
@@ -77,6 +76,20 @@ def convert(config: JobConfig) -> JobSummary:
     log.info("job %s done: %d listed, %d committed, %d skipped, %d failed in %.1f s", job_id, summary.listed,
              summary.committed, summary.skipped, summary.failed, summary.elapsed_s)
     return summary
+
+
+def count_scans(config: JobConfig) -> int:
+    """How many scans `convert(config)` will list: one more walk of the source (for a progress bar's total;
+    the job itself never holds the listing). Raises JobError like `convert` when the source is unusable."""
+    src_fs, src_root = _source(config.src)
+    exclude = _destination(config.dst, src_fs)[2]
+    return sum(1 for _ in iter_scans(src_fs, src_root, exclude=exclude, limit=config.limit))
+
+
+def _destination(dst: str, src_fs):
+    """(fs, base path, folders the listing must not enter): a results root inside the source is skipped."""
+    dst_fs, dst_base = contracts.filesystem(dst, open_fs(dst)[0])
+    return dst_fs, dst_base, (dst_base,) if type(dst_fs).protocol == type(src_fs).protocol else ()
 
 
 def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_version, default_calibration):
@@ -102,7 +115,7 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, model_v
                          fn_kwargs={"dst": dst, "dst_fs": dst_fs}))
 
 
-def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float):
+def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float, on_progress):
     last = time.monotonic()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         t1 = time.monotonic()
@@ -115,6 +128,8 @@ def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: fl
             summary.count(status, source, kind, message)
             if status == FAILED:
                 log.warning("failed %s: [%s] %s", source, kind, message)
+        if on_progress is not None:
+            on_progress(summary)
         if time.monotonic() - last >= every_s:
             last = time.monotonic()
             log.info("progress: %d done (%d committed, %d already done, %d failed), %.2f scans/s",
@@ -171,36 +186,3 @@ def _model_version(config: JobConfig) -> str:
         return Digitiser(config.weights_path, device="cpu").model_version
     except CheckpointError as e:
         raise JobError(str(e)) from e
-
-
-# ----------------------------------------------------------------------------- CLI entry point
-
-def run_job(args) -> int:
-    """`digitise batch` (see digitiser/cli.py). Exit 0: every listed scan is committed (now or before);
-    1: some scans failed (listed, with the ledger's location); 2: the job could not start."""
-    try:
-        config = JobConfig(src=args.src, dst=args.dst, batch_size=args.batch_size, replicas=args.replicas,
-                           num_gpus=args.num_gpus, limit=args.limit, default_calibration=args.default_calibration,
-                           weights=getattr(args, "weights", None), job_id=getattr(args, "job_id", None))
-    except ValueError as e:
-        print(f"digitise batch: {e}", file=sys.stderr)
-        return 2
-    cluster.connect(getattr(args, "address", None))
-    try:
-        summary = convert(config)
-    except JobError as e:
-        print(f"digitise batch: {e}", file=sys.stderr)
-        return 2
-    except JobAborted as e:
-        print(e.summary.format())
-        print(f"digitise batch: {e}; run the same command again to resume", file=sys.stderr)
-        return 1
-    finally:
-        ray.shutdown()
-    print(summary.format())
-    if summary.ok:
-        return 0
-    print(f"{summary.failed} of {summary.listed} scans failed; fix them and run the same command again "
-          "(committed scans are skipped)")
-    return 1
-

@@ -10,13 +10,11 @@ RESULTS = REPO / "bench" / "results"
 
 
 def start_local_ray(num_cpus: int | None = None):
-    """A new local Ray on 127.0.0.1 for this benchmark alone, even when another Ray runs on the machine
-    (plain ray.init() would join a cluster someone started with `ray start`). Returns the ray module."""
+    """A new local Ray on 127.0.0.1 for this benchmark alone (cluster.connect never joins another Ray running on
+    the machine). Returns the ray module."""
     import ray
 
     import cluster
-    os.environ["RAY_ADDRESS"] = "local"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cluster.connect(num_cpus=num_cpus)
     return ray
 

@@ -62,20 +62,13 @@ def add_args(p: argparse.ArgumentParser):
 
 def easy_scan(args):
     """A clean scan of the requested size that the weights digitise (curves found), tried over seeds."""
-    import contracts
-    from digitiser import CurveNotFound, Digitiser, decode_scan
-    from digitiser.synth import render_scan
+    from digitiser import Digitiser
+    from digitiser.synth import digitisable_scans
     digitiser = Digitiser(args.weights, device=args.device)
-    for seed in range(50):
-        scan = render_scan(seed, height=args.height, width=args.width, style="clean")
-        decoded = decode_scan(scan.encoded)
-        try:
-            digitiser.finish(decoded, contracts.Calibration.from_dict(scan.calibration),
-                             digitiser.segment([decoded.gray])[0])
-            return scan, digitiser.model_version
-        except CurveNotFound:
-            continue
-    raise SystemExit(f"no clean {args.height}x{args.width} scan among 50 seeds is digitised by these weights")
+    found = digitisable_scans(digitiser, 1, tries=50, height=args.height, width=args.width)
+    if not found:
+        raise SystemExit(f"no clean {args.height}x{args.width} scan among 50 seeds is digitised by these weights")
+    return found[0], digitiser.model_version
 
 
 class Load:

@@ -1,7 +1,7 @@
 """Can the data keep a training device busy? Batches/s made in-process and by worker processes, against the
 model's training steps/s for the same config, measured in one run.
 
-    .venv/bin/python bench/training_data.py [--config digitiser/weights/stage9_config.json] [--device cpu]
+    .venv/bin/python bench/training_data.py [--config training/recipes/gpu.json] [--device cpu]
                                             [--workers 0 4 12] [--batches 64]
 
 Writes bench/results/training_data.json. On a GPU, `data_over_model` < 1 for the in-process row means the
@@ -59,7 +59,7 @@ def model_rate(cfg, device: str, n: int) -> float:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--config", default="digitiser/weights/stage9_config.json")
+    p.add_argument("--config", default="training/recipes/gpu.json")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--workers", type=int, nargs="+", default=[0, max((os.cpu_count() or 2) - 1, 1)])
     p.add_argument("--batches", type=int, default=64)

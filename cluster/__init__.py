@@ -22,9 +22,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs):
     # raylet and workers read the env var, this process reads the already imported constant.
     import ray._private.ray_constants as ray_constants
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no network: do not try to report
     ray_constants.ENABLE_RAY_CLUSTER = False
     log.info("starting a local Ray on 127.0.0.1")
-    return ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
+    # address="local": always a new local Ray, never one some other process left running on this machine
+    return ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                    **kwargs)
 
 
 def describe(address: str | None = "auto") -> str:

@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from contracts.errors import ContractViolation
+from contracts.errors import expect as _expect
 
 N_DEPTH = 300
 N_CURVES = 2
@@ -100,8 +100,3 @@ def _unit(v, field: str) -> str:
 def _no_unknown(d: dict, allowed: set, where: str):
     unknown = sorted(set(d) - allowed)
     _expect(not unknown, f"{where} has unknown fields {unknown}; allowed: {sorted(allowed)}")
-
-
-def _expect(ok: bool, message: str):
-    if not ok:
-        raise ContractViolation(message)

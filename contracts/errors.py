@@ -9,6 +9,12 @@ class ContractViolation(ContractError, ValueError):
     """A result, calibration or object set breaks contract v1. Nothing was written."""
 
 
+def expect(ok: bool, message: str) -> None:
+    """Raise ContractViolation(message) unless ok: the contract's one check."""
+    if not ok:
+        raise ContractViolation(message)
+
+
 class ConflictError(ContractError):
     """A different committed result already exists under the same request id (should never happen:
     the id is a hash of everything the result depends on, so this means a non-deterministic writer)."""

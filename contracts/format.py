@@ -6,7 +6,6 @@ Objects of a request (contract v1), all under `<root>/<request_id>/`:
   mask.png       8-bit single-channel PNG at the input's size: 0 background, 1 curve 1, 2 curve 2
   manifest.json  written last: what the result depends on, and every other object's size and sha256
 """
-import hashlib
 import io
 import json
 import math
@@ -17,6 +16,7 @@ import numpy as np
 
 from contracts.calibration import Calibration
 from contracts.errors import ContractViolation
+from contracts.files import sha256  # noqa: F401 (contracts.format.sha256: the manifest's hash)
 from contracts.result import CONTRACT_VERSION, Digitisation, InputInfo
 
 MANIFEST = "manifest.json"
@@ -40,10 +40,6 @@ def object_names(calibration: Calibration) -> list[str]:
 def format_number(x: float) -> str:
     s = NUMBER_FORMAT % x
     return "0.000000" if s == "-0.000000" else s  # one spelling of zero
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(obj) -> bytes:

@@ -1,5 +1,4 @@
 """The result of one request and the request id that names it."""
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -7,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from contracts.calibration import N_DEPTH, Calibration
+from contracts.files import sha256
 
 CONTRACT_VERSION = "1"
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
@@ -61,7 +61,7 @@ def depth_grid(calibration: Calibration) -> np.ndarray:
 
 def request_id(image_bytes: bytes, calibration, model_version: str) -> str:
     """The deterministic key of a request: a hash of everything its result depends on."""
-    return request_id_for(hashlib.sha256(image_bytes).hexdigest(), calibration, model_version)
+    return request_id_for(sha256(image_bytes), calibration, model_version)
 
 
 def request_id_for(input_sha256: str, calibration, model_version: str) -> str:
@@ -70,4 +70,4 @@ def request_id_for(input_sha256: str, calibration, model_version: str) -> str:
     key = {"contract_version": CONTRACT_VERSION, "model_version": model_version,
            "input_sha256": input_sha256, "calibration": calibration.to_dict()}
     canonical = json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return sha256(canonical.encode())[:32]

@@ -7,14 +7,13 @@ is a leftover of an interrupted attempt, overwritten by the next attempt and nev
 import contextlib
 import json
 import logging
-import os
 import posixpath
-import tempfile
 from dataclasses import dataclass
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from contracts.files import atomic_write
 from contracts.errors import ConflictError, ContractError, Corrupt, NotCommitted, StorageError
 from contracts.format import MANIFEST, parse, serialise, sha256
 from contracts.result import REQUEST_ID, Digitisation
@@ -39,22 +38,7 @@ class AtomicLocalFileSystem(LocalFileSystem):
     mode="create" links the temp file into place, which fails if the name exists: a create-only write."""
 
     def pipe_file(self, path, value, mode="overwrite", **kwargs):
-        path = self._strip_protocol(path)
-        folder, name = os.path.split(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(value)
-                f.flush()
-                os.fsync(f.fileno())
-            if mode == "create":
-                os.link(tmp, path)
-            else:
-                os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self._strip_protocol(path), value, create=mode == "create")
 
 
 def filesystem(root: str, fs=None) -> tuple[fsspec.AbstractFileSystem, str]:

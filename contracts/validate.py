@@ -9,7 +9,7 @@ import lasio
 import numpy as np
 
 from contracts.calibration import N_DEPTH, Calibration
-from contracts.errors import ContractViolation
+from contracts.errors import ContractViolation, expect as _expect
 from contracts.format import (CSV_HEADER, LAS, LAS_DEPTH_MNEMONIC, MANIFEST, MASK, canonical_json, csv_name,
                               format_number, object_names, sha256)
 from contracts.result import CONTRACT_VERSION, REQUEST_ID, depth_grid, request_id_for
@@ -132,8 +132,3 @@ def _fraction(v) -> bool:
 
 def _positive_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-def _expect(ok: bool, message: str):
-    if not ok:
-        raise ContractViolation(message)

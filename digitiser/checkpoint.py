@@ -16,15 +16,14 @@ import hashlib
 import io
 import json
 import logging
-import os
 import random
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from contracts.files import atomic_write, sha256
 from digitiser.model import Segmenter, SegmenterConfig
 
 log = logging.getLogger(__name__)
@@ -42,37 +41,12 @@ class CheckpointError(Exception):
 
 # ----------------------------------------------------------------------------- files
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 # ----------------------------------------------------------------------------- training checkpoints
@@ -104,10 +78,10 @@ def save_training_checkpoint(path, state: dict) -> str:
     buf = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
     data = buf.getvalue()
-    sha = sha256_bytes(data)
+    sha = sha256(data)
     path = Path(path)
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(_manifest_path(path), f"{sha}  {path.name}\n".encode())
+    atomic_write(path, data)
+    atomic_write(_manifest_path(path), f"{sha}  {path.name}\n".encode())
     return sha
 
 
@@ -121,7 +95,7 @@ def load_training_checkpoint(path) -> dict:
                               f"delete it and resume from an earlier checkpoint")
     expected = manifest.read_text().split()[0]
     data = path.read_bytes()
-    actual = sha256_bytes(data)
+    actual = sha256(data)
     if actual != expected:
         raise CheckpointError(f"checkpoint {path} is corrupt: sha256 {actual} but {manifest.name} expects "
                               f"{expected}; delete both files and resume from an earlier checkpoint")
@@ -175,12 +149,12 @@ def save_weights(model: torch.nn.Module, config, path) -> str:
     """Write shipped weights to `path` and the JSON sidecar to `<path>.json`. Returns the model version
     (sha256 hex of the weights bytes)."""
     data = weights_bytes(model, config)
-    sha = sha256_bytes(data)
+    sha = sha256(data)
     cfg = _config_dict(config)
     sidecar = {"sha256": sha, "config": cfg, "n_classes": cfg["n_classes"], "format": WEIGHTS_FORMAT,
                "n_params": sum(p.numel() for p in model.parameters())}
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(str(path) + ".json", (json.dumps(sidecar, sort_keys=True, indent=2) + "\n").encode())
+    atomic_write(path, data)
+    atomic_write(str(path) + ".json", (json.dumps(sidecar, sort_keys=True, indent=2) + "\n").encode())
     log.info("wrote weights %s (model version %s)", path, sha[:12])
     return sha
 
@@ -223,7 +197,7 @@ def load_segmenter(path, device="cpu") -> tuple[Segmenter, str]:
     except (ValueError, KeyError) as e:
         _fail(path, f"sidecar {sidecar_path.name} is unreadable ({e!r})", retrain)
     data = path.read_bytes()
-    version = sha256_bytes(data)
+    version = sha256(data)
     if version != expected:
         _fail(path, f"sha256 is {version} but the sidecar says {expected} (file modified or sidecar from "
                     f"another file)", f"ship the matching pair or {retrain}")

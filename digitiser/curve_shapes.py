@@ -3,14 +3,17 @@
 A shape is a pair of curves plotted in one track, as positions in fractions of track width (0 = left
 edge, 1 = right edge; values outside [0, 1] are clipped at the track edge when drawn) at evenly spaced
 depth samples, with the calibration curve entries (name, left, right, scale, unit) that map positions
-to values. The bank (`digitiser/data/curve_bank.npz`) is built once from the LAS files in
-`../shared/data/las/` by `build_curve_bank` (`python -m digitiser.curve_shapes`); without it, every
-shape comes from the random layered process.
+to values. The bank (`digitiser/data/curve_bank.npz`, shipped) was built once from LAS files by
+`build_curve_bank` (`python -m digitiser.curve_shapes [LAS_DIR]`). The LAS files are an optional extra outside
+the package: LAS_DIR is $DIGITISER_LAS_DIR, else ../shared/data/las relative to the working directory (the
+repository root); nothing else reads them. Without the bank every shape comes from the random layered process.
 """
 from dataclasses import dataclass
 import functools
 import io
 import logging
+import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 
 N_SAMPLES = 384                 # depth samples per bank window
 BANK_PATH = Path(__file__).resolve().parent / "data" / "curve_bank.npz"
-LAS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "las"
+LAS_DIR = Path(os.environ.get("DIGITISER_LAS_DIR", "../shared/data/las"))   # only build_curve_bank reads it
 
 # Curve pairs plotted together in practice: (file, curve 1, curve 2, same scale for both?)
 PAIRS = [
@@ -90,7 +93,7 @@ def build_curve_bank(las_dir: Path | None = None, out: Path | None = None, per_p
     """Extract random windows of real curve pairs from the LAS files into a compact .npz bank.
 
     Args:
-        las_dir: folder with the LAS files named in `pairs` (default LAS_DIR, ../shared/data/las).
+        las_dir: folder with the LAS files named in `pairs` (default LAS_DIR).
         out: bank file to write (default BANK_PATH, the shipped digitiser/data/curve_bank.npz).
         per_pair: windows per curve pair.
         pairs: [(file, curve 1, curve 2, shared scale)], default PAIRS.
@@ -262,4 +265,4 @@ def resample_rows(f: np.ndarray, h: int, rng: np.random.Generator) -> np.ndarray
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build_curve_bank()
+    build_curve_bank(sys.argv[1] if len(sys.argv) > 1 else None)

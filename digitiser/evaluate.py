@@ -15,8 +15,9 @@ import numpy as np
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.metrics import format_table, legible_fraction, qc_overlay, scan_record, summarise
+from digitiser.metrics import legible_fraction, qc_overlay, scan_record, summarise
 from digitiser.predictor import MAX_BATCH, Digitiser
+from digitiser.scale import to_fractions
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,7 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
 
 def _fractions(result: contracts.Digitisation, cal: contracts.Calibration) -> np.ndarray:
     """Curve values back to fractions of track width (inverse of the calibration), (300, 2)."""
-    out = []
-    for spec in cal.curves:
-        v = np.asarray(result.curves[spec.name])
-        if spec.scale == "log":
-            out.append((np.log10(v) - np.log10(spec.left)) / (np.log10(spec.right) - np.log10(spec.left)))
-        else:
-            out.append((v - spec.left) / (spec.right - spec.left))
-    return np.stack(out, axis=1)
+    return np.stack([to_fractions(result.curves[c.name], c.left, c.right, c.scale) for c in cal.curves], axis=1)
 
 
 def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):
@@ -96,10 +90,11 @@ def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):
     log.info("wrote %d QC overlays to %s", len(worst_ids), qc_dir)
 
 
-def main(args) -> int:
-    digitiser = Digitiser(args.weights)
-    summary = evaluate(args.dir, digitiser, qc_dir=args.qc)
-    print(format_table(summary))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return 0
+def run(folder: str | Path, weights: str | Path | None = None, json_path: str | Path | None = None,
+        qc_dir: str | Path | None = None) -> dict:
+    """`digitise eval`: evaluate `weights` (None: the shipped ones) on `folder`; the summary is returned and,
+    with json_path, written there as JSON. The caller prints `format_table(summary)`."""
+    summary = evaluate(folder, Digitiser(weights), qc_dir=qc_dir)
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

@@ -16,7 +16,6 @@ that says what is wrong and what to do; errors from cv2 and tifffile are transla
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import struct
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import tifffile
+
+from contracts.files import sha256
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def decode_scan(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedScan
     gray = _decode_pixels(data, fmt)
     log.debug("decoded %s %dx%d (%d bytes)", fmt, gray.shape[1], gray.shape[0], n)
     return DecodedScan(gray=gray, format=fmt, width=int(gray.shape[1]), height=int(gray.shape[0]),
-                       sha256=hashlib.sha256(data).hexdigest(), n_bytes=n)
+                       sha256=sha256(data), n_bytes=n)
 
 
 def _check_size(fmt: str, width: int, height: int, limits: ImageLimits) -> None:

@@ -93,16 +93,6 @@ class Digitiser:
         """Trace both curves and build the result (`finish` with this digitiser's tracing and model version)."""
         return finish(scan, calibration, probs, self.tracing, self.model_version)
 
-    def digitise(self, scans: list[DecodedScan], calibrations: list[contracts.Calibration]) -> list:
-        """Segment and trace a batch; per scan a Digitisation, or the exception that failed it."""
-        results = []
-        for scan, cal, probs in zip(scans, calibrations, self.segment([s.gray for s in scans])):
-            try:
-                results.append(self.finish(scan, cal, probs))
-            except ValueError as e:
-                results.append(e)
-        return results
-
 
 def finish(scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray, tracing: TracingParams,
            model_version: str) -> contracts.Digitisation:

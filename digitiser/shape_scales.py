@@ -118,11 +118,3 @@ def catalogue_curves(rng: np.random.Generator) -> tuple[list[dict], bool]:
         curves.append({"name": name, "left": float(left), "right": float(right),
                        "scale": "log" if log else "linear", "unit": unit})
     return curves, log
-
-
-def values_from_fraction(f: np.ndarray, curve: dict) -> np.ndarray:
-    """Calibration values (float64) at track-width fractions f for one calibration curve entry."""
-    left, right = float(curve["left"]), float(curve["right"])
-    if curve.get("scale", "linear") == "log":
-        return 10.0 ** (np.log10(left) + f * (np.log10(right) - np.log10(left)))
-    return left + f * (right - left)

@@ -18,7 +18,6 @@ import functools
 import io
 import json
 import logging
-import os
 from pathlib import Path
 import time
 
@@ -26,9 +25,10 @@ import cv2
 import numpy as np
 
 from contracts import N_DEPTH
+from contracts.files import atomic_write
 from digitiser import curve_shapes, g4tiff, strokes
 from digitiser import synth_paper as paper
-from digitiser.shape_scales import values_from_fraction
+from digitiser.scale import to_values
 from digitiser.synth_paper import STYLES  # noqa: F401 (re-exported: synth.STYLES)
 
 
@@ -207,8 +207,31 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     x_frac = np.stack([(np.interp(y_k, np.arange(h), xk) + 0.5) / w for xk in x], axis=1)
     calibration = {"top_depth": top, "bottom_depth": bottom, "depth_unit": pair.depth_unit,
                    "curves": pair.curves}
-    values = np.stack([values_from_fraction(x_frac[:, k], c) for k, c in enumerate(pair.curves)], axis=1)
+    values = np.stack([to_values(x_frac[:, k], c["left"], c["right"], c.get("scale", "linear"))
+                       for k, c in enumerate(pair.curves)], axis=1)
     return SynthScan(image, mask, x_frac, calibration, values, ext, encoded)
+
+
+def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:
+    """The first n rendered scans (seeds 0, 1, ... tries - 1) in which `digitiser` (a predictor.Digitiser)
+    finds both curves: for tests and benchmarks that measure serving, not how far the model generalises.
+    Returns fewer than n when `tries` seeds are not enough; the caller says so."""
+    import contracts
+    from digitiser.imageio import decode_scan
+    from digitiser.tracing import CurveNotFound
+    found = []
+    for seed in range(tries):
+        scan = render_scan(seed, height=height, width=width, style=style)
+        decoded = decode_scan(scan.encoded)
+        try:
+            digitiser.finish(decoded, contracts.Calibration.from_dict(scan.calibration),
+                             digitiser.segment([decoded.gray])[0])
+        except CurveNotFound:
+            continue
+        found.append(scan)
+        if len(found) == n:
+            break
+    return found
 
 
 def scan_seed(seed: int, i: int) -> int:
@@ -218,23 +241,16 @@ def scan_seed(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
 
 
-def _put(path: Path, data: bytes) -> None:
-    """Whole-file write: a temp file renamed into place, so readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_scan(root: Path, seed: int, i: int) -> str:
     """Render scan i of the data set and write its three files; returns the image path."""
     scan = render_scan(scan_seed(seed, i))
     stem = f"scan_{i:05d}"
     buf = io.BytesIO()
     np.savez_compressed(buf, mask=scan.mask, x_frac=scan.x_frac, values=scan.values)
-    _put(root / f"{stem}.truth.npz", buf.getvalue())
-    _put(root / f"{stem}.json", json.dumps(scan.calibration, indent=2).encode())
+    atomic_write(root / f"{stem}.truth.npz", buf.getvalue())
+    atomic_write(root / f"{stem}.json", json.dumps(scan.calibration, indent=2).encode())
     image_path = root / f"{stem}.{scan.ext}"
-    _put(image_path, scan.encoded)   # last: an image on disk always has its sidecar and truth
+    atomic_write(image_path, scan.encoded)   # last: an image on disk always has its sidecar and truth
     return str(image_path)
 
 

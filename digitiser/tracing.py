@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts import N_DEPTH  # the contract's depth grid
+from digitiser import scale as scale_map
 
 log = logging.getLogger(__name__)
 
@@ -367,13 +368,4 @@ def to_values(x_frac: np.ndarray, left: float, right: float, scale: str = "linea
     Returns:
         float64 array of x_frac's shape, in the curve's unit.
     """
-    f = np.clip(np.asarray(x_frac, dtype=np.float64), 0.0, 1.0)
-    if scale == "linear":
-        return left + f * (right - left)
-    if scale == "log":
-        if not (left > 0 and right > 0):
-            raise ValueError(f"log scale needs positive left and right values, got left={left}, right={right}: "
-                             "fix the calibration")
-        lo, hi = np.log10(left), np.log10(right)
-        return 10.0 ** (lo + f * (hi - lo))
-    raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
+    return scale_map.to_values(np.clip(np.asarray(x_frac, dtype=np.float64), 0.0, 1.0), left, right, scale)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.deterministic
 
+from contracts.files import atomic_write
 from digitiser import checkpoint as ckpt
 from digitiser.model import Segmenter, SegmenterConfig
 
@@ -316,7 +317,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         start = state["step"]
         log.info("resuming from %s at step %d/%d", existing[-1].name, start, cfg.steps)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_bytes(out / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
+    atomic_write(out / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
     eval_cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size,
                            capacity=cfg.eval_seeds[1] - cfg.eval_seeds[0])
     log.info("training %d-param segmenter for %d steps (batch %d, crop %s) on %s, %s",
@@ -382,28 +383,37 @@ def _hms(seconds: float) -> str:
 
 
 def load_config(path) -> TrainConfig:
+    """A TrainConfig from a JSON recipe: TrainConfig fields, and optionally `"extends": "other.json"` (a path
+    relative to this file) whose fields it overrides (`model` field by field). See training/recipes/."""
     try:
-        return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+        return TrainConfig.from_dict(_recipe(Path(path), ()))
     except (OSError, ValueError, TypeError) as e:
         raise TrainConfigError(f"cannot read train config {path}: {e}") from e
 
 
-def main(args) -> int:
-    """`digitise train --config JSON --out DIR [--resume] [--export PATH] [--data-workers N]`. -> exit code."""
-    out = Path(args.out)
-    try:
-        if args.config:
-            cfg = load_config(args.config)
-        elif args.resume and (out / "config.json").exists():
-            cfg = load_config(out / "config.json")
-        else:
-            cfg = TrainConfig()
-        final = train(cfg, out, resume=args.resume, data_workers=args.data_workers)
-        if args.export:
-            model, version = ckpt.load_segmenter(final)
-            ckpt.save_weights(model, model.config, args.export)
-            log.info("exported %s (model version %s)", args.export, version)
-    except (TrainConfigError, ckpt.CheckpointError) as e:
-        log.error("%s", e)
-        return 2
-    return 0
+def _recipe(path: Path, seen: tuple) -> dict:
+    if path.resolve() in seen:
+        raise ValueError(f"recipes extend each other in a loop: {[str(p) for p in seen]}")
+    d = json.loads(path.read_text())
+    parent = d.pop("extends", None)
+    if parent is None:
+        return d
+    base = _recipe(path.parent / parent, (*seen, path.resolve()))
+    model = {**base.get("model", {}), **d.pop("model", {})}
+    return {**base, **d, **({"model": model} if model else {})}
+
+
+def run(out: str | Path, config: TrainConfig | None = None, resume: bool = False, data_workers: int = 0,
+        export: str | Path | None = None) -> Path:
+    """`digitise train`: train into the run folder `out` and return the final checkpoint; with `export`, also
+    write the final weights (+ sidecar) there. config None: the run folder's config.json when resuming, else
+    TrainConfig(). Raises TrainConfigError or CheckpointError."""
+    out = Path(out)
+    if config is None:
+        config = load_config(out / "config.json") if resume and (out / "config.json").exists() else TrainConfig()
+    final = train(config, out, resume=resume, data_workers=data_workers)
+    if export:
+        model, version = ckpt.load_segmenter(final)
+        ckpt.save_weights(model, model.config, export)
+        log.info("exported %s (model version %s)", export, version)
+    return final

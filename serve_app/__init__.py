@@ -1,7 +1,7 @@
 """The online route: an HTTP digitisation endpoint on Ray Serve with batched segmenter replicas.
 
 `build_app(config)` is the typed application builder (config.yaml: `import_path: serve_app:build_app`),
-`serve_forever(args)` runs it on a local, loopback-only Ray (`digitise serve`; `start_local_ray` alone starts
+`serve_forever(config, host, port)` runs it on a local, loopback-only Ray (`digitise serve`; `start_local_ray` alone starts
 that Ray), `ServeConfig` holds every knob.
 """
 from serve_app.app import build_app, serve_forever, start_local_ray

@@ -1,6 +1,5 @@
 """Building the Serve application from a ServeConfig, and running it locally until interrupted (`digitise serve`)."""
 import logging
-import os
 import signal
 import threading
 
@@ -42,20 +41,10 @@ def build_app(config: ServeConfig) -> Application:
     return ingress.bind(segmenter, config)
 
 
-def config_from_args(args) -> ServeConfig:
-    """ServeConfig from `digitise serve` arguments; a local store path is made absolute (replicas do not
-    share the driver's working directory). Optional attributes (weights, device) are read if present.
-    Ray itself is loopback-only here (one machine), so the replicas' internal servers are too."""
-    store = args.store if "://" in args.store else os.path.abspath(args.store)
-    extra = {k: getattr(args, k) for k in ("weights", "device") if getattr(args, k, None) is not None}
-    return ServeConfig(store=store, replicas=args.replicas, num_gpus=args.num_gpus,
-                       max_batch_size=args.max_batch_size, loopback_only=True, **extra)
-
-
-def serve_forever(args) -> int:
-    """Start a loopback-only local Ray and the app on args.host:args.port; block until Ctrl-C or SIGTERM,
-    then shut Serve and Ray down. Returns the exit code."""
-    config = config_from_args(args)
+def serve_forever(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Start a loopback-only local Ray and the app on host:port; block until Ctrl-C or SIGTERM, then shut
+    Serve and Ray down. Returns the exit code. A local store path should be absolute (replicas do not share
+    the caller's working directory)."""
     try:  # fail fast, with the preflight's own message, before Ray and Serve start
         Digitiser(config.weights, device="cpu")
     except CheckpointError as e:
@@ -63,14 +52,14 @@ def serve_forever(args) -> int:
         return 1
     ray = start_local_ray()
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": host, "port": port})
         try:
             serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
         except RuntimeError as e:  # a replica that cannot start (e.g. weights failing their preflight)
             log.error("the app did not start: %s", str(e).strip().splitlines()[-1])
             return 1
         log.info("serving on http://%s:%d (POST /v1/digitise, docs at /docs), results under %s; Ctrl-C stops",
-                 args.host, args.port, config.store)
+                 host, port, config.store)
         _wait_for_signal()
         return 0
     except KeyboardInterrupt:  # Ctrl-C while still deploying
@@ -83,7 +72,6 @@ def serve_forever(args) -> int:
 
 def start_local_ray():
     """A local Ray on 127.0.0.1 only (the one place that knows how: `cluster.connect`)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     from cluster import connect

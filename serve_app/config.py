@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from digitiser import MAX_BATCH, ImageLimits, TracingParams
 
 _LIMITS = ImageLimits()
+BATCH_WAIT_TIMEOUT_S = 0.05   # longest wait for a batch to fill after its first scan (the one definition)
+BUSY_WAIT_FRACTION = 0.5      # a busy replica's wait for a fuller batch, as a fraction of a full forward pass
 
 
 class BatchingConfig(BaseModel):
@@ -18,9 +20,9 @@ class BatchingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_batch_size: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, description="scans per forward batch")
-    batch_wait_timeout_s: float = Field(0.05, ge=0.0, le=10.0,
+    batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=10.0,
                                         description="longest wait for a batch to fill after its first scan")
-    busy_wait_fraction: float = Field(0.5, ge=0.0, le=2.0,
+    busy_wait_fraction: float = Field(BUSY_WAIT_FRACTION, ge=0.0, le=2.0,
                                       description="when a batch's worth of requests is inside the replica: the "
                                                   "next batch waits up to this fraction of a full batch's "
                                                   "forward pass to fill (0: always batch_wait_timeout_s)")
@@ -46,8 +48,8 @@ class ServeConfig(BaseModel):
     num_gpus: float = Field(0.0, ge=0.0, description="GPUs per segmenter replica")
     segmenter_num_cpus: float = Field(1.0, ge=0.0, description="CPUs per segmenter replica (torch threads)")
     max_batch_size: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH)
-    batch_wait_timeout_s: float = Field(0.05, ge=0.0, le=10.0)
-    busy_wait_fraction: float = Field(0.5, ge=0.0, le=2.0, description="see BatchingConfig")
+    batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=10.0)
+    busy_wait_fraction: float = Field(BUSY_WAIT_FRACTION, ge=0.0, le=2.0, description="see BatchingConfig")
     segmenter_max_ongoing_requests: int | None = Field(
         None, ge=1, description="per replica; default 2 x max_batch_size so a full batch can form while one runs")
     segmenter_max_queued_requests: int = Field(64, ge=-1, description="per caller; -1 = unbounded")

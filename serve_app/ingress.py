@@ -17,7 +17,6 @@ The work behind one request id runs once per ingress replica however many identi
 import asyncio
 import logging
 import posixpath
-import re
 import time
 from collections import Counter
 
@@ -31,6 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import contracts
+from contracts.result import REQUEST_ID as _REQUEST_ID
 from digitiser import decode_scan
 from serve_app.config import ServeConfig
 from serve_app.http import (OPENAPI_UPLOAD, ApiError, curve_not_found, parse_calibration, read_upload,
@@ -39,7 +39,6 @@ from serve_app.loopback import bind_replica_servers_to_loopback
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
 
-_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 _SECONDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 _ERRORS = {s: {"description": d, "content": {"application/json": {"example": {"error": e, "detail": "..."}}}}
            for s, e, d in [(400, "corrupt", "truncated or damaged image, malformed multipart or request id"),
@@ -65,7 +64,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"error": "invalid_request", "detail": str(exc.errors())[:2000]}, status_code=422)
 
 
-@serve.deployment(max_ongoing_requests=64, max_queued_requests=128, ray_actor_options={"num_cpus": 0.5})
+_DEFAULTS = ServeConfig()   # build_app sets the deployment options from the app's own ServeConfig
+
+
+@serve.deployment(max_ongoing_requests=_DEFAULTS.ingress_max_ongoing_requests,
+                  max_queued_requests=_DEFAULTS.ingress_max_queued_requests,
+                  ray_actor_options={"num_cpus": _DEFAULTS.ingress_num_cpus})
 @serve.ingress(api)
 class Ingress:
     def __init__(self, segmenter: DeploymentHandle, config: ServeConfig):

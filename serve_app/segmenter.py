@@ -26,7 +26,7 @@ from ray.serve import metrics
 
 import contracts
 from digitiser import MAX_BATCH, DecodedScan, Digitiser, TracingParams
-from serve_app.config import BatchingConfig
+from serve_app.config import BATCH_WAIT_TIMEOUT_S, BatchingConfig
 from serve_app.loopback import bind_replica_servers_to_loopback
 from serve_app.tracer import Traced, TracerPool
 
@@ -74,7 +74,7 @@ class Segmenter:
         log.info("batching: max_batch_size=%d batch_wait_timeout_s=%.3f busy_wait_fraction=%.2f",
                  cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.busy_wait_fraction)
 
-    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=0.05)
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)  # reconfigure sets both
     async def segment(self, grays: list[np.ndarray]) -> list[np.ndarray]:
         """Batched: HxW uint8 scans in, (3, H, W) float32 probabilities out, torch off the event loop."""
         start = time.perf_counter()

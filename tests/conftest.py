@@ -111,27 +111,29 @@ def store(request, tmp_path) -> Store:
 
 
 @pytest.fixture(scope="session")
+def weights() -> str:
+    """The shipped segmenter weights: the one `weights` every test module uses. They are tracked in the
+    repository, so a missing file is a failure, not a reason to test something else."""
+    from digitiser import DEFAULT_WEIGHTS
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.fail(f"the shipped segmenter weights {DEFAULT_WEIGHTS} are not there")
+    return str(DEFAULT_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
 def ray_local(s3_server):
     """A local Ray (4 logical CPUs, no dashboard) listening on 127.0.0.1 only; yields the RayContext.
 
     4 logical CPUs on this 2-core machine: CPUs are scheduling tokens, and the cross-route test runs a batch
     job beside the running Serve apps, as on a shared cluster (its segmenter actor asks a whole CPU).
 
-    `_node_ip_address="127.0.0.1"` alone is not enough in Ray 2.60: Ray rewrites a loopback address to the
-    host's outward IP (services.resolve_ip_for_localhost) and then binds there and on 0.0.0.0. With
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 it resolves the node IP to loopback instead. That flag is read into
-    ray_constants at import, so it is set both in the environment (for raylet and workers) and on the
-    already imported module."""
+    The loopback set-up itself is cluster.connect's (the one place that knows how)."""
     import ray
-    import ray._private.ray_constants as ray_constants
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no network here; do not try to report
-        mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-        # Raylet and workers are spawned from this process now, so they inherit the S3 environment.
-        context = ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
-        try:
-            yield context
-        finally:
-            ray.shutdown()
+    from cluster import connect
+    # Raylet and workers are spawned from this process now, so they inherit the S3 environment.
+    context = connect(num_cpus=4)
+    try:
+        yield context
+    finally:
+        ray.shutdown()

@@ -24,7 +24,6 @@ from batch_jobs.job import LISTING_CPUS
 from batch_jobs.listing import ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import PENDING, ROW_SCHEMA, commit_batch, prepare_batch
 from builders import CALIBRATION, make_result
-from digitiser import DEFAULT_WEIGHTS
 from digitiser.synth import render_scan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,13 +89,6 @@ def snapshot(fs, root: str) -> dict[str, tuple]:
             for p, info in found.items() if f"/{LEDGER_FOLDER}/" not in p}
 
 
-@pytest.fixture(scope="module")
-def weights():
-    if not DEFAULT_WEIGHTS.exists():
-        pytest.skip(f"the shipped segmenter weights {DEFAULT_WEIGHTS} are not there")
-    return DEFAULT_WEIGHTS
-
-
 # ----------------------------------------------------------------------------- listing (no Ray)
 
 def test_listing_finds_nested_and_uppercase_scans_with_their_sidecars(tmp_path):
@@ -136,6 +128,14 @@ def test_listing_streams_an_s3_prefix(s3_fs, s3_bucket):
     rows = list(iter_scans(s3_fs, f"{s3_bucket}/x"))
     assert [r["source"] for r in rows] == [f"s3://{s3_bucket}/x/a.PNG", f"s3://{s3_bucket}/x/y/b.tif"]
     assert rows[0]["sidecar"] == f"s3://{s3_bucket}/x/a.json" and rows[0]["size"] == 2
+
+
+def test_job_defaults_to_full_batches_without_loading_torch_in_io_workers():
+    from digitiser import MAX_BATCH
+    assert JobConfig("a", "b").batch_size == MAX_BATCH
+    code = "import sys, batch_jobs.stages; print('torch' in sys.modules)"   # what a prepare/commit worker imports
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_listing_source_yields_pages_of_the_batch_size(tmp_path):
@@ -348,7 +348,7 @@ def test_job_runs_on_only_the_cpus_its_steps_ask_for(ray_local, weights, tmp_pat
 
 
 def _cli(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "digitiser.cli", "batch", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "cli", "batch", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

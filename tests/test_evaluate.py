@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from digitiser.cli import main
+from cli import main
 from digitiser.synth import write_dataset
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from digitiser import checkpoint as ckpt
-from digitiser.cli import main
+from cli import main
 from digitiser.model import Segmenter, SegmenterConfig, grow
 
 SMALL = SegmenterConfig(base=4, levels=2, max_width=8)

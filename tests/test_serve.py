@@ -27,12 +27,11 @@ import torch
 import yaml
 
 import contracts
-from digitiser import DEFAULT_WEIGHTS, CurveNotFound, Digitiser, decode_scan
+from digitiser import Digitiser
 from digitiser.checkpoint import save_weights, sha256_file
 from digitiser.model import Segmenter as SegmenterNet, SegmenterConfig
-from digitiser.synth import render_scan
+from digitiser.synth import digitisable_scans, render_scan
 from serve_app import BatchingConfig, ServeConfig, build_app
-from conftest import make_s3fs
 
 MAX_BYTES = 1 << 20        # the main app's upload limits
 MAX_PIXELS = 2_000_000
@@ -83,12 +82,6 @@ def ink_weights(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def weights(ink_weights) -> str:
-    """The shipped weights when they exist (the real thing), else the ink detector."""
-    return str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else ink_weights
-
-
-@pytest.fixture(scope="module")
 def server(ray_local, s3_server, weights, ink_weights, tmp_path_factory):
     from ray import serve
 
@@ -119,18 +112,9 @@ def easy_scans(weights) -> list:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        digitiser, found = Digitiser(weights), []
-        for seed in range(40):
-            scan = _scan(seed)
-            decoded = decode_scan(scan.encoded)
-            try:
-                digitiser.finish(decoded, contracts.Calibration.from_dict(scan.calibration),
-                                 digitiser.segment([decoded.gray])[0])
-            except CurveNotFound:
-                continue
-            found.append(scan)
-            if len(found) == 4:
-                return found
+        found = digitisable_scans(Digitiser(weights), 4, tries=40, height=400, width=200)
+        if len(found) == 4:
+            return found
     finally:
         torch.set_num_threads(threads)
     pytest.fail(f"the weights {weights} digitise only {len(found)} of 40 clean 400 x 200 synthetic scans")
@@ -398,13 +382,13 @@ def test_corrupt_result_is_409_and_posting_again_rewrites_it(server, easy_scans)
 
 # ----------------------------------------------------------------------------- storage failure, overload
 
-def test_storage_failure_is_503_with_retry_after_and_nothing_committed(server, committed, s3_server):
+def test_storage_failure_is_503_with_retry_after_and_nothing_committed(server, committed, s3_client):
     scan, _ = committed
     r = _post(server.url, scan.encoded, scan.calibration, path="/tight/v1/digitise")
     body = _assert_json_error(r, 503, "storage_unavailable")
     assert r.headers["retry-after"] == "3"
     assert _stats(server, "/tight")["ingress"]["commits_written"] == 0
-    fs = make_s3fs(s3_server)
+    fs = s3_client
     assert not contracts.is_committed(server.tight_store, body["request_id"], fs=fs)
     assert not fs.exists(server.tight_store.split("/")[2])  # not even the bucket: nothing half-written
 
@@ -467,6 +451,24 @@ def test_a_busy_segmenter_waits_longer_for_a_fuller_batch():
     assert seg._next_wait() == 0.05
 
 
+def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
+    """Values written twice in config.yaml (args, and the deployment options that override build_app's)
+    are one setting: the copy must equal what ServeConfig derives."""
+    from serve_app.ingress import Ingress
+    from serve_app.segmenter import Segmenter
+    (app,) = yaml.safe_load(CONFIG_YAML.read_text())["applications"]
+    config = ServeConfig.model_validate(app["args"])
+    deployments = {d["name"]: d for d in app["deployments"]}
+    segmenter, ingress = deployments[Segmenter.name], deployments[Ingress.name]
+    assert segmenter["user_config"] == config.batching.model_dump()
+    assert segmenter["max_ongoing_requests"] == config.segmenter_ongoing
+    assert segmenter["max_queued_requests"] == config.segmenter_max_queued_requests
+    assert ingress["max_ongoing_requests"] == config.ingress_max_ongoing_requests
+    assert ingress["max_queued_requests"] == config.ingress_max_queued_requests
+    assert {d["backpressure_config"]["retry_after_s"] for d in deployments.values()} == {config.retry_after_s}
+    assert "segmenter.bin" not in CONFIG_YAML.read_text()
+
+
 @pytest.mark.parametrize("bad", [{"max_batch_size": 17}, {"segmenter_max_ongoing_requests": 8},
                                  {"tracing": {"min_cover": 0.5}}, {"max_image_pixels": 2**31}, {"bogus": 1}])
 def test_config_rejects_unusable_settings(bad):
@@ -480,7 +482,7 @@ def test_build_app_accepts_a_dict():
 
 def test_cli_arguments_make_a_loopback_config_with_an_absolute_store(tmp_path, monkeypatch):
     import argparse
-    from serve_app.app import config_from_args
+    from cli.commands import serve_config as config_from_args
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(host="127.0.0.1", port=8000, store="results/serve", replicas=2, num_gpus=0.5,
                               max_batch_size=8, weights="w.pt")

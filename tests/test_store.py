@@ -391,7 +391,7 @@ def test_cli_audit_exit_status(store):
         contracts.commit(result, root, fs=store.fs)
     fs, base = store.resolve()
     cut_short(fs, f"{base}/{result.request_id}/GR.csv")
-    cli = ["-m", "digitiser.cli", "audit"]
+    cli = ["-m", "cli", "audit"]
     with processes([*cli, "--json", store.root], [*cli, clean]) as procs:
         (corrupt, err1), (table, err2) = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [1, 0], (err1, err2)

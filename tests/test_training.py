@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import torch
 import torch.utils.deterministic
 
+from cli import main as cli_main
 from digitiser import checkpoint as ckpt
 from digitiser import train as tr
 from digitiser.model import SegmenterConfig
@@ -83,7 +83,7 @@ def _restore_torch_globals():
 
 def _cli(args, cfg_path, out, **popen):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
-    cmd = [sys.executable, "-m", "digitiser.cli", "train", "--config", str(cfg_path), "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "cli", "train", "--config", str(cfg_path), "--out", str(out), *args]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
@@ -148,13 +148,39 @@ def test_config_round_trips_through_json():
     assert tr.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "digitiser" / "weights").glob("*_config.json")), ids=lambda p: p.name)
+RECIPES = ROOT / "training" / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.json")), ids=lambda p: p.name)
 def test_shipped_recipes_are_valid_configs(path):
     """The model card's training commands must run as written: each config parses, its crops fit the
     network, and a fine-tune pins the weights it starts from."""
     cfg = tr.load_config(path)
     assert cfg.crop[0] % cfg.model.multiple == 0 and cfg.crop[1] % cfg.model.multiple == 0
     assert (cfg.init_weights is None) == (cfg.init_sha256 is None)
+
+
+def test_a_recipe_overrides_the_recipe_it_extends(tmp_path):
+    (tmp_path / "base.json").write_text(json.dumps({"seed": 3, "steps": 7, "model": {"levels": 3, "base": 4}}))
+    (tmp_path / "child.json").write_text(json.dumps({"extends": "base.json", "steps": 9, "model": {"levels": 2}}))
+    cfg = tr.load_config(tmp_path / "child.json")
+    assert (cfg.seed, cfg.steps, cfg.model.levels, cfg.model.base) == (3, 9, 2, 4)
+    (tmp_path / "base.json").write_text(json.dumps({"extends": "child.json"}))
+    with pytest.raises(tr.TrainConfigError, match="loop"):
+        tr.load_config(tmp_path / "child.json")
+
+
+def test_the_shipped_weights_recipe_pins_its_lineage():
+    """stage6.json made the shipped weights: its chain of `extends` reaches a seeded init (stage1), each
+    fine-tune pinned by the sha256 of the stage before."""
+    chain, path = [], RECIPES / "stage6.json"
+    while path:
+        chain.append(path.stem)
+        raw = json.loads(path.read_text())
+        path = RECIPES / raw["extends"] if "extends" in raw else None
+    assert chain == ["stage6", "stage5", "stage4", "stage3", "stage2", "stage1"]
+    assert tr.load_config(RECIPES / "stage1.json").init_weights is None
+    assert tr.load_config(RECIPES / "stage6.json").init_sha256.startswith("3b0373db1f6d")
 
 
 def test_unknown_config_field_is_refused():
@@ -286,15 +312,13 @@ def test_progress_lines_report_rate_and_eta(tmp_path, caplog):
 def test_cli_resume_without_config_uses_the_run_folder_config(tmp_path):
     final = tr.train(tiny_config(steps=4), tmp_path / "run")
     before = final.read_bytes()
-    args = Namespace(config=None, out=str(tmp_path / "run"), resume=True, export=str(tmp_path / "w.pt"),
-                     data_workers=0)
-    assert tr.main(args) == 0
+    args = ["train", "--out", str(tmp_path / "run"), "--resume", "--export", str(tmp_path / "w.pt")]
+    assert cli_main(args) == 0
     assert final.read_bytes() == before == (tmp_path / "w.pt").read_bytes()
 
 
 def test_cli_reports_a_bad_config_with_exit_code_2(tmp_path, caplog):
     (tmp_path / "cfg.json").write_text(json.dumps({"stpes": 4}))
-    args = Namespace(config=str(tmp_path / "cfg.json"), out=str(tmp_path / "run"), resume=False, export=None,
-                     data_workers=0)
-    assert tr.main(args) == 2
+    args = ["train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "run")]
+    assert cli_main(args) == 2
     assert "stpes" in caplog.text

@@ -1,79 +1,12 @@
-"""The `digitise` command. Each subcommand parses its arguments here and calls one function.
-
-Imports are lazy so that `digitise audit` does not pay for torch and `digitise synth` does not pay for Ray.
+"""The `digitise` command: the one entry point above every package (cli -> serve_app, batch_jobs, cluster ->
+digitiser -> contracts). This module only declares the flags; cli/commands.py and cli/batch.py turn them into
+the libraries' typed configs, call one function each, and do the printing.
 """
 import argparse
 import logging
-import sys
 
-
-def _audit(args):
-    import json
-    import contracts
-    report = contracts.audit(args.root)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
-    return 0 if report.ok else 1
-
-
-def _synth(args):
-    from digitiser import synth
-    synth.write_dataset(args.out, n=args.n, seed=args.seed)
-    return 0
-
-
-def _train(args):
-    from digitiser import train
-    return train.main(args)
-
-
-def _soup(args):
-    from digitiser import checkpoint
-    checkpoint.average_weights(args.weights, args.out)
-    return 0
-
-
-def _grow(args):
-    import dataclasses
-    from digitiser import checkpoint
-    from digitiser.model import grow
-    model, version = checkpoint.load_segmenter(args.weights)
-    config = dataclasses.replace(model.config, levels=args.levels, max_width=args.max_width)
-    try:
-        bigger = grow(model, config, seed=args.seed)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    sha = checkpoint.save_weights(bigger, config, args.out)
-    print(f"{args.out}: {bigger.num_params()} params, grown from {version[:12]}, model version {sha}")
-    return 0
-
-
-def _eval(args):
-    from digitiser import evaluate
-    return evaluate.main(args)
-
-
-def _batch(args):
-    from batch_jobs import run_job
-    return run_job(args)
-
-
-def _serve(args):
-    from serve_app import serve_forever
-    return serve_forever(args)
-
-
-def _bench(args):
-    import runpy
-    sys.argv = [args.script, *args.rest]
-    runpy.run_path(args.script, run_name="__main__")
-    return 0
-
-
-def _cluster(args):
-    from cluster import describe
-    print(describe(args.address))
-    return 0
+from cli import commands
+from cli.batch import batch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,13 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("audit", help="ledger of every request under a results root")
     s.add_argument("root", help="results root: a folder, file:// or s3://bucket/prefix")
     s.add_argument("--json", action="store_true", help="machine-readable report")
-    s.set_defaults(func=_audit)
+    s.set_defaults(func=commands.audit)
 
     s = sub.add_parser("synth", help="render synthetic scans with calibration sidecars and ground truth")
     s.add_argument("out")
     s.add_argument("--n", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=_synth)
+    s.set_defaults(func=commands.synth)
 
     s = sub.add_parser("train", help="train the segmenter (seeded, resumable)")
     s.add_argument("--config", help="JSON file overriding TrainConfig fields")
@@ -99,12 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--export", help="write the final weights here (e.g. digitiser/weights/segmenter.pt)")
     s.add_argument("--data-workers", type=int, default=0,
                    help="processes rendering batches ahead (for a GPU run; same weights as 0)")
-    s.set_defaults(func=_train)
+    s.set_defaults(func=commands.train)
 
     s = sub.add_parser("soup", help="average fine-tunes of one segmenter into one weights file")
     s.add_argument("weights", nargs="+", help="weights files (same model config, same parent)")
     s.add_argument("--out", required=True, help="where to write the averaged weights (+ .json sidecar)")
-    s.set_defaults(func=_soup)
+    s.set_defaults(func=commands.soup)
 
     s = sub.add_parser("grow", help="a deeper/wider segmenter computing the same function, to fine-tune")
     s.add_argument("weights", help="weights file to grow")
@@ -112,26 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-width", type=int, required=True, help="channel cap (at least the current)")
     s.add_argument("--seed", type=int, default=0, help="seeds the new channels' initial weights")
     s.add_argument("--out", required=True, help="where to write the grown weights (+ .json sidecar)")
-    s.set_defaults(func=_grow)
+    s.set_defaults(func=commands.grow)
 
     s = sub.add_parser("eval", help="evaluate on scans with ground truth")
     s.add_argument("dir")
     s.add_argument("--weights", help="weights file (default: the shipped weights)")
     s.add_argument("--json", help="write the report here")
     s.add_argument("--qc", help="folder for QC overlays of the worst scans")
-    s.set_defaults(func=_eval)
+    s.set_defaults(func=commands.evaluate)
 
     s = sub.add_parser("batch", help="convert an archive: SRC listing -> DST results root (Ray Data)")
     s.add_argument("src", help="folder, file:// or s3://bucket/prefix with scans")
     s.add_argument("dst", help="results root: folder, file:// or s3://bucket/prefix")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=int, help="scans per segmenter call (default: the most, 16)")
     s.add_argument("--replicas", type=int, default=1, help="segmenter actors")
     s.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per segmenter actor")
     s.add_argument("--limit", type=int, help="convert at most K scans")
     s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
     s.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    s.set_defaults(func=_batch)
+    s.set_defaults(func=batch)
 
     s = sub.add_parser("serve", help="run the HTTP endpoint on Ray Serve until interrupted")
     s.add_argument("--host", default="127.0.0.1")
@@ -139,19 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", default="results/serve", help="results root")
     s.add_argument("--replicas", type=int, default=1)
     s.add_argument("--num-gpus", type=float, default=0.0)
-    s.add_argument("--max-batch-size", type=int, default=16)
+    s.add_argument("--max-batch-size", type=int, help="scans per segmenter batch (default: the most, 16)")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when the replica has a GPU)")
-    s.set_defaults(func=_serve)
+    s.set_defaults(func=commands.serve)
 
     s = sub.add_parser("bench", help="run a benchmark script from bench/")
     s.add_argument("script")
     s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(func=_bench)
+    s.set_defaults(func=commands.bench)
 
     s = sub.add_parser("cluster", help="describe the Ray cluster (resources, nodes)")
     s.add_argument("--address", default="auto")
-    s.set_defaults(func=_cluster)
+    s.set_defaults(func=commands.cluster)
     return p
 
 
@@ -162,6 +95,3 @@ def main(argv=None) -> int:
     logging.getLogger("lasio").setLevel(logging.WARNING)  # it logs INFO on every read of a LAS with hyphens
     return args.func(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

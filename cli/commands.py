@@ -1,0 +1,105 @@
+"""One function per `digitise` subcommand: flags -> typed config -> one library call; printing happens here.
+
+Imports are lazy so that `digitise audit` does not pay for torch and `digitise synth` does not pay for Ray.
+"""
+import logging
+import os
+import sys
+
+
+def error(command: str, message) -> None:
+    print(f"digitise {command}: {message}", file=sys.stderr)
+
+
+def given(args, *names) -> dict:
+    """{name: value} of the flags among `names` that were given (None: leave the config's own default)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def audit(args) -> int:
+    import json
+    import contracts
+    report = contracts.audit(args.root)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return 0 if report.ok else 1
+
+
+def synth(args) -> int:
+    from digitiser import synth
+    synth.write_dataset(args.out, n=args.n, seed=args.seed)
+    return 0
+
+
+def train(args) -> int:
+    from digitiser import checkpoint, train
+    try:
+        config = train.load_config(args.config) if args.config else None
+        train.run(args.out, config, resume=args.resume, data_workers=args.data_workers, export=args.export)
+    except (train.TrainConfigError, checkpoint.CheckpointError) as e:
+        logging.getLogger("cli").error("%s", e)   # beside the training log lines it ends
+        return 2
+    return 0
+
+
+def soup(args) -> int:
+    from digitiser import checkpoint
+    checkpoint.average_weights(args.weights, args.out)
+    return 0
+
+
+def grow(args) -> int:
+    import dataclasses
+    from digitiser import checkpoint
+    from digitiser.model import grow
+    model, version = checkpoint.load_segmenter(args.weights)
+    config = dataclasses.replace(model.config, levels=args.levels, max_width=args.max_width)
+    try:
+        bigger = grow(model, config, seed=args.seed)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sha = checkpoint.save_weights(bigger, config, args.out)
+    print(f"{args.out}: {bigger.num_params()} params, grown from {version[:12]}, model version {sha}")
+    return 0
+
+
+def evaluate(args) -> int:
+    from digitiser import evaluate
+    from digitiser.metrics import format_table
+    summary = evaluate.run(args.dir, weights=args.weights, json_path=args.json, qc_dir=args.qc)
+    print(format_table(summary))
+    return 0
+
+
+def serve_config(args):
+    """ServeConfig from `digitise serve` flags; a local store path is made absolute (replicas do not share
+    this process's working directory). Ray is loopback-only here (one machine), so the replicas' internal
+    servers are too."""
+    from serve_app import ServeConfig
+    store = args.store if "://" in args.store else os.path.abspath(args.store)
+    return ServeConfig(store=store, replicas=args.replicas, num_gpus=args.num_gpus, loopback_only=True,
+                       **given(args, "max_batch_size", "weights", "device"))
+
+
+def serve(args) -> int:
+    from serve_app import serve_forever
+    try:
+        config = serve_config(args)
+    except ValueError as e:
+        error("serve", e)
+        return 2
+    return serve_forever(config, host=args.host, port=args.port)
+
+
+def bench(args) -> int:
+    import runpy
+    sys.argv = [args.script, *args.rest]
+    runpy.run_path(args.script, run_name="__main__")
+    return 0
+
+
+def cluster(args) -> int:
+    from cluster import describe
+    print(describe(args.address))
+    return 0
+
