@@ -63,8 +63,9 @@ def stages_plot(batch: dict, path: Path) -> Path:
     for label, values in parts.items():
         ax2.bar(names, values, 0.5, bottom=bottoms, label=label)
         bottoms = [b + v for b, v in zip(bottoms, values)]
-    ax2.scatter(names, [j["model_s"] for j in jobs.values()], marker="_", s=2000, color="k", zorder=3,
-                label="the same scans at the model's limit")
+    for k, job in enumerate(jobs.values()):
+        ax2.hlines(job["model_s"], k - 0.3, k + 0.3, colors="k", zorder=3,
+                   label="the same scans at the model's limit" if k == 0 else None)
     for k, job in enumerate(jobs.values()):
         ax2.annotate(f"{job['pipeline_over_model']:.0%} of the limit", (k, job["wall_s"]), ha="center",
                      textcoords="offset points", xytext=(0, 3), fontsize=8)
