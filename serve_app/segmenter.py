@@ -26,7 +26,8 @@ from ray.serve import metrics
 
 import contracts
 from digitiser import MAX_BATCH, DecodedScan, Digitiser, TracingParams
-from serve_app.config import BATCH_WAIT_TIMEOUT_S, BatchingConfig
+from serve_app.config import BatchingConfig
+from serve_app.batcher import Batcher
 from serve_app.loopback import bind_replica_servers_to_loopback
 from serve_app.tracer import Traced, TracerPool
 
@@ -55,6 +56,7 @@ class Segmenter:
         self.inside = 0   # requests in digitise(): waiting for a batch, in one, or being traced
         self.scan_forward_s: float | None = None   # forward seconds per scan (moving average, batches of >= 4)
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="segment")
+        self.batcher = Batcher(self.segment, self.batching.max_batch_size, self._next_wait)
         self.m_batch = metrics.Histogram("digitiser_batch_size", description="scans per segmenter batch",
                                          boundaries=_BATCH_BOUNDARIES)
         self.m_max_batch = metrics.Gauge("digitiser_max_batch_size_formed",
@@ -69,14 +71,13 @@ class Segmenter:
         """Apply the batching knobs (user_config) without restarting the replica."""
         cfg = BatchingConfig.model_validate(user_config or {})
         self.batching = cfg
-        self.segment.set_max_batch_size(cfg.max_batch_size)
-        self.segment.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.batcher.max_batch_size = cfg.max_batch_size
         log.info("batching: max_batch_size=%d batch_wait_timeout_s=%.3f busy_wait_fraction=%.2f",
                  cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.busy_wait_fraction)
 
-    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)  # reconfigure sets both
     async def segment(self, grays: list[np.ndarray]) -> list[np.ndarray]:
-        """Batched: HxW uint8 scans in, (3, H, W) float32 probabilities out, torch off the event loop."""
+        """One batch (the batcher's): HxW uint8 scans in, (3, H, W) float32 probabilities out, on the model's
+        thread."""
         start = time.perf_counter()
         probs = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.digitiser.segment, grays)
         seconds = time.perf_counter() - start
@@ -84,7 +85,6 @@ class Segmenter:
         if len(grays) >= min(4, self.batching.max_batch_size):   # padding distorts smaller batches' per-scan time
             per_scan = seconds / len(grays)
             self.scan_forward_s = per_scan if self.scan_forward_s is None else 0.7 * self.scan_forward_s + 0.3 * per_scan
-        self.segment.set_batch_wait_timeout_s(self._next_wait())
         return probs
 
     def _next_wait(self) -> float:
@@ -104,7 +104,7 @@ class Segmenter:
             self.inside -= 1
 
     async def _digitise(self, scan: DecodedScan, calibration: contracts.Calibration) -> Traced:
-        probs = await self.segment(scan.gray)
+        probs = await self.batcher.submit(scan.gray)
         start = time.perf_counter()
         try:
             return await self.tracers.trace(scan, calibration, probs, self.digitiser.tracing,
