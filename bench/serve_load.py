@@ -53,6 +53,7 @@ def add_args(p: argparse.ArgumentParser):
     p.add_argument("--weights", help="segmenter weights (default: the shipped weights)")
     p.add_argument("--segmenter-cpus", type=float, default=1.0, help="CPUs (torch threads) of the segmenter")
     p.add_argument("--batch-wait-timeout-s", type=float, default=None, help="default: ServeConfig's")
+    p.add_argument("--busy-wait-fraction", type=float, default=None, help="default: ServeConfig's")
     p.add_argument("--segmenter-ongoing", type=int, default=None, help="segmenter max_ongoing_requests "
                                                                          "(default: ServeConfig's)")
     p.add_argument("--device", default=None, help="torch device of the segmenter (default: cuda if available)")
@@ -142,6 +143,7 @@ def measure(args, scan, store: str, url: str) -> list[dict]:
     load, runs = Load(url, scan), []
     for batch in args.batch_sizes:
         tuning = {k: v for k, v in (("batch_wait_timeout_s", args.batch_wait_timeout_s),
+                                    ("busy_wait_fraction", args.busy_wait_fraction),
                                     ("segmenter_max_ongoing_requests", args.segmenter_ongoing)) if v is not None}
         config = ServeConfig(store=store, weights=args.weights, loopback_only=True, max_batch_size=batch,
                              segmenter_num_cpus=args.segmenter_cpus, ingress_num_cpus=0.25, device=args.device,
