@@ -5,7 +5,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitiser import DEFAULT_WEIGHTS, MAX_BATCH
 
 # Ledger statuses, one per listed scan. "skipped": the request was already committed under DST (by an
 # earlier job, or by a retried task of this one) and nothing was written for it.
@@ -56,7 +55,8 @@ class JobConfig:
     """
     src: str
     dst: str
-    batch_size: int = MAX_BATCH
+    batch_size: int = 16   # digitiser.MAX_BATCH, written out: importing digitiser's would load torch in the
+    #                        job's I/O workers (tests/test_batch.py checks the two agree)
     replicas: int | str = 1
     num_gpus: float = 0.0
     cpus_per_replica: float = 1.0
@@ -70,6 +70,7 @@ class JobConfig:
     qc_dir: str | None = None
 
     def __post_init__(self):
+        from digitiser import MAX_BATCH   # here, not at import: the job's I/O workers never load torch
         problems = [msg for ok, msg in (
             (1 <= self.batch_size <= MAX_BATCH, f"batch_size must be 1..{MAX_BATCH}, got {self.batch_size}"),
             (_pool_size(self.replicas) is not None,
@@ -94,6 +95,7 @@ class JobConfig:
 
     @property
     def weights_path(self) -> Path:
+        from digitiser import DEFAULT_WEIGHTS
         return Path(self.weights) if self.weights is not None else DEFAULT_WEIGHTS
 
 
@@ -125,7 +127,9 @@ class Failure:
 @dataclass
 class JobSummary:
     """Counts over every listed scan (listed == committed + skipped + failed when the job ran to the end).
-    failures: the first MAX_REPORTED_FAILURES failed scans; the ledger holds all of them."""
+    failures: the first MAX_REPORTED_FAILURES failed scans; the ledger holds all of them.
+    first_result_s: seconds from the start to the first settled scan; ledger_s: the driver's seconds in the
+    ledger (appending rows, publishing it), of which only publishing adds to elapsed_s's end."""
     job_id: str
     src: str
     dst: str
@@ -135,6 +139,8 @@ class JobSummary:
     skipped: int = 0
     failed: int = 0
     elapsed_s: float = 0.0
+    first_result_s: float = 0.0
+    ledger_s: float = 0.0
     ledger: str | None = None
     failures: list[Failure] = field(default_factory=list)
 

@@ -2,11 +2,11 @@
 
 Pipeline (all streaming; one row per listed scan):
 
-  ListScans          one read task walks SRC lazily, pages of {source, sidecar, size}
-  -> repartition     blocks of `batch_size` rows, so reads spread over tasks
+  ListScans          one read task walks SRC lazily, pages of `batch_size` rows {source, sidecar, size}
   -> prepare_batch   tasks: read bytes + sidecar, calibration, request id, skip if committed, decode check
   -> DigitiseBatch   actor pool (`replicas` actors, `num_gpus` each): segment the batch, trace each scan
-  -> commit_batch    tasks: contracts.commit
+                     and hand it on at once
+  -> commit_batch    tasks of COMMIT_ROWS rows: contracts.commit (overlapping the rest of the batch)
   -> driver          ledger rows (streamed to a temp Parquet file), counts, progress (log lines, callback)
 
 Resuming is the same job run again: request ids depend only on the scan bytes, calibration, model and tracer,
@@ -24,9 +24,15 @@ from batch_jobs.config import FAILED, JobAborted, JobConfig, JobError, JobSummar
 from batch_jobs.ledger import LedgerWriter
 from batch_jobs.listing import SCAN_EXTENSIONS, ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import DigitiseBatch, commit_batch, prepare_batch
-from digitiser import CheckpointError, Digitiser
 
 log = logging.getLogger(__name__)
+
+# The listing task mostly waits: on storage, or paused by Ray Data's backpressure until the actors catch up,
+# which on a large archive is the whole job. A small share keeps it from holding a CPU others could use.
+LISTING_CPUS = 0.1
+# Scans per commit task: small, so the commits of a segmenter batch overlap its tracing and the job's tail after
+# the last batch is a few commits long.
+COMMIT_ROWS = 4
 
 
 def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
@@ -63,7 +69,9 @@ def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None 
                                           f"{type(e).__name__}: {e}") from e
             raise
         summary.elapsed_s = time.monotonic() - t0
+        t1 = time.monotonic()
         summary.ledger = ledger.publish(dst, dst_fs, job_id)
+        summary.ledger_s += time.monotonic() - t1
     if summary.listed == 0:
         log.warning("no scans (%s) found under %s", " ".join(SCAN_EXTENSIONS), summary.src)
     log.info("job %s done: %d listed, %d committed, %d skipped, %d failed in %.1f s", job_id, summary.listed,
@@ -87,14 +95,16 @@ def _destination(dst: str, src_fs):
 
 def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identity, default_calibration, qc):
     model_version, tracing = identity
-    listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit)
-    # I/O-bound tasks (the listing too: Ray's default of 1 CPU would starve it beside a running Serve app);
-    # CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
+    listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit, page=config.batch_size)
+    ds = ray.data.read_datasource(listing, override_num_blocks=1, num_cpus=LISTING_CPUS)
+    # Ray Data packs a step's output rows into blocks of up to target_max_block_size bytes (128 MiB) before
+    # handing them on: the listing's pages (a few KiB) would wait for thousands more. At 1 byte every row leaves
+    # its step at once (as a one-row block) and each step's batch_size gathers the rows it works on.
+    ds.context.target_max_block_size = 1
+    # I/O-bound tasks; CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
     # (fused, reading and decoding would run serially inside the segmenter actor)
     io = {"num_cpus": config.io_cpus}
-    return (ray.data.read_datasource(listing, override_num_blocks=1, **io)
-            .repartition(target_num_rows_per_block=config.batch_size)
-            .map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+    return (ds.map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
                                     "tracing": tracing, "default_calibration": default_calibration})
             .map_batches(DigitiseBatch, batch_size=config.batch_size, batch_format="pyarrow",
@@ -103,7 +113,7 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identit
                          fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
                                                "model_version": model_version, "qc": qc is not None,
                                                "device": config.actor_device})
-            .map_batches(commit_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+            .map_batches(commit_batch, batch_size=min(COMMIT_ROWS, config.batch_size), batch_format="pyarrow", **io,
                          fn_kwargs={"dst": dst, "dst_fs": dst_fs, "qc": qc}))
 
 
@@ -119,7 +129,11 @@ def _actor_pool(config: JobConfig) -> ray.data.ActorPoolStrategy:
 def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float, on_progress):
     last = time.monotonic()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        t1 = time.monotonic()
+        if summary.listed == 0:
+            summary.first_result_s = t1 - t0
         ledger.append(batch)
+        summary.ledger_s += time.monotonic() - t1
         for source, status, kind, message in zip(*(batch.column(c).to_pylist() for c in
                                                    ("source", "status", "error_kind", "error_message"))):
             summary.count(status, source, kind, message)
@@ -190,6 +204,7 @@ def _default_calibration(url: str | None) -> dict | None:
 def _identity(config: JobConfig) -> tuple[str, dict]:
     """Load the weights once on the driver (CPU): a preflight that fails fast, and the model version and
     tracing parameters the request ids are keyed by (every actor checks it loads the same)."""
+    from digitiser import CheckpointError, Digitiser
     try:
         digitiser = Digitiser(config.weights_path, device="cpu")
         return digitiser.model_version, digitiser.tracing.to_dict()

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PUT_ATTEMPTS = 4
 LEDGER_FOLDER = "_ledger"   # not a request id, so audits and loads never mistake it for a result
+ROW_GROUP = 4096            # rows buffered before they go to the file (the job's rows arrive one or a few at a time)
 
 
 def ledger_path(dst_base: str, job_id: str) -> str:
@@ -52,12 +53,22 @@ class LedgerWriter:
         os.close(fd)
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         self._schema = schema
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self.rows = 0
 
     def append(self, batch: pa.Table):
         table = batch.select(LEDGER_SCHEMA.names).cast(self._schema)
-        self._writer.write_table(table)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
         self.rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self):
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+            self._pending, self._pending_rows = [], 0
 
     def publish(self, dst: str, dst_fs, job_id: str) -> str:
         """Close the file and put it whole at `<dst>/_ledger/<job_id>.parquet`; returns its URI."""
@@ -73,6 +84,7 @@ class LedgerWriter:
 
     def _close(self):
         if self._writer is not None:
+            self._flush()
             self._writer.close()
             self._writer = None
 

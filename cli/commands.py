@@ -117,6 +117,7 @@ def serve(args) -> int:
 def bench(args) -> int:
     import runpy
     sys.argv = [args.script, *args.rest]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))   # as `python SCRIPT` would: bench/common.py
     runpy.run_path(args.script, run_name="__main__")
     return 0
 

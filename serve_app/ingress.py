@@ -89,6 +89,7 @@ class Ingress:
         self.identity: tuple[str, dict] | None = None   # (model version, tracing) the segmenter reported
         self.inflight: dict[str, asyncio.Task] = {}
         self.outcomes, self.commits_written = Counter(), 0
+        self.seconds = Counter()   # wall seconds summed over answered requests: "request", and its "commit" part
         self.m_requests = metrics.Counter("digitiser_requests", description="requests by outcome",
                                           tag_keys=("outcome",))
         self.m_latency = metrics.Histogram("digitiser_request_seconds", boundaries=_SECONDS,
@@ -114,6 +115,7 @@ class Ingress:
         except Exception as e:  # noqa: BLE001  (the HTTP edge: every failure becomes a JSON error)
             return self._failed(e, rid, start)
         self._record(outcome, start)
+        self.seconds["request"] += time.perf_counter() - start
         log.info("request %s: %s in %.3f s", rid, outcome, time.perf_counter() - start)
         return JSONResponse(body)
 
@@ -145,7 +147,8 @@ class Ingress:
     async def stats(self) -> JSONResponse:
         segmenter = await self.segmenter.stats.remote()
         return JSONResponse({"ingress": {"outcomes": dict(self.outcomes), "commits_written": self.commits_written,
-                                         "inflight": len(self.inflight), "pid": os.getpid(), "rss_mb": rss_mb()},
+                                         "inflight": len(self.inflight), "pid": os.getpid(), "rss_mb": rss_mb(),
+                                         "seconds": dict(self.seconds)},
                              "segmenter": segmenter})
 
     # -- the work ------------------------------------------------------------------------------------
@@ -169,6 +172,7 @@ class Ingress:
             receipt = await asyncio.to_thread(contracts.commit, result, self.config.store, fs=self.fs)
         finally:
             self.m_write.observe(time.perf_counter() - start)
+            self.seconds["commit"] += time.perf_counter() - start
         self.commits_written += receipt.written
         return await asyncio.to_thread(self._load_body, receipt.request_id), "ok"
 

@@ -115,7 +115,7 @@ def ray_local(s3_server):
     """A local Ray (4 logical CPUs, no dashboard) listening on 127.0.0.1 only; yields the RayContext.
 
     4 logical CPUs on this 2-core machine: CPUs are scheduling tokens, and the cross-route test runs a batch
-    job beside the running Serve apps, as on a shared cluster (a Ray Data repartition task asks a whole CPU).
+    job beside the running Serve apps, as on a shared cluster (its segmenter actor asks a whole CPU).
 
     The loopback set-up itself is cluster.connect's (the one place that knows how)."""
     import ray

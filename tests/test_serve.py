@@ -462,6 +462,45 @@ def test_config_yaml_uses_only_current_serve_keys():
     assert segmenter["ray_actor_options"]["num_gpus"] == config.num_gpus == 1
 
 
+def test_a_busy_segmenter_waits_longer_for_a_fuller_batch():
+    """The next batch's wait: the base timeout for a lone request, up to a fraction of a full batch's forward
+    pass once a batch's worth of requests is inside the replica (serve_app/segmenter.py)."""
+    from serve_app.segmenter import Segmenter
+    seg = object.__new__(Segmenter.func_or_class)
+    seg.batching = BatchingConfig(max_batch_size=16, batch_wait_timeout_s=0.05, busy_wait_fraction=0.5)
+    seg.inside, seg.scan_forward_s = 3, 0.125
+    assert seg._next_wait() == 0.05
+    seg.inside = 20
+    assert seg._next_wait() == 1.0
+    seg.scan_forward_s = 0.001            # a fast model: never below the base
+    assert seg._next_wait() == 0.05
+    seg.batching, seg.scan_forward_s = BatchingConfig(busy_wait_fraction=0), 0.125
+    assert seg._next_wait() == 0.05
+
+
+def test_batches_form_when_the_model_is_free():
+    """What arrives while a batch is in the model forms the next batch together (serve_app/batcher.py)."""
+    import asyncio
+
+    from serve_app.batcher import Batcher
+    seen = []
+
+    async def run(items):
+        seen.append(list(items))
+        await asyncio.sleep(0.2)   # the model is busy
+        return [i * 10 for i in items]
+
+    async def main():
+        b = Batcher(run, max_batch_size=4, wait_s=lambda: 0.0)
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.05)   # batch [0] is running
+        rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 7)]
+        return await asyncio.gather(first, *rest)
+
+    assert asyncio.run(main()) == [0, 10, 20, 30, 40, 50, 60]
+    assert seen == [[0], [1, 2, 3, 4], [5, 6]]
+
+
 def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
     """Values written twice in config.yaml (args, and the deployment options that override build_app's)
     are one setting: the copy must equal what ServeConfig derives."""
