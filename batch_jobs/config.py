@@ -1,15 +1,16 @@
 """What a conversion job is told (JobConfig) and what it reports (JobSummary). Plain data, no Ray."""
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitiser import DEFAULT_WEIGHTS, MAX_BATCH
 
 # Ledger statuses, one per listed scan. "skipped": the request was already committed under DST (by an
 # earlier job, or by a retried task of this one) and nothing was written for it.
 COMMITTED, SKIPPED, FAILED = "committed", "skipped", "failed"
 MAX_REPORTED_FAILURES = 1000   # the summary keeps this many; the ledger keeps every one
+AUTO_MAX_REPLICAS = 8          # `replicas="auto"`: the segmenter actor pool grows from 1 up to this many
 
 
 class JobError(Exception):
@@ -36,12 +37,17 @@ class JobConfig:
         else the contract defaults.
     dst: results root (folder, file:// or s3://bucket/prefix); results go only through `contracts.commit`,
         the job's ledger to `<dst>/_ledger/<job_id>.parquet`.
-    batch_size: scans per segmenter call (1..MAX_BATCH, 16). replicas: segmenter actors. num_gpus: GPUs per actor.
+    batch_size: scans per segmenter call (1..MAX_BATCH, 16). num_gpus: GPUs per actor.
+    replicas: segmenter actors: N (a fixed pool), "MIN-MAX" (an autoscaling pool: Ray Data adds actors while
+        work queues and the cluster, or its autoscaler, has room; removes them when idle), or "auto"
+        ("1-AUTO_MAX_REPLICAS": the pool follows the cluster).
     cpus_per_replica: CPUs reserved per actor (torch uses that many threads).
     io_cpus: CPUs reserved per read/decode and per commit task (I/O bound; fractional lets several overlap).
     limit: list at most this many scans (in sorted walk order), None for all.
     default_calibration: path or URL of a calibration JSON for scans without a sidecar.
     weights: segmenter weights file (its `.json` sidecar next to it); None: the shipped weights.
+    device: torch device of the segmenter actors; None: "cuda" when num_gpus > 0 (fails loudly on a node
+        without CUDA), else "cpu".
     job_id: names the ledger; None: a UTC timestamp plus a random suffix.
     progress_every_s: seconds between progress log lines on the driver.
     qc_dir: folder (or URL) for one QC overlay PNG per scan this run converts, `<stem>-<request id>.qc.png`;
@@ -49,22 +55,26 @@ class JobConfig:
     """
     src: str
     dst: str
-    batch_size: int = MAX_BATCH
-    replicas: int = 1
+    batch_size: int = 16   # digitiser.MAX_BATCH, written out: importing digitiser's would load torch in the
+    #                        job's I/O workers (tests/test_batch.py checks the two agree)
+    replicas: int | str = 1
     num_gpus: float = 0.0
     cpus_per_replica: float = 1.0
     io_cpus: float = 0.5
     limit: int | None = None
     default_calibration: str | None = None
     weights: str | Path | None = None
+    device: str | None = None
     job_id: str | None = None
     progress_every_s: float = 10.0
     qc_dir: str | None = None
 
     def __post_init__(self):
+        from digitiser import MAX_BATCH   # here, not at import: the job's I/O workers never load torch
         problems = [msg for ok, msg in (
             (1 <= self.batch_size <= MAX_BATCH, f"batch_size must be 1..{MAX_BATCH}, got {self.batch_size}"),
-            (self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}"),
+            (_pool_size(self.replicas) is not None,
+             f"replicas must be N >= 1, MIN-MAX with 1 <= MIN <= MAX, or auto; got {self.replicas!r}"),
             (self.num_gpus >= 0, f"num_gpus must be >= 0, got {self.num_gpus}"),
             (self.cpus_per_replica > 0, f"cpus_per_replica must be > 0, got {self.cpus_per_replica}"),
             (self.io_cpus > 0, f"io_cpus must be > 0, got {self.io_cpus}"),
@@ -75,8 +85,31 @@ class JobConfig:
             raise ValueError("invalid job config: " + "; ".join(problems))
 
     @property
+    def pool_size(self) -> tuple[int, int]:
+        """(min, max) segmenter actors; min == max for a fixed pool."""
+        return _pool_size(self.replicas)
+
+    @property
+    def actor_device(self) -> str:
+        return self.device or ("cuda" if self.num_gpus > 0 else "cpu")
+
+    @property
     def weights_path(self) -> Path:
+        from digitiser import DEFAULT_WEIGHTS
         return Path(self.weights) if self.weights is not None else DEFAULT_WEIGHTS
+
+
+def _pool_size(replicas: int | str) -> tuple[int, int] | None:
+    """(min, max) from N, "MIN-MAX" or "auto"; None when malformed."""
+    if replicas == "auto":
+        return 1, AUTO_MAX_REPLICAS
+    if isinstance(replicas, str) and re.fullmatch(r"\d+-\d+", replicas):
+        lo, hi = map(int, replicas.split("-"))
+    elif isinstance(replicas, int) and not isinstance(replicas, bool):
+        lo = hi = replicas
+    else:
+        return None
+    return (lo, hi) if 1 <= lo <= hi else None
 
 
 def new_job_id() -> str:
@@ -94,7 +127,9 @@ class Failure:
 @dataclass
 class JobSummary:
     """Counts over every listed scan (listed == committed + skipped + failed when the job ran to the end).
-    failures: the first MAX_REPORTED_FAILURES failed scans; the ledger holds all of them."""
+    failures: the first MAX_REPORTED_FAILURES failed scans; the ledger holds all of them.
+    first_result_s: seconds from the start to the first settled scan; ledger_s: the driver's seconds in the
+    ledger (appending rows, publishing it), of which only publishing adds to elapsed_s's end."""
     job_id: str
     src: str
     dst: str
@@ -104,6 +139,8 @@ class JobSummary:
     skipped: int = 0
     failed: int = 0
     elapsed_s: float = 0.0
+    first_result_s: float = 0.0
+    ledger_s: float = 0.0
     ledger: str | None = None
     failures: list[Failure] = field(default_factory=list)
 

@@ -2,18 +2,17 @@
 
 Pipeline (all streaming; one row per listed scan):
 
-  ListScans          one read task walks SRC lazily, pages of {source, sidecar, size}
-  -> repartition     blocks of `batch_size` rows, so reads spread over tasks
+  ListScans          one read task walks SRC lazily, pages of `batch_size` rows {source, sidecar, size}
   -> prepare_batch   tasks: read bytes + sidecar, calibration, request id, skip if committed, decode check
   -> DigitiseBatch   actor pool (`replicas` actors, `num_gpus` each): segment the batch, trace each scan
-  -> commit_batch    tasks: contracts.commit
+                     and hand it on at once
+  -> commit_batch    tasks of COMMIT_ROWS rows: contracts.commit (overlapping the rest of the batch)
   -> driver          ledger rows (streamed to a temp Parquet file), counts, progress (log lines, callback)
 
 Resuming is the same job run again: request ids depend only on the scan bytes, calibration, model and tracer,
 so whatever a killed run committed is skipped before decoding; whatever it half-wrote has no manifest and is
 overwritten by the commit protocol.
 """
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,9 +24,15 @@ from batch_jobs.config import FAILED, JobAborted, JobConfig, JobError, JobSummar
 from batch_jobs.ledger import LedgerWriter
 from batch_jobs.listing import SCAN_EXTENSIONS, ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import DigitiseBatch, commit_batch, prepare_batch
-from digitiser import CheckpointError, Digitiser
 
 log = logging.getLogger(__name__)
+
+# The listing task mostly waits: on storage, or paused by Ray Data's backpressure until the actors catch up,
+# which on a large archive is the whole job. A small share keeps it from holding a CPU others could use.
+LISTING_CPUS = 0.1
+# Scans per commit task: small, so the commits of a segmenter batch overlap its tracing and the job's tail after
+# the last batch is a few commits long.
+COMMIT_ROWS = 4
 
 
 def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
@@ -46,7 +51,7 @@ def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None 
                          model_version)
     dst = summary.dst   # absolute URI: workers may run in another working directory
     ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, (model_version, tracing), default_calibration, qc)
-    log.info("job %s: %s -> %s, model %s, %d replica(s), batch %d", job_id, summary.src, summary.dst,
+    log.info("job %s: %s -> %s, model %s, %s replica(s), batch %d", job_id, summary.src, summary.dst,
              model_version[:12], config.replicas, config.batch_size)
     _warn_if_short_of_gpus(config)
     meta = {"job_id": job_id, "src": summary.src, "dst": summary.dst, "model_version": model_version,
@@ -64,7 +69,9 @@ def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None 
                                           f"{type(e).__name__}: {e}") from e
             raise
         summary.elapsed_s = time.monotonic() - t0
+        t1 = time.monotonic()
         summary.ledger = ledger.publish(dst, dst_fs, job_id)
+        summary.ledger_s += time.monotonic() - t1
     if summary.listed == 0:
         log.warning("no scans (%s) found under %s", " ".join(SCAN_EXTENSIONS), summary.src)
     log.info("job %s done: %d listed, %d committed, %d skipped, %d failed in %.1f s", job_id, summary.listed,
@@ -88,30 +95,45 @@ def _destination(dst: str, src_fs):
 
 def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identity, default_calibration, qc):
     model_version, tracing = identity
-    listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit)
-    # I/O-bound tasks (the listing too: Ray's default of 1 CPU would starve it beside a running Serve app);
-    # CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
+    listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit, page=config.batch_size)
+    ds = ray.data.read_datasource(listing, override_num_blocks=1, num_cpus=LISTING_CPUS)
+    # Ray Data packs a step's output rows into blocks of up to target_max_block_size bytes (128 MiB) before
+    # handing them on: the listing's pages (a few KiB) would wait for thousands more. At 1 byte every row leaves
+    # its step at once (as a one-row block) and each step's batch_size gathers the rows it works on.
+    ds.context.target_max_block_size = 1
+    # I/O-bound tasks; CPUs other than the actor's also keep Ray from fusing prepare into the actor stage
     # (fused, reading and decoding would run serially inside the segmenter actor)
     io = {"num_cpus": config.io_cpus}
-    return (ray.data.read_datasource(listing, override_num_blocks=1, **io)
-            .repartition(target_num_rows_per_block=config.batch_size)
-            .map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+    return (ds.map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
                                     "tracing": tracing, "default_calibration": default_calibration})
             .map_batches(DigitiseBatch, batch_size=config.batch_size, batch_format="pyarrow",
-                         compute=ray.data.ActorPoolStrategy(size=config.replicas),
+                         compute=_actor_pool(config),
                          num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
                          fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
                                                "model_version": model_version, "qc": qc is not None,
-                                               "device": "cuda" if config.num_gpus > 0 else "cpu"})
-            .map_batches(commit_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
+                                               "device": config.actor_device})
+            .map_batches(commit_batch, batch_size=min(COMMIT_ROWS, config.batch_size), batch_format="pyarrow", **io,
                          fn_kwargs={"dst": dst, "dst_fs": dst_fs, "qc": qc}))
+
+
+def _actor_pool(config: JobConfig) -> ray.data.ActorPoolStrategy:
+    """A fixed pool, or an autoscaling one: Ray Data adds an actor while batches queue and removes idle ones,
+    and actors waiting for resources are demands the cluster autoscaler launches nodes for."""
+    lo, hi = config.pool_size
+    if lo == hi:
+        return ray.data.ActorPoolStrategy(size=lo)
+    return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
 
 
 def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float, on_progress):
     last = time.monotonic()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        t1 = time.monotonic()
+        if summary.listed == 0:
+            summary.first_result_s = t1 - t0
         ledger.append(batch)
+        summary.ledger_s += time.monotonic() - t1
         for source, status, kind, message in zip(*(batch.column(c).to_pylist() for c in
                                                    ("source", "status", "error_kind", "error_message"))):
             summary.count(status, source, kind, message)
@@ -127,12 +149,12 @@ def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: fl
 
 
 def _warn_if_short_of_gpus(config: JobConfig):
-    need = config.num_gpus * config.replicas
+    need = config.num_gpus * config.pool_size[0]
     have = ray.cluster_resources().get("GPU", 0.0) if ray.is_initialized() else need
     if need > have:
         log.warning("the job asks for %g GPU(s) (%d replicas x %g) but the cluster has %g now: the segmenter "
                     "actors wait until an autoscaler adds them; pass --num-gpus 0 to run on CPUs", need,
-                    config.replicas, config.num_gpus, have)
+                    config.pool_size[0], config.num_gpus, have)
 
 
 def _publish_after_failure(ledger: LedgerWriter, dst: str, dst_fs, job_id: str) -> str | None:
@@ -172,7 +194,7 @@ def _default_calibration(url: str | None) -> dict | None:
         return None
     fs, path = open_fs(url)
     try:
-        raw = json.loads(fs.cat_file(path))
+        raw = contracts.loads_strict(fs.cat_file(path))
         return contracts.Calibration.from_dict(raw).to_dict()
     except (OSError, ValueError) as e:   # missing file, bad JSON, ContractViolation
         raise JobError(f"default calibration {url} is unusable ({type(e).__name__}: {e}); "
@@ -182,6 +204,7 @@ def _default_calibration(url: str | None) -> dict | None:
 def _identity(config: JobConfig) -> tuple[str, dict]:
     """Load the weights once on the driver (CPU): a preflight that fails fast, and the model version and
     tracing parameters the request ids are keyed by (every actor checks it loads the same)."""
+    from digitiser import CheckpointError, Digitiser
     try:
         digitiser = Digitiser(config.weights_path, device="cpu")
         return digitiser.model_version, digitiser.tracing.to_dict()

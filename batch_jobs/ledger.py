@@ -9,6 +9,7 @@ import logging
 import os
 import posixpath
 import tempfile
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,11 +19,29 @@ from batch_jobs.stages import LEDGER_SCHEMA
 
 log = logging.getLogger(__name__)
 
+PUT_ATTEMPTS = 4
 LEDGER_FOLDER = "_ledger"   # not a request id, so audits and loads never mistake it for a result
+ROW_GROUP = 4096            # rows buffered before they go to the file (the job's rows arrive one or a few at a time)
 
 
 def ledger_path(dst_base: str, job_id: str) -> str:
     return posixpath.join(dst_base, LEDGER_FOLDER, f"{job_id}.parquet")
+
+
+def _put_verified(fs, path: str, data: bytes, attempts: int = PUT_ATTEMPTS):
+    """Put the ledger whole and read it back (a store can answer 200 for a PUT that never landed); retried.
+    Raises contracts.StorageError after `attempts` failures."""
+    for attempt in range(1, attempts + 1):
+        try:
+            fs.pipe_file(path, data)
+            if fs.cat_file(path) == data:
+                return
+            problem = "it read back different"
+        except Exception as e:   # noqa: BLE001  (any store error: retried, then reported)
+            problem = f"{type(e).__name__}: {e}"
+        log.warning("ledger %s: put attempt %d of %d failed: %s", path, attempt, attempts, problem)
+        time.sleep(0.5 * attempt)
+    raise contracts.StorageError(f"could not write the ledger {path}: {problem}")
 
 
 class LedgerWriter:
@@ -34,12 +53,22 @@ class LedgerWriter:
         os.close(fd)
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         self._schema = schema
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self.rows = 0
 
     def append(self, batch: pa.Table):
         table = batch.select(LEDGER_SCHEMA.names).cast(self._schema)
-        self._writer.write_table(table)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
         self.rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self):
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+            self._pending, self._pending_rows = [], 0
 
     def publish(self, dst: str, dst_fs, job_id: str) -> str:
         """Close the file and put it whole at `<dst>/_ledger/<job_id>.parquet`; returns its URI."""
@@ -48,13 +77,14 @@ class LedgerWriter:
         path = ledger_path(base, job_id)
         with open(self._tmp, "rb") as f:
             data = f.read()
-        fs.pipe_file(path, data)
+        _put_verified(fs, path, data)
         uri = fs.unstrip_protocol(path)
         log.info("ledger: %d rows, %d bytes at %s", self.rows, len(data), uri)
         return uri
 
     def _close(self):
         if self._writer is not None:
+            self._flush()
             self._writer.close()
             self._writer = None
 

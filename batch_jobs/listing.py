@@ -2,9 +2,10 @@
 
 The walk goes one directory at a time (fsspec `walk`, top-down, sorted, so `limit` is reproducible) and is
 consumed as it goes: memory is one directory's listing plus one page of rows. It runs inside a single Ray read
-task, never on the driver, so the driver holds no list of the archive; Ray Data ships the pages downstream as
-blocks (it packs consecutive pages into blocks of up to DataContext.target_max_block_size, 128 MiB by default,
-so a huge archive starts streaming before its listing ends, a small one after a listing that takes seconds).
+task, never on the driver, so the driver holds no list of the archive. A page is `batch_size` rows, the unit
+the job's next step works on, so no repartition step sits between the listing and the work; the job keeps
+Ray Data from packing pages together until they fill its 128 MiB target block size (see job._pipeline),
+so a page goes downstream as soon as it is listed and the first batch starts while the walk goes on.
 """
 import logging
 import posixpath
@@ -90,11 +91,14 @@ def _pages(rows: Iterator[dict], page: int) -> Iterator[pa.Table]:
 
 
 class ScanListingDatasource(Datasource):
-    """One read task that walks the archive and yields pages of LISTING_SCHEMA rows as it goes.
-    One task keeps the order (and so `limit`) deterministic; listing is cheap next to digitising."""
+    """One read task that walks the archive and yields pages of `page` LISTING_SCHEMA rows as it goes (the
+    job's batch size). One task keeps the order (and so `limit`) deterministic; listing is cheap next to
+    digitising."""
 
     def __init__(self, fs, root: str, *, exclude: tuple[str, ...] = (), limit: int | None = None,
-                 page: int = 256):
+                 page: int = 16):
+        if page < 1:
+            raise ValueError(f"page must be >= 1, got {page}")
         super().__init__()
         self._fs, self._root, self._exclude, self._limit, self._page = fs, root, exclude, limit, page
 

@@ -2,9 +2,11 @@
 
 Every step takes and returns ROW_SCHEMA tables, one row per listed scan. A row stays `pending` while it still
 has work to do and becomes `committed`, `skipped` or `failed` (with error kind and message) at the step that
-settles it; later steps pass settled rows through untouched. Rows carry the scan's bytes (not its pixels) into
-the segmenter step and the pickled `contracts.Digitisation` from there to the commit step; each is dropped as
-soon as it is used, so settled rows are a few hundred bytes.
+settles it; later steps pass settled rows through untouched. Rows carry the decoded scan (pickled
+`DecodedScan`: its pixels, 1 byte each) into the segmenter step, so the actor, the job's bottleneck, never
+decodes, and the pickled `contracts.Digitisation` (its mask, 1 byte a pixel, not the 12-byte probabilities) from
+there to the commit step; each is dropped as soon as it is used, so settled rows are a few hundred bytes. The
+segmenter step hands each scan on as soon as it is traced, so committing overlaps the rest of its batch.
 
 Everything that reaches storage goes through `contracts.commit`; skipping uses `contracts.request_id` and
 `contracts.is_committed`, exactly as the online route does. Ray retries tasks, so each step is idempotent.
@@ -13,12 +15,13 @@ import json
 import logging
 import pickle
 import time
+from collections.abc import Iterator
 
 import pyarrow as pa
 
 import contracts
 from batch_jobs.config import COMMITTED, FAILED, SKIPPED
-from digitiser import BadImage, CheckpointError, CurveNotFound, Digitiser, cut_track, decode_scan
+from digitiser import BadImage, CurveNotFound, cut_track, decode_scan   # torch-free: the I/O steps' workers never load it
 from digitiser.qc import overlay_png
 
 log = logging.getLogger(__name__)
@@ -31,21 +34,25 @@ ROW_SCHEMA = pa.schema([
     ("source", pa.string()), ("sidecar", pa.string()), ("request_id", pa.string()),
     ("status", pa.string()), ("error_kind", pa.string()), ("error_message", pa.string()),
     ("input_bytes", pa.int64()),
-    # seconds: read_s bytes + sidecar; decode_s validation + the actor's decode; segment_s this scan's pixel
+    # seconds: read_s bytes + sidecar; decode_s decoding (once, before the actor); segment_s this scan's pixel
     # share of its segmenter call; trace_s tracing + result; commit_s the is-committed check + the commit
     ("read_s", pa.float64()), ("decode_s", pa.float64()), ("segment_s", pa.float64()),
     ("trace_s", pa.float64()), ("commit_s", pa.float64()),
     ("calibration", pa.string()),      # normalised calibration JSON, while pending
-    ("data", pa.large_binary()),       # the scan file's bytes, until segmented
+    ("scan", pa.large_binary()),       # pickled DecodedScan, until segmented
     ("result", pa.large_binary()),     # pickled contracts.Digitisation, until committed
     ("qc", pa.large_binary()),         # the QC overlay PNG (with --qc), until written after the commit
 ])
-TRANSIT = ("sidecar", "calibration", "data", "result", "qc")
+TRANSIT = ("sidecar", "calibration", "scan", "result", "qc")
 LEDGER_SCHEMA = pa.schema([f for f in ROW_SCHEMA if f.name not in TRANSIT])
 
 
+MAX_MESSAGE = 2000   # an error may quote the input; a hostile input must not become a 1 MB ledger cell
+
+
 def _fail(row: dict, kind: str, message: str) -> dict:
-    row.update(status=FAILED, error_kind=kind, error_message=message, data=None, result=None, calibration=None,
+    message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " [...]"
+    row.update(status=FAILED, error_kind=kind, error_message=message, scan=None, result=None, calibration=None,
                qc=None)
     return row
 
@@ -71,8 +78,8 @@ def _with_storage_retries(fn, *args, **kwargs):
 def prepare_batch(listing: pa.Table, *, src_fs, dst: str, dst_fs, model_version: str, tracing: dict,
                   default_calibration: dict | None) -> pa.Table:
     """Listing rows -> ROW_SCHEMA rows: read the bytes and sidecar, validate the calibration, derive the
-    request id, skip what DST already holds (no decode, no model), and check the image decodes. Pending rows
-    leave with their bytes and normalised calibration."""
+    request id, skip what DST already holds (no decode, no model), and decode the image and cut it to its track.
+    Pending rows leave with the decoded track and the normalised calibration."""
     identity = (model_version, tracing)
     return _table([_prepare(row, src_fs, dst, dst_fs, identity, default_calibration) for row in listing.to_pylist()])
 
@@ -103,12 +110,13 @@ def _prepare(listed: dict, src_fs, dst, dst_fs, identity: tuple[str, dict], defa
         return row
     t0 = time.perf_counter()
     try:
-        cut_track(decode_scan(data), calibration)   # validated here so a bad file never takes a segmenter slot
+        scan = cut_track(decode_scan(data), calibration)   # here, so a bad file never takes a segmenter slot
     except BadImage as e:
         return _fail(row, e.kind, str(e))
     except contracts.ContractViolation as e:   # a window or depth interval outside this image
         return _fail(row, "bad_calibration", f"the calibration does not fit this scan: {e}")
-    row.update(decode_s=time.perf_counter() - t0, data=data, calibration=json.dumps(calibration.to_dict()))
+    row.update(decode_s=time.perf_counter() - t0, scan=pickle.dumps(scan, protocol=pickle.HIGHEST_PROTOCOL),
+               calibration=json.dumps(calibration.to_dict()))
     return row
 
 
@@ -118,7 +126,7 @@ def _calibration(fs, sidecar: str | None, default: dict | None) -> contracts.Cal
     if sidecar is None:
         return contracts.Calibration.from_dict(default)
     try:
-        raw = json.loads(fs.cat_file(fs._strip_protocol(sidecar)))
+        raw = contracts.loads_strict(fs.cat_file(fs._strip_protocol(sidecar)))
     except (OSError, ValueError) as e:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise contracts.ContractViolation(f"calibration sidecar {sidecar} is unreadable or not JSON "
                                           f"({type(e).__name__}: {e}); fix or remove it") from e
@@ -132,36 +140,42 @@ def _calibration(fs, sidecar: str | None, default: dict | None) -> contracts.Cal
 
 class DigitiseBatch:
     """Ray Data callable class: holds one `Digitiser` (loaded once per actor, on `device`) and turns pending
-    rows into pickled results (segment the batch, then trace each scan). Raises CheckpointError if the weights
-    it loads are not the model version the job derived its request ids from."""
+    rows into pickled results (segment the batch, then trace each scan, yielding it at once). Raises
+    CheckpointError if the weights it loads are not the model version the job derived its request ids from."""
 
     def __init__(self, weights: str, model_version: str, device: str = "cpu", qc: bool = False):
+        from digitiser import CheckpointError, Digitiser
+        t0 = time.perf_counter()
         self.digitiser = Digitiser(weights, device=device)   # "cuda" only where the actor reserved a GPU
         self.qc = qc
+        log.info("segmenter actor: model %s on %s, loaded in %.1f s", self.digitiser.model_version[:12],
+                 self.digitiser.device, time.perf_counter() - t0)
         if self.digitiser.model_version != model_version:
             raise CheckpointError(f"segmenter weights {weights} are model version {self.digitiser.model_version} "
                                   f"on this worker, but the job keys requests by {model_version}: the weights "
                                   "changed during the job; run it again")
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         rows = batch.to_pylist()
-        pending = [r for r in rows if r["status"] == PENDING]
-        for group in _groups(pending, SEGMENT_PIXELS):
-            self._digitise(group)
-        return _table(rows)
+        settled = [r for r in rows if r["status"] != PENDING]
+        if settled:
+            yield _table(settled)
+        for group in _groups([r for r in rows if r["status"] == PENDING], SEGMENT_PIXELS):
+            for row in self._digitise(group):
+                yield _table([row])
 
-    def _digitise(self, group: list[tuple[dict, object, contracts.Calibration]]):
+    def _digitise(self, group: list[tuple[dict, object, contracts.Calibration]]) -> Iterator[dict]:
         t0 = time.perf_counter()
         try:
             probs = self.digitiser.segment([scan.gray for _, scan, _ in group])
         except Exception as e:   # one bad batch must not stop the job: its scans fail, visibly
             log.exception("segmenting %d scans failed", len(group))
             for row, _, _ in group:
-                _fail(row, "internal", f"segmentation failed: {type(e).__name__}: {e}")
+                yield _fail(row, "internal", f"segmentation failed: {type(e).__name__}: {e}")
             return
         share = (time.perf_counter() - t0) / sum(s.gray.size for _, s, _ in group)
         for (row, scan, calibration), p in zip(group, probs):
-            row["segment_s"], row["data"] = share * scan.gray.size, None
+            row["segment_s"], row["scan"] = share * scan.gray.size, None
             t0 = time.perf_counter()
             try:
                 result = self.digitiser.finish(scan, calibration, p)
@@ -175,25 +189,17 @@ class DigitiseBatch:
                 row["result"] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
                 row["qc"] = overlay_png(scan, result) if self.qc else None
             row["trace_s"] = time.perf_counter() - t0
+            yield row
 
 
 def _groups(pending: list[dict], max_pixels: int):
-    """Decode pending rows, cut each to its track, and yield [(row, DecodedScan, Calibration)] groups of at
-    most `max_pixels` track pixels in total (a larger track goes alone). Segmentation is per-sample identical
-    whatever the batch, so grouping changes nothing but peak memory."""
+    """Yield the pending rows as [(row, DecodedScan, Calibration)] groups of at most `max_pixels` track pixels in
+    total (a larger track goes alone). Segmentation is per-sample identical whatever the batch, so grouping
+    changes nothing but peak memory."""
     group, pixels = [], 0
     for row in pending:
-        t0 = time.perf_counter()
-        try:
-            calibration = contracts.Calibration.from_dict(json.loads(row["calibration"]))
-            scan = cut_track(decode_scan(row["data"]), calibration)
-        except BadImage as e:   # validated before, so only if the bytes changed in flight
-            _fail(row, e.kind, str(e))
-            continue
-        except contracts.ContractViolation as e:   # likewise validated before
-            _fail(row, "bad_calibration", str(e))
-            continue
-        row["decode_s"] = (row["decode_s"] or 0.0) + time.perf_counter() - t0
+        scan = pickle.loads(row["scan"])
+        calibration = contracts.Calibration.from_dict(json.loads(row["calibration"]))
         if group and pixels + scan.gray.size > max_pixels:
             yield group
             group, pixels = [], 0

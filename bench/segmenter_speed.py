@@ -1,9 +1,10 @@
-"""Segmenter inference speed on CPU (or GPU): seconds per 1000 x 300 px scan in batches of 16.
+"""The model alone: images/s of the segmenter at several batch sizes, and tracing's time next to it.
 
-    .venv/bin/python bench/segmenter_speed.py [--repeats 5] [--device cpu]
+    .venv/bin/python bench/segmenter_speed.py [--batch-sizes 1 4 16] [--repeats 3] [--device cpu|cuda]
 
-Writes bench/results/segmenter_speed.json. Quote the ratio figures (tracing / segmenting), not absolute
-seconds, when the machine is shared: both are measured in the same run.
+On 16 clean 1000 x 300 px scans: `Digitiser.segment` in batches of each size (after a warm-up), then
+`tracing.trace` on each scan's probabilities (timed only where it found the curves: a failed trace stops early). Writes --out (bench/results/segmenter_speed.json). Quote ratios
+(batch 16 over batch 1, tracing over segmenting) when the machine is shared: both are measured in one run.
 """
 import argparse
 import json
@@ -11,52 +12,72 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 
-from digitiser import CurveNotFound, Digitiser, decode_scan
-from digitiser.synth import render_scan
-from digitiser.tracing import trace
-
-OUT = Path(__file__).parent / "results" / "segmenter_speed.json"
+from common import RESULTS
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+def add_args(p: argparse.ArgumentParser):
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--repeats", type=int, default=3, help="passes over the 16 scans per batch size (best kept)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def measure(args) -> dict:
+    import torch
+
+    from digitiser import CurveNotFound, Digitiser, decode_scan
+    from digitiser.synth import render_scan
+    from digitiser.tracing import trace
+    if args.threads:
+        torch.set_num_threads(args.threads)
     d = Digitiser(device=args.device)
-    scans = [decode_scan(render_scan(1000 + i, height=1000, width=300).encoded) for i in range(16)]
-    grays = [s.gray for s in scans]
-    d.segment(grays[:2])  # warm-up (allocations, oneDNN kernel selection)
-    seg = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        probs = d.segment(grays)
-        seg.append((time.perf_counter() - t) / len(grays))
+    grays = [decode_scan(render_scan(1000 + i, height=1000, width=300).encoded).gray for i in range(16)]
+    d.segment(grays[:2])  # warm-up (allocations, kernel selection)
+    rates = {}
+    for b in args.batch_sizes:
+        best = float("inf")
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            for i in range(0, len(grays), b):
+                d.segment(grays[i:i + b])
+            if d.device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        rates[str(b)] = len(grays) / best
     traced = []   # seconds of each trace that found its curves; a failed trace stops early and would flatter
-    for p_ in probs:
+    for p in d.segment(grays):
         t = time.perf_counter()
         try:
-            trace(p_, d.tracing)
+            trace(p, d.tracing)
         except CurveNotFound:
             continue
         traced.append(time.perf_counter() - t)
     if not traced:
         raise SystemExit("no scan was traced: these weights find no curves on the benchmark scans")
-    tracing = float(np.mean(traced))
-    result = {"scan_px": [1000, 300], "batch": 16, "device": str(d.device), "threads": args.threads,
-              "cpu": platform.processor() or platform.machine(), "repeats": args.repeats,
-              "segment_s_per_scan_best": min(seg), "segment_s_per_scan_median": float(np.median(seg)),
-              "trace_s_per_scan": tracing, "traced": f"{len(traced)}/{len(probs)}", "trace_over_segment": tracing / float(np.median(seg)),
-              "target_s_per_scan": 0.3, "model_version": d.model_version}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    trace_s = sum(traced) / len(traced)
+    b_max = str(max(args.batch_sizes))
+    return {"bench": "segmenter_speed", "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "scan_px": [1000, 300], "device": str(d.device), "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "repeats": args.repeats,
+            "images_per_s": rates, "segment_s_per_scan": 1 / rates[b_max], "trace_s_per_scan": trace_s,
+            "traced": f"{len(traced)}/{len(grays)}",
+            "trace_over_segment": trace_s * rates[b_max],
+            "batch_speedup": rates[b_max] / rates[str(min(args.batch_sizes))], "model_version": d.model_version}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_args(p)
+    p.add_argument("--out", default=str(RESULTS / "segmenter_speed.json"))
+    args = p.parse_args(argv)
+    result = measure(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,10 +9,11 @@
    path: upload, decode, batched segmentation, tracing, commit, read-back. Each request carries a different
    calibration (top_depth), so each has its own request id: nothing is answered from the store or merged
    by single flight.
-3. For each max_batch_size (the segmenter's user_config; max_ongoing_requests stays at 32 for all) and each
-   concurrency level: a warm-up, then closed-loop clients (one thread each, requests.Session) until
-   --requests answers or --max-seconds, whichever comes first. Reports answers/s, p50/p99 latency of 200s,
-   status counts and the mean batch size the segmenter formed (from /v1/stats).
+3. For each max_batch_size (the segmenter's user_config; the other settings are ServeConfig's defaults for
+   that batch size unless given) and each concurrency level: a warm-up, then closed-loop clients (one thread
+   each, requests.Session) until --requests answers or --max-seconds, whichever comes first. Reports
+   answers/s, p50/p99 latency of 200s, status counts, and from the app's /v1/stats counters the mean batch
+   the segmenter formed, segmenting and tracing seconds per answer, and the commit's share of request time.
 Writes bench/results/serve_load.json and bench/results/serve_load.md. The load generator shares the
 machine's cores with the server: on a small machine it costs the server some throughput.
 """
@@ -29,13 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from common import RESULTS, start_local_ray
+
 log = logging.getLogger("serve_load")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_args(p)
+    p.add_argument("--out", default=str(RESULTS / "serve_load.json"))
+    return p.parse_args(argv)
+
+
+def add_args(p: argparse.ArgumentParser):
     p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 1], help="max_batch_size settings")
     p.add_argument("--requests", type=int, default=96, help="answers per (batch size, level), at most")
@@ -45,16 +52,20 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=300)
     p.add_argument("--weights", help="segmenter weights (default: the shipped weights)")
     p.add_argument("--segmenter-cpus", type=float, default=1.0, help="CPUs (torch threads) of the segmenter")
+    p.add_argument("--batch-wait-timeout-s", type=float, default=None, help="default: ServeConfig's")
+    p.add_argument("--busy-wait-fraction", type=float, default=None, help="default: ServeConfig's")
+    p.add_argument("--segmenter-ongoing", type=int, default=None, help="segmenter max_ongoing_requests "
+                                                                         "(default: ServeConfig's)")
+    p.add_argument("--device", default=None, help="torch device of the segmenter (default: cuda if available)")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per segmenter replica")
     p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: a free one)")
-    p.add_argument("--out", default=str(RESULTS / "serve_load.json"))
-    return p.parse_args(argv)
 
 
 def easy_scan(args):
     """A clean scan of the requested size that the weights digitise (curves found), tried over seeds."""
     from digitiser import Digitiser
     from digitiser.synth import digitisable_scans
-    digitiser = Digitiser(args.weights)
+    digitiser = Digitiser(args.weights, device=args.device)
     found = digitisable_scans(digitiser, 1, tries=50, height=args.height, width=args.width)
     if not found:
         raise SystemExit(f"no clean {args.height}x{args.width} scan among 50 seeds is digitised by these weights")
@@ -109,9 +120,21 @@ class Load:
                 "p99_s": float(np.percentile(lat, 99)), "mean_s": float(lat.mean())}
 
 
-def segmenter_stats(url: str) -> dict:
+def stats(url: str) -> dict:
     import requests
-    return requests.get(f"{url}/v1/stats", timeout=60).json()["segmenter"]
+    return requests.get(f"{url}/v1/stats", timeout=60).json()
+
+
+def busy(before: dict, after: dict, run: dict) -> dict:
+    """Where the answered requests' time went, from the app's own counters: the commit's share of request
+    time (ingress), segmenting and tracing seconds per answer (segmenter)."""
+    def delta(side, key):
+        return after[side]["seconds"].get(key, 0.0) - before[side]["seconds"].get(key, 0.0)
+    ok = max(run["ok"], 1)
+    return {"commit_share": delta("ingress", "commit") / max(delta("ingress", "request"), 1e-9),
+            "commit_s_per_answer": delta("ingress", "commit") / ok,
+            "segment_s_per_answer": delta("segmenter", "segment") / ok,
+            "trace_s_per_answer": delta("segmenter", "trace") / ok}
 
 
 def measure(args, scan, store: str, url: str) -> list[dict]:
@@ -119,21 +142,27 @@ def measure(args, scan, store: str, url: str) -> list[dict]:
     from serve_app import ServeConfig, build_app
     load, runs = Load(url, scan), []
     for batch in args.batch_sizes:
+        tuning = {k: v for k, v in (("batch_wait_timeout_s", args.batch_wait_timeout_s),
+                                    ("busy_wait_fraction", args.busy_wait_fraction),
+                                    ("segmenter_max_ongoing_requests", args.segmenter_ongoing)) if v is not None}
         config = ServeConfig(store=store, weights=args.weights, loopback_only=True, max_batch_size=batch,
-                             segmenter_max_ongoing_requests=32, segmenter_num_cpus=args.segmenter_cpus,
-                             ingress_num_cpus=0.25, segmenter_max_queued_requests=-1)
+                             segmenter_num_cpus=args.segmenter_cpus, ingress_num_cpus=0.25, device=args.device,
+                             num_gpus=args.num_gpus, segmenter_max_queued_requests=-1, **tuning)
         serve.run(build_app(config), name="serve-load", route_prefix="/")
         for level in args.levels:
             load.run(min(level, args.warmup) or 1, args.warmup, args.max_seconds)
-            before = segmenter_stats(url)
+            before = stats(url)
             run = load.run(level, args.requests, args.max_seconds)
-            after = segmenter_stats(url)
-            batches = after["batches"] - before["batches"]
-            run.update(max_batch_size=batch, batches=batches,
-                       mean_batch=(after["scans"] - before["scans"]) / max(batches, 1),
-                       largest_batch_so_far=after["max_batch_formed"])
-            log.info("batch %d, %d clients: %.2f ok/s, p50 %.2f s, p99 %.2f s, mean batch %.1f, statuses %s",
-                     batch, level, run["ok_per_s"], run["p50_s"], run["p99_s"], run["mean_batch"], run["statuses"])
+            after = stats(url)
+            seg0, seg1 = before["segmenter"], after["segmenter"]
+            batches = seg1["batches"] - seg0["batches"]
+            run.update(max_batch_size=batch, batches=batches, mean_batch=(seg1["scans"] - seg0["scans"]) / max(batches, 1),
+                       largest_batch_so_far=seg1["max_batch_formed"], **busy(before, after, run),
+                       batch_wait_timeout_s=config.batch_wait_timeout_s,
+                       segmenter_max_ongoing_requests=config.segmenter_ongoing)
+            log.info("batch %d, %d clients: %.2f ok/s, p50 %.2f s, p99 %.2f s, mean batch %.1f, commit %.0f%% of "
+                     "request time, statuses %s", batch, level, run["ok_per_s"], run["p50_s"], run["p99_s"],
+                     run["mean_batch"], 100 * run["commit_share"], run["statuses"])
             runs.append(run)
     return runs
 
@@ -146,13 +175,11 @@ def table(runs: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run_all(args) -> dict:
+    """Every (batch size, level) run on a fresh local Ray and Serve; the result dict (also for bench/run.py)."""
     scan, model_version = easy_scan(args)
     import socket
     from ray import serve
-    from serve_app import start_local_ray
     port = args.port
     if not port:
         with socket.socket() as s:
@@ -171,6 +198,14 @@ def main(argv=None) -> int:
               "scan": f"{args.height}x{args.width} clean png, {len(scan.encoded)} bytes",
               "segmenter_cpus": args.segmenter_cpus, "requests_per_run": args.requests,
               "max_seconds_per_run": args.max_seconds, "runs": runs}
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = run_all(args)
+    runs, model_version = result["runs"], result["model_version"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -9,6 +9,11 @@ from cli import commands
 from cli.batch import batch
 
 
+def _replicas(text: str):
+    """--replicas: an int, or the text ("auto", "MIN-MAX") for JobConfig to check."""
+    return int(text) if text.isdigit() else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="digitise", description="Raster well-log digitisation.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -64,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="folder, file:// or s3://bucket/prefix with scans")
     s.add_argument("dst", help="results root: folder, file:// or s3://bucket/prefix")
     s.add_argument("--batch-size", type=int, help="scans per segmenter call (default: the most, 16)")
-    s.add_argument("--replicas", type=int, default=1, help="segmenter actors")
+    s.add_argument("--replicas", type=_replicas, default=1,
+                   help="segmenter actors: N, MIN-MAX (an autoscaling pool) or auto (1-8, follows the cluster)")
     s.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per segmenter actor")
     s.add_argument("--limit", type=int, help="convert at most K scans")
     s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
+    s.add_argument("--device", help="segmenter actors' torch device (default: cuda with --num-gpus > 0, else cpu)")
     s.add_argument("--address", help="Ray cluster address (default: start a local one)")
     s.add_argument("--qc", help="folder for a QC overlay per converted scan (outside DST)")
     s.set_defaults(func=batch)
@@ -90,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch-size", type=int, help="scans per segmenter batch (default: the most, 16)")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when the replica has a GPU)")
+    s.add_argument("--auth-token-file", help="file holding the bearer token every route but /healthz requires")
+    s.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
+    s.add_argument("--address", help="deploy onto this existing Ray cluster (default: start a local one)")
     s.set_defaults(func=commands.serve)
 
     s = sub.add_parser("bench", help="run a benchmark script from bench/")
@@ -97,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=commands.bench)
 
-    s = sub.add_parser("cluster", help="describe the Ray cluster (resources, nodes)")
-    s.add_argument("--address", default="auto")
-    s.set_defaults(func=commands.cluster)
+    s = sub.add_parser("cluster", help="the Ray cluster").add_subparsers(dest="action", required=True)
+    s = s.add_parser("status", help="nodes, Serve apps and queues, running jobs, pending resource demands")
+    s.add_argument("--address", default="auto", help="Ray cluster address (default: the one on this machine)")
+    s.add_argument("--json", action="store_true", help="machine-readable snapshot")
+    s.set_defaults(func=commands.cluster_status)
     return p
 
 

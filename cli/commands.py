@@ -95,29 +95,37 @@ def serve_config(args):
     servers are too."""
     from serve_app import ServeConfig
     store = args.store if "://" in args.store else os.path.abspath(args.store)
+    token_file = getattr(args, "auth_token_file", None)
+    token = {"auth_token_file": os.path.abspath(token_file)} if token_file else {}
     return ServeConfig(store=store, replicas=args.replicas, num_gpus=args.num_gpus, loopback_only=True,
-                       **given(args, "max_batch_size", "weights", "device"))
+                       **given(args, "max_batch_size", "weights", "device"), **token)
 
 
 def serve(args) -> int:
-    from serve_app import serve_forever
+    from serve_app import serve_forever, serve_on_cluster
     try:
         config = serve_config(args)
     except ValueError as e:
         error("serve", e)
         return 2
-    return serve_forever(config, host=args.host, port=args.port)
+    insecure = getattr(args, "insecure", False)
+    if args.address:
+        return serve_on_cluster(config, args.address, host=args.host, port=args.port, insecure=insecure)
+    return serve_forever(config, host=args.host, port=args.port, insecure=insecure)
 
 
 def bench(args) -> int:
     import runpy
     sys.argv = [args.script, *args.rest]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))   # as `python SCRIPT` would: bench/common.py
     runpy.run_path(args.script, run_name="__main__")
     return 0
 
 
-def cluster(args) -> int:
-    from cluster import describe
-    print(describe(args.address))
+def cluster_status(args) -> int:
+    import json
+    import cluster
+    snap = cluster.status(args.address)
+    print(json.dumps(snap.to_dict(), indent=1) if args.json else cluster.format_snapshot(snap))
     return 0
 

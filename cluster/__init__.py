@@ -1,10 +1,14 @@
-"""Where the Ray cluster comes from: a real one (`address`), or a local one on this machine's loopback.
+"""Where the Ray cluster comes from, and what it is doing.
 
-Entry points call `connect()` once; nothing deeper initialises Ray. For a real cluster, `cluster.yaml` at
-the repository root is a Ray cluster-launcher config (`ray up cluster.yaml`), and jobs pass its address.
+`connect(address)`: join a real cluster, or start a local one on this machine's loopback; entry points call it
+once, nothing deeper initialises Ray. `status(address)` / `snapshot()`: a typed ClusterSnapshot (nodes, Serve
+apps, jobs, pending demands), `format_snapshot` its table. Deployment configs: `cluster.yaml` at the repository
+root (`ray up cluster.yaml`) and `k8s/` (KubeRay), both checked by `cluster.manifests`.
 """
 import logging
 import os
+
+from cluster.report import ClusterSnapshot, format_snapshot, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +34,13 @@ def connect(address: str | None = None, num_cpus: int | None = None, **kwargs):
                     **kwargs)
 
 
-def describe(address: str | None = "auto") -> str:
-    """One line per node plus the cluster's total resources (for `digitise cluster`)."""
-    import ray
-    connect(address)
-    lines = [f"{n['NodeManagerAddress']}: alive={n['Alive']} {n['Resources']}" for n in ray.nodes()]
-    lines.append(f"total: {ray.cluster_resources()}")
-    return "\n".join(lines)
+def status(address: str | None = "auto"):
+    """Connect to the cluster at `address` and return its ClusterSnapshot (for `digitise cluster status`). The
+    connection prints nothing of the cluster's own (worker logs, autoscaler events), so stdout stays the
+    caller's (e.g. clean JSON)."""
+    os.environ.setdefault("RAY_SCHEDULER_EVENTS", "0")   # read by this driver when it connects
+    connect(address, log_to_driver=False)
+    return snapshot()
 
 
-__all__ = ["connect", "describe"]
+__all__ = ["connect", "status", "snapshot", "format_snapshot", "ClusterSnapshot"]

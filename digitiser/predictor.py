@@ -98,7 +98,8 @@ def build_result(scan: DecodedScan, calibration: contracts.Calibration, probs: n
                  tracing: TracingParams) -> contracts.Digitisation:
     """Trace both curves in `probs` ((3, h, w) float32 class probabilities of the scan's track box, i.e. of
     `cut_track(scan, calibration).gray`) and build the result both routes commit. Raises
-    tracing.CurveNotFound when a curve has too little coverage (no fabricated curve is ever written)."""
+    tracing.CurveNotFound when a curve has too little coverage (no fabricated curve is ever written).
+    Needs no model: a tracing process can run it."""
     box = calibration.box(scan.width, scan.height)
     assert probs.shape[1:] == box.shape, f"probs {probs.shape} are not of the track box {box.shape}: cut_track first"
     x_frac, observed = trace(probs, tracing, box.rows)

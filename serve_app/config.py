@@ -12,6 +12,8 @@ from digitiser import MAX_BATCH, ImageLimits, TracingParams
 
 _LIMITS = ImageLimits()
 BATCH_WAIT_TIMEOUT_S = 0.05   # longest wait for a batch to fill after its first scan (the one definition)
+_CREDENTIAL_OPTIONS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+BUSY_WAIT_FRACTION = 0.5      # a busy replica's wait for a fuller batch, as a fraction of a full forward pass
 
 
 class BatchingConfig(BaseModel):
@@ -21,6 +23,10 @@ class BatchingConfig(BaseModel):
     max_batch_size: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH, description="scans per forward batch")
     batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=10.0,
                                         description="longest wait for a batch to fill after its first scan")
+    busy_wait_fraction: float = Field(BUSY_WAIT_FRACTION, ge=0.0, le=2.0,
+                                      description="when a batch's worth of requests is inside the replica: the "
+                                                  "next batch waits up to this fraction of a full batch's "
+                                                  "forward pass to fill (0: always batch_wait_timeout_s)")
 
 
 class ServeConfig(BaseModel):
@@ -35,6 +41,8 @@ class ServeConfig(BaseModel):
     weights: str | None = Field(None, description="segmenter weights (default: the shipped weights)")
     device: str | None = Field(None, description="torch device (default: cuda if available, else cpu)")
     tracing: dict[str, Any] = Field(default_factory=dict, description="TracingParams overrides")
+    auth_token_file: str | None = Field(None, description="file holding the bearer token every route but "
+                                                           "/healthz requires (e.g. a mounted secret); None: open")
     loopback_only: bool = Field(False, description="bind replicas' internal servers to 127.0.0.1 "
                                                    "(a single-machine cluster; see loopback.py)")
 
@@ -44,6 +52,7 @@ class ServeConfig(BaseModel):
     segmenter_num_cpus: float = Field(1.0, ge=0.0, description="CPUs per segmenter replica (torch threads)")
     max_batch_size: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH)
     batch_wait_timeout_s: float = Field(BATCH_WAIT_TIMEOUT_S, ge=0.0, le=10.0)
+    busy_wait_fraction: float = Field(BUSY_WAIT_FRACTION, ge=0.0, le=2.0, description="see BatchingConfig")
     segmenter_max_ongoing_requests: int | None = Field(
         None, ge=1, description="per replica; default 2 x max_batch_size so a full batch can form while one runs")
     segmenter_max_queued_requests: int = Field(64, ge=-1, description="per caller; -1 = unbounded")
@@ -63,6 +72,10 @@ class ServeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
+        credentials = sorted(_CREDENTIAL_OPTIONS & set(self.storage_options))
+        if credentials:
+            raise ValueError(f"storage_options must not carry credentials ({credentials}): the config is stored and "
+                             "shown by Serve; use the standard AWS chain (environment, profile, instance role)")
         ongoing = self.segmenter_ongoing
         if ongoing < self.max_batch_size:
             raise ValueError(f"segmenter_max_ongoing_requests={ongoing} is below max_batch_size="
@@ -88,4 +101,5 @@ class ServeConfig(BaseModel):
 
     @property
     def batching(self) -> BatchingConfig:
-        return BatchingConfig(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s)
+        return BatchingConfig(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s,
+                              busy_wait_fraction=self.busy_wait_fraction)

@@ -4,10 +4,13 @@ Every failure a client can cause or see leaves as `{"error": <code>, "detail": <
 4xx/5xx status; exceptions from the digitiser, the contract and Serve are translated in one place
 (`to_api_error`), keeping `__cause__` for the log. No response ever carries a stack trace.
 """
-import json
+import hashlib
+import hmac
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from python_multipart.exceptions import FormParserError
@@ -15,13 +18,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 import contracts
 from digitiser import BadImage, cut_track
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
 
+_MAX_DETAIL = 2000   # an error may quote the input; a hostile input must not echo back (or into logs) whole
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries and part headers around the image and calibration parts
 _IMAGE_STATUS = {"not_image": 415, "unsupported": 415, "corrupt": 400, "too_large": 413}
 
@@ -34,6 +40,10 @@ class ApiError(Exception):
     detail: str
     extra: dict = field(default_factory=dict)
     retry_after_s: int | None = None
+
+    def __post_init__(self):
+        if len(self.detail) > _MAX_DETAIL:
+            self.detail = self.detail[:_MAX_DETAIL] + " [...]"
 
     def body(self) -> dict:
         return {"error": self.error, "detail": self.detail, **self.extra}
@@ -62,6 +72,9 @@ def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError:
         return ApiError(503, "overloaded", "the segmenter queue is full; retry later", retry_after_s=retry_after_s)
     if isinstance(exc, DeploymentUnavailableError):
         return ApiError(503, "unavailable", "the segmenter is not running; retry later", retry_after_s=retry_after_s)
+    if isinstance(exc, RayActorError):   # the replica died mid request (a node lost, a process killed)
+        return ApiError(503, "unavailable", "the segmenter replica stopped before answering; nothing was "
+                                            "acknowledged; retry later", retry_after_s=retry_after_s)
     if isinstance(exc, contracts.NotCommitted):
         return ApiError(404, "not_committed", str(exc))
     if isinstance(exc, contracts.Corrupt):
@@ -141,8 +154,8 @@ def parse_calibration(raw: bytes | str | None) -> contracts.Calibration:
     if raw is None or (isinstance(raw, (str, bytes)) and not raw.strip()):
         return contracts.Calibration.from_dict(None)
     try:
-        d = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        d = contracts.loads_strict(raw)
+    except ValueError as e:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ApiError(422, "calibration_not_json", f"the calibration is not JSON ({e}): send a JSON object like "
                                                     '{"top_depth": 1000, "bottom_depth": 1100, "curves": [...]}') from e
     try:
@@ -178,6 +191,65 @@ def result_body(result: contracts.Digitisation, keys: dict[str, str]) -> dict:
 
 def _floats(values) -> list:
     return [v if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
+
+
+# ----------------------------------------------------------------------------- bearer-token access
+
+MIN_TOKEN_CHARS = 16
+OPEN_PATHS = frozenset({"/healthz"})   # liveness probes carry no secrets
+
+
+def token_digest(path: str) -> bytes:
+    """sha256 of the bearer token in the file at `path` (surrounding whitespace stripped). Only the digest is
+    kept: requests are compared digest to digest, so neither the token nor its length leaks by timing.
+    Raises ValueError (naming the file, never its content) when it is unreadable or too short."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"the auth token file {path} cannot be read ({type(e).__name__}): write the token, "
+                         "one line of text, into a file readable by the server") from e
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"the auth token in {path} has {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+                         "random ones, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    return hashlib.sha256(token.encode()).digest()
+
+
+def authorised(authorization: str | None, digest: bytes) -> bool:
+    """True if an `Authorization` header value is `Bearer <the token>`; constant time in the token."""
+    scheme, _, given = (authorization or "").partition(" ")
+    given_digest = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(given_digest, digest) and scheme.lower() == "bearer"
+
+
+class BearerAuth:
+    """ASGI middleware: every route except OPEN_PATHS (unknown routes, docs and stats included) needs
+    `Authorization: Bearer <token>`, else 401 in the API's error format, before the body is read.
+    `digest()` returns the expected token's sha256 (`token_digest`), or None when access is open."""
+
+    def __init__(self, app, digest: Callable[[], bytes | None]):
+        self.app, self.digest = app, digest
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or _route_path(scope) in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        expected = self.digest()
+        if expected is None or authorised(_header(scope, b"authorization"), expected):
+            return await self.app(scope, receive, send)
+        log.warning("%s %s: 401, %s bearer token", scope["method"], scope["path"],
+                    "a wrong" if _header(scope, b"authorization") else "no")
+        body = {"error": "unauthorized", "detail": "this endpoint needs `Authorization: Bearer <token>`; "
+                                                   "ask its operator for the token"}
+        await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
+def _route_path(scope) -> str:
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
+def _header(scope, name: bytes) -> str | None:
+    value = next((v for k, v in scope.get("headers", ()) if k.lower() == name), None)
+    return None if value is None else value.decode("latin-1")
 
 
 OPENAPI_UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

@@ -5,6 +5,7 @@ GET  /v1/results/ID the committed result (404 not committed, 400 malformed id, 4
 GET  /healthz       200 once the segmenter answered (its weights passed their preflight)
 GET  /v1/stats      batching and outcome counters (debugging, tests)
 GET  /docs          OpenAPI
+With `ServeConfig.auth_token_file` set, every route but /healthz needs `Authorization: Bearer <token>` (401).
 
 Acknowledgement: 200 is sent only after `contracts.commit` returned its receipt, and the body is read back
 from the store (`contracts.load`), so it is exactly what a later GET returns. Commit writes every object
@@ -16,6 +17,7 @@ The work behind one request id runs once per ingress replica however many identi
 """
 import asyncio
 import logging
+import os
 import posixpath
 import time
 from collections import Counter
@@ -33,9 +35,10 @@ import contracts
 from contracts.result import REQUEST_ID as _REQUEST_ID
 from digitiser import decode_scan
 from serve_app.config import ServeConfig
-from serve_app.http import (OPENAPI_UPLOAD, ApiError, curve_not_found, cut_to_track, log_failure,
-                            parse_calibration, read_upload, result_body, to_api_error)
+from serve_app.http import (OPENAPI_UPLOAD, ApiError, BearerAuth, curve_not_found, cut_to_track, log_failure,
+                            parse_calibration, read_upload, result_body, to_api_error, token_digest)
 from serve_app.loopback import bind_replica_servers_to_loopback
+from serve_app.segmenter import rss_mb
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
 
@@ -49,6 +52,10 @@ _ERRORS = {s: {"description": d, "content": {"application/json": {"example": {"e
 
 api = FastAPI(title="Well-log digitiser", version="1",
               description="Scanned well-log track in, calibrated curves out (contract v2).")
+
+
+# The replica's own Ingress holds the token's digest; routes are checked before any body is read.
+api.add_middleware(BearerAuth, digest=lambda: serve.get_replica_context().servable_object.auth_digest)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -76,11 +83,13 @@ class Ingress:
         if config.loopback_only:
             bind_replica_servers_to_loopback()
         self.segmenter, self.config, self.limits = segmenter, config, config.limits
+        self.auth_digest = token_digest(config.auth_token_file) if config.auth_token_file else None
         fs = fsspec.core.url_to_fs(config.store, **config.storage_options)[0] if config.storage_options else None
         self.fs, self.base = contracts.filesystem(config.store, fs)
         self.identity: tuple[str, dict] | None = None   # (model version, tracing) the segmenter reported
         self.inflight: dict[str, asyncio.Task] = {}
         self.outcomes, self.commits_written = Counter(), 0
+        self.seconds = Counter()   # wall seconds summed over answered requests: "request", and its "commit" part
         self.m_requests = metrics.Counter("digitiser_requests", description="requests by outcome",
                                           tag_keys=("outcome",))
         self.m_latency = metrics.Histogram("digitiser_request_seconds", boundaries=_SECONDS,
@@ -88,7 +97,8 @@ class Ingress:
         self.m_write = metrics.Histogram("digitiser_write_seconds", boundaries=_SECONDS,
                                          description="wall time of contracts.commit")
         self.m_storage = metrics.Counter("digitiser_storage_failures", description="StorageError raised")
-        log.info("ingress ready: store %s", config.store)
+        log.info("ingress ready: store %s, %s", config.store,
+                 "bearer token required" if self.auth_digest else "open access (no auth token)")
 
     @api.post("/v1/digitise", openapi_extra=OPENAPI_UPLOAD, responses=_ERRORS,
               summary="Digitise one scanned track (acknowledged once committed)")
@@ -105,6 +115,7 @@ class Ingress:
         except Exception as e:  # noqa: BLE001  (the HTTP edge: every failure becomes a JSON error)
             return self._failed(e, rid, start)
         self._record(outcome, start)
+        self.seconds["request"] += time.perf_counter() - start
         log.info("request %s: %s in %.3f s", rid, outcome, time.perf_counter() - start)
         return JSONResponse(body)
 
@@ -136,7 +147,9 @@ class Ingress:
     async def stats(self) -> JSONResponse:
         segmenter = await self.segmenter.stats.remote()
         return JSONResponse({"ingress": {"outcomes": dict(self.outcomes), "commits_written": self.commits_written,
-                                         "inflight": len(self.inflight)}, "segmenter": segmenter})
+                                         "inflight": len(self.inflight), "pid": os.getpid(), "rss_mb": rss_mb(),
+                                         "seconds": dict(self.seconds)},
+                             "segmenter": segmenter})
 
     # -- the work ------------------------------------------------------------------------------------
     async def _digitise(self, rid: str, scan, calibration) -> tuple[dict, str]:
@@ -159,6 +172,7 @@ class Ingress:
             receipt = await asyncio.to_thread(contracts.commit, result, self.config.store, fs=self.fs)
         finally:
             self.m_write.observe(time.perf_counter() - start)
+            self.seconds["commit"] += time.perf_counter() - start
         self.commits_written += receipt.written
         return await asyncio.to_thread(self._load_body, receipt.request_id), "ok"
 

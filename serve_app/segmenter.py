@@ -3,24 +3,35 @@
 Why trace here and not in the ingress: the batch yields (3, H, W) float32 probabilities per scan, 12 bytes
 a pixel; the traced result carries an HxW uint8 mask, 1 byte a pixel, so shipping the `Digitisation` back to
 the ingress moves 12x less data than shipping probabilities (a 4000 x 800 scan: 3 MB instead of 38 MB). Tracing
-runs after the batched call returned (each request awaits its own slice, then traces in a worker thread), so
-the next batch starts while the last one is still being traced. Committing to storage stays in the ingress:
-a slow or failing store never occupies a model replica.
+runs after the batched call returned (each request awaits its own slice, then traces), so the next batch
+starts while the last one is still being traced. Forward passes run on a thread of their own (never queued
+behind other work), tracing in worker processes (serve_app/tracer.py: it holds the GIL, so in this process
+it would slow the forward passes and the batching). Committing to storage stays in the ingress: a slow or failing store never occupies a model replica.
+
+Batches that fill: an idle replica waits `batch_wait_timeout_s` (50 ms) for a batch to fill. When a batch's
+worth of requests is already inside the replica (waiting or being traced, so their clients come back soon),
+the next batch waits up to `busy_wait_fraction` of a full batch's forward pass instead (estimated from the
+passes so far). Under load the model is either the bottleneck (then the queue is full and nobody waits) or
+waits on tracing anyway, so waiting costs little and batches fill; a lone request never waits for company.
 """
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 from ray import serve
 from ray.serve import metrics
 
 import contracts
-from digitiser import MAX_BATCH, CurveNotFound, DecodedScan, Digitiser, TracingParams
-from serve_app.config import BATCH_WAIT_TIMEOUT_S, BatchingConfig
+from digitiser import MAX_BATCH, DecodedScan, Digitiser, TracingParams
+from serve_app.config import BatchingConfig
+from serve_app.batcher import Batcher
 from serve_app.loopback import bind_replica_servers_to_loopback
+from serve_app.tracer import Traced, TracerPool
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
 
@@ -28,12 +39,9 @@ _BATCH_BOUNDARIES = [1.5, 2.5, 4.5, 8.5, 12.5, 16.5]
 _SECONDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 
-@dataclass(frozen=True)
-class Traced:
-    """One scan's outcome: the result, or why no curve could be traced (a plain dict: CurveNotFound itself
-    does not survive pickling, as its constructor takes more than the message)."""
-    result: contracts.Digitisation | None = None
-    not_found: dict | None = None
+def rss_mb() -> float:
+    """This process's resident memory in MiB (for /v1/stats: soak and hostile-input tests watch it)."""
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH, max_constructor_retry_count=3,
@@ -43,13 +51,19 @@ class Segmenter:
     `digitise(scan, calibration)` through a batched forward pass."""
 
     def __init__(self, weights: str | None = None, device: str | None = None, tracing: dict | None = None,
-                 loopback_only: bool = False):
+                 loopback_only: bool = False, tracers: int | None = None):
         if loopback_only:
             bind_replica_servers_to_loopback()
         self.digitiser = Digitiser(weights, device, tracing=TracingParams(**(tracing or {})))
+        self.tracers = TracerPool(tracers or _replica_cpus())
         self.batches, self.scans, self.max_batch_formed = 0, 0, 0
         self.batch_sizes = Counter()
+        self.seconds = Counter()   # wall seconds summed: "segment" (batched forward passes), "trace" (per scan)
         self.batching = BatchingConfig()
+        self.inside = 0   # requests in digitise(): waiting for a batch, in one, or being traced
+        self.scan_forward_s: float | None = None   # forward seconds per scan (moving average, batches of >= 4)
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="segment")
+        self.batcher = Batcher(self.segment, self.batching.max_batch_size, self._next_wait)
         self.m_batch = metrics.Histogram("digitiser_batch_size", description="scans per segmenter batch",
                                          boundaries=_BATCH_BOUNDARIES)
         self.m_max_batch = metrics.Gauge("digitiser_max_batch_size_formed",
@@ -64,32 +78,52 @@ class Segmenter:
         """Apply the batching knobs (user_config) without restarting the replica."""
         cfg = BatchingConfig.model_validate(user_config or {})
         self.batching = cfg
-        self.segment.set_max_batch_size(cfg.max_batch_size)
-        self.segment.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        log.info("batching: max_batch_size=%d batch_wait_timeout_s=%.3f", cfg.max_batch_size,
-                 cfg.batch_wait_timeout_s)
+        self.batcher.max_batch_size = cfg.max_batch_size
+        log.info("batching: max_batch_size=%d batch_wait_timeout_s=%.3f busy_wait_fraction=%.2f",
+                 cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.busy_wait_fraction)
 
-    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)  # reconfigure sets both
     async def segment(self, grays: list[np.ndarray]) -> list[np.ndarray]:
-        """Batched: HxW uint8 scans in, (3, H, W) float32 probabilities out, torch off the event loop."""
+        """One batch (the batcher's): HxW uint8 scans in, (3, H, W) float32 probabilities out, on the model's
+        thread."""
         start = time.perf_counter()
-        probs = await asyncio.to_thread(self.digitiser.segment, grays)
-        self._record_batch(len(grays), time.perf_counter() - start)
+        probs = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.digitiser.segment, grays)
+        seconds = time.perf_counter() - start
+        self._record_batch(len(grays), seconds)
+        if len(grays) >= min(4, self.batching.max_batch_size):   # padding distorts smaller batches' per-scan time
+            per_scan = seconds / len(grays)
+            self.scan_forward_s = per_scan if self.scan_forward_s is None else 0.7 * self.scan_forward_s + 0.3 * per_scan
         return probs
+
+    def _next_wait(self) -> float:
+        """How long the next batch waits to fill (see the module docstring)."""
+        cfg = self.batching
+        if self.inside >= cfg.max_batch_size and cfg.busy_wait_fraction > 0 and self.scan_forward_s:
+            full = self.scan_forward_s * cfg.max_batch_size
+            return max(cfg.batch_wait_timeout_s, min(cfg.busy_wait_fraction * full, 10.0))
+        return cfg.batch_wait_timeout_s
 
     async def digitise(self, scan: DecodedScan, calibration: contracts.Calibration) -> Traced:
         """One decoded scan -> Traced. Called by the ingress with already validated input."""
-        probs = await self.segment(scan.gray)
+        self.inside += 1
+        try:
+            return await self._digitise(scan, calibration)
+        finally:
+            self.inside -= 1
+
+    async def _digitise(self, scan: DecodedScan, calibration: contracts.Calibration) -> Traced:
+        probs = await self.batcher.submit(scan.gray)
         start = time.perf_counter()
         try:
-            result = await asyncio.to_thread(self.digitiser.finish, scan, calibration, probs)
-        except CurveNotFound as e:
-            name = calibration.curves[e.curve - 1].name
-            return Traced(not_found={"message": str(e), "curve": name, "coverage": e.coverage,
-                                     "min_coverage": e.min_coverage})
+            return await self.tracers.trace(scan, calibration, probs, self.digitiser.tracing,
+                                            self.digitiser.model_version)
         finally:
             self.m_trace.observe(time.perf_counter() - start)
-        return Traced(result=result)
+            self.seconds["trace"] += time.perf_counter() - start
+
+    def __del__(self):
+        tracers = getattr(self, "tracers", None)
+        if tracers is not None:
+            tracers.close()
 
     def info(self) -> dict:
         """Model and tracer identity (what request ids cover); answering means the weights passed their preflight."""
@@ -98,8 +132,9 @@ class Segmenter:
 
     def stats(self) -> dict:
         """Batching counters of this replica (for tests and the /v1/stats debug route)."""
-        return {"batches": self.batches, "scans": self.scans, "max_batch_formed": self.max_batch_formed,
-                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        return {"pid": os.getpid(), "rss_mb": rss_mb(),
+                "batches": self.batches, "scans": self.scans, "max_batch_formed": self.max_batch_formed,
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}, "seconds": dict(self.seconds),
                 **self.batching.model_dump()}
 
     def _record_batch(self, n: int, seconds: float):
@@ -110,4 +145,14 @@ class Segmenter:
         self.m_batch.observe(n)
         self.m_max_batch.set(self.max_batch_formed)
         self.m_segment.observe(seconds)
+        self.seconds["segment"] += seconds
         log.debug("batch of %d scans segmented in %.3f s", n, seconds)
+
+
+def _replica_cpus() -> int:
+    """Tracing processes for this replica: one per CPU it reserved (at least one)."""
+    import ray
+    try:
+        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except Exception:  # noqa: BLE001  (not in a Ray worker: one process)
+        return 1

@@ -1,6 +1,7 @@
-"""Tiny, valid contract objects built in code, for tests."""
+"""Tiny, valid contract objects built in code, stand-in weights, and S3 test credentials and clients, for tests."""
 import hashlib
 import json
+import socket
 
 import numpy as np
 
@@ -65,3 +66,49 @@ def edit_manifest(objects: dict[str, bytes], **fields) -> dict[str, bytes]:
     m = json.loads(objects[MANIFEST])
     m.update(fields)
     return {**objects, MANIFEST: canonical_json(m)}
+
+
+def ink_detector(path) -> str:
+    """Weights that mark every inked pixel as both curves with probability exactly 0.5 (background logit
+    10 - 100 * ink, curve logits 0) and paper as background: tracing then follows the longest dark vertical
+    structure, so clean scans give a result and blank paper gives CurveNotFound. A stand-in for trained
+    weights, deterministic, through the real checkpoint format and preflight. Returns its model version."""
+    import torch
+
+    from digitiser.checkpoint import save_weights
+    from digitiser.model import Segmenter, SegmenterConfig
+
+    config = SegmenterConfig()
+    net = Segmenter(config)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(1.0)
+        for conv in (net.stem[0].conv, net.stem[1].conv, net.ups[-1].conv.conv):  # identity on channel 0
+            conv.weight[0, 0, 1, 1] = 1.0
+        net.head.weight[0, 0] = -100.0
+        net.head.bias[0] = 10.0
+    return save_weights(net, config, path)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIADIGITISERTEST7Q2",
+                    "AWS_SECRET_ACCESS_KEY": "dgt-secret-9f3c1e7a5b2d4086", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def make_s3fs(endpoint: str):
+    """An S3FileSystem on `endpoint` that never answers from a cache: no instance cache (each call builds a
+    new object, so tests do not share one) and no listings cache (with it on, `exists`/`ls` miss objects
+    another writer created after the first listing, and still report ones it deleted). Credentials come
+    from the standard chain (the environment `s3_server` set), never from arguments."""
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False)

@@ -4,7 +4,8 @@ Fixtures (pick the narrowest one you need):
 
 - `s3_server` (session): the endpoint URL, e.g. "http://127.0.0.1:40229", of a moto S3 server on a port
   the OS chose. While it runs, the environment holds AWS_ENDPOINT_URL=<endpoint>, AWS_ACCESS_KEY_ID /
-  AWS_SECRET_ACCESS_KEY = "testing", AWS_DEFAULT_REGION=us-east-1, so a plain
+  AWS_SECRET_ACCESS_KEY = TEST_CREDENTIALS (distinctive strings, so tests can grep stores and logs for them;
+  moto accepts any), AWS_DEFAULT_REGION=us-east-1, so a plain
   `fsspec.core.url_to_fs("s3://bucket/key")` or `boto3.client("s3")` reaches it, in this process and in
   subprocesses / Ray workers started later (they inherit the environment). Restored at session end.
 - `s3_fs` (function): resets moto (all buckets dropped) and returns an `s3fs.S3FileSystem` on the endpoint
@@ -24,8 +25,7 @@ from dataclasses import dataclass
 import fsspec
 import pytest
 
-TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_DEFAULT_REGION": "us-east-1"}
+from builders import TEST_CREDENTIALS, make_s3fs
 
 
 @pytest.fixture(scope="session")
@@ -46,16 +46,6 @@ def s3_server():
             yield endpoint
         finally:
             server.stop()
-
-
-def make_s3fs(endpoint: str):
-    """An S3FileSystem on `endpoint` that never answers from a cache: no instance cache (each call builds a
-    new object, so tests do not share one) and no listings cache (with it on, `exists`/`ls` miss objects
-    another writer created after the first listing, and still report ones it deleted)."""
-    import s3fs
-
-    return s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing",
-                             skip_instance_cache=True, use_listings_cache=False)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +115,7 @@ def ray_local(s3_server):
     """A local Ray (4 logical CPUs, no dashboard) listening on 127.0.0.1 only; yields the RayContext.
 
     4 logical CPUs on this 2-core machine: CPUs are scheduling tokens, and the cross-route test runs a batch
-    job beside the running Serve apps, as on a shared cluster (a Ray Data repartition task asks a whole CPU).
+    job beside the running Serve apps, as on a shared cluster (its segmenter actor asks a whole CPU).
 
     The loopback set-up itself is cluster.connect's (the one place that knows how)."""
     import ray

@@ -20,7 +20,8 @@ import tifffile
 
 import contracts
 from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, JobError, convert
-from batch_jobs.listing import iter_scans, open_fs
+from batch_jobs.job import LISTING_CPUS
+from batch_jobs.listing import ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import PENDING, ROW_SCHEMA, commit_batch, prepare_batch
 from builders import CALIBRATION, TRACING, make_result
 from digitiser import TracingParams
@@ -130,6 +131,26 @@ def test_listing_streams_an_s3_prefix(s3_fs, s3_bucket):
     assert rows[0]["sidecar"] == f"s3://{s3_bucket}/x/a.json" and rows[0]["size"] == 2
 
 
+def test_job_defaults_to_full_batches_without_loading_torch_in_io_workers():
+    from digitiser import MAX_BATCH
+    assert JobConfig("a", "b").batch_size == MAX_BATCH
+    code = "import sys, batch_jobs.stages; print('torch' in sys.modules)"   # what a prepare/commit worker imports
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_listing_source_yields_pages_of_the_batch_size(tmp_path):
+    fs, root = local(tmp_path)
+    for i in range(7):
+        fs.pipe_file(f"{root}/s{i}.png", b"x")
+    (task,) = ScanListingDatasource(fs, root, page=3).get_read_tasks(1)
+    pages = list(task())
+    assert [p.num_rows for p in pages] == [3, 3, 1]
+    assert [r["source"].rsplit("/", 1)[-1] for p in pages for r in p.to_pylist()] == [f"s{i}.png" for i in range(7)]
+    with pytest.raises(ValueError, match="page"):
+        ScanListingDatasource(fs, root, page=0)
+
+
 # ----------------------------------------------------------------------------- the steps (no Ray)
 
 def _prepare(tmp_path, files: dict[str, bytes], default=None, version="0" * 64):
@@ -145,7 +166,7 @@ def _prepare(tmp_path, files: dict[str, bytes], default=None, version="0" * 64):
 def test_prepare_keys_requests_by_bytes_calibration_and_model(tmp_path):
     data = _scan(0).encoded
     rows = _prepare(tmp_path, {"s.png": data, "s.json": json.dumps(CALIBRATION).encode(), "t.png": data})
-    assert rows["s.png"]["status"] == PENDING and rows["s.png"]["data"] == data
+    assert rows["s.png"]["status"] == PENDING and pickle.loads(rows["s.png"]["scan"]).n_bytes == len(data)
     assert rows["s.png"]["request_id"] == contracts.request_id(data, CALIBRATION, "0" * 64, TRACING)
     assert rows["t.png"]["request_id"] == contracts.request_id(data, None, "0" * 64, TRACING)   # contract defaults
     assert json.loads(rows["t.png"]["calibration"]) == contracts.Calibration.from_dict(None).to_dict()
@@ -165,7 +186,7 @@ def test_prepare_fails_a_sheet_interval_outside_the_image(tmp_path):
                "top_depth": 5.0, "bottom_depth": 45.0}
     row = _prepare(tmp_path, {"s.png": data, "s.json": json.dumps(sidecar).encode()})["s.png"]
     assert (row["status"], row["error_kind"]) == (FAILED, "bad_calibration")
-    assert "outside the scan's rows 0..399" in row["error_message"] and row["data"] is None
+    assert "outside the scan's rows 0..399" in row["error_message"] and row["scan"] is None
 
 
 def test_prepare_accepts_multipage_and_g4_tiffs(tmp_path):
@@ -183,7 +204,7 @@ def test_prepare_fails_bad_files_with_their_kind(tmp_path):
     assert {n: (r["status"], r["error_kind"]) for n, r in rows.items()} == {
         "cut.png": (FAILED, "corrupt"), "text.jpg": (FAILED, "not_image"), "ok.png": (FAILED, "bad_calibration")}
     assert "ok.json" in rows["ok.png"]["error_message"] and "curves" in rows["ok.png"]["error_message"]
-    assert all(r["data"] is None for r in rows.values())
+    assert all(r["scan"] is None for r in rows.values())
 
 
 def test_commit_step_commits_once_then_reports_skipped(tmp_path):
@@ -336,6 +357,35 @@ def test_limit_lists_at_most_k_scans(ray_local, weights, tmp_path):
     assert s.listed == 2 and [f.source.rsplit("/", 1)[-1] for f in s.failures] == ["a.png", "b.png"]
 
 
+def test_job_runs_on_only_the_cpus_its_steps_ask_for(ray_local, weights, tmp_path):
+    """Other work holds every CPU but the actor's one, the listing's share and one I/O task's: the job still
+    finishes (no step waits for a whole CPU it would not use)."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    fs, src = local(tmp_path / "src")
+    for i, seed in enumerate(GOOD_SEEDS[:4]):
+        put_scan(fs, f"{src}/s{i}.png", seed)
+    need = 1.0 + LISTING_CPUS + JobConfig(src, src).io_cpus
+    hold = ray.available_resources().get("CPU", 0.0) - need
+    held = placement_group([{"CPU": hold}]) if hold > 0 else None   # the other work: reserved, idle
+    try:
+        if held is not None:
+            ray.get(held.ready(), timeout=60)
+        proc = _cli(src, str(tmp_path / "dst"), "--batch-size", "2", "--weights", str(weights),
+                    "--address", ray_local.address_info["address"])
+        try:
+            out = proc.communicate(timeout=240)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"the job stalled with {need:g} CPUs free:\n{proc.communicate()[0][-3000:]}")
+    finally:
+        if held is not None:
+            remove_placement_group(held)
+    assert proc.returncode == 0, out[-3000:]
+    assert contracts.audit(str(tmp_path / "dst")).summary == {"committed": 4, "uncommitted": 0, "corrupt": 0}
+
+
 def _cli(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cli", "batch", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -389,13 +439,16 @@ def test_killed_worker_and_driver_then_rerun_commits_every_scan_once(ray_local, 
         proc.kill()
     out = proc.communicate()[0]
     assert first and more and len(more) < n, f"not killed mid-job: {first}, {more}\n{out[-3000:]}"
+    done = manifests()   # what the killed runs committed: the re-run must redo none of it
     resumed = _cli(*args)
     out = resumed.communicate(timeout=240)[0]
     assert resumed.returncode == 0, out[-3000:]
     ledger_uri = next(line.split("ledger: ", 1)[1] for line in out.splitlines() if line.startswith("  ledger: "))
     rows = read_ledger(ledger_uri).to_pylist()
     statuses = [r["status"] for r in rows]
-    assert statuses.count(SKIPPED) >= len(more) and statuses.count(COMMITTED) + statuses.count(SKIPPED) == n
+    assert statuses.count(COMMITTED) + statuses.count(SKIPPED) == n
+    redone = {r["request_id"] for r in rows if r["status"] == COMMITTED} & {p.rsplit("/", 2)[-2] for p in done}
+    assert redone == set(), f"the re-run committed again what the killed runs had committed: {redone}"
     report = contracts.audit(dst)
     assert report.ok and report.summary == {"committed": n, "uncommitted": 0, "corrupt": 0}
     assert {e.request_id for e in report.entries} == {r["request_id"] for r in rows}

@@ -14,7 +14,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ import yaml
 
 import contracts
 from digitiser import Digitiser, TracingParams
-from digitiser.checkpoint import save_weights, sha256_file
-from digitiser.model import Segmenter as SegmenterNet, SegmenterConfig
+from digitiser.checkpoint import sha256_file
 from digitiser.synth import digitisable_scans, render_scan
 from serve_app import BatchingConfig, ServeConfig, build_app
+from builders import free_port as _free_port, ink_detector as _ink_detector
 
 MAX_BYTES = 1 << 20        # the main app's upload limits
 MAX_PIXELS = 2_000_000
@@ -49,32 +48,6 @@ class Server:
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
-
-def _ink_detector(path) -> str:
-    """Weights that mark every inked pixel as both curves with probability exactly 0.5 (background logit
-    10 - 100 * ink, curve logits 0) and paper as background: tracing then follows the longest dark vertical
-    structure, so clean scans give a result and blank paper gives CurveNotFound. A stand-in for trained
-    weights, deterministic, through the real checkpoint format and preflight."""
-    config = SegmenterConfig()
-    net = SegmenterNet(config)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(1.0)
-        for conv in (net.stem[0].conv, net.stem[1].conv, net.ups[-1].conv.conv):  # identity on channel 0
-            conv.weight[0, 0, 1, 1] = 1.0
-        net.head.weight[0, 0] = -100.0
-        net.head.bias[0] = 10.0
-    return save_weights(net, config, path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def ink_weights(tmp_path_factory) -> str:
@@ -94,7 +67,7 @@ def server(ray_local, s3_server, weights, ink_weights, tmp_path_factory):
     # The tight app always runs the ink detector: every inked scan reaches the (failing) commit.
     tight_store = f"s3://missing-{uuid.uuid4().hex[:12]}/results"
     tight = ServeConfig(store=tight_store, weights=ink_weights, loopback_only=True,
-                        storage_options={"endpoint_url": s3_server, "key": "testing", "secret": "testing"},
+                        storage_options={"endpoint_url": s3_server},
                         segmenter_num_cpus=0.25, ingress_num_cpus=0.1, max_batch_size=1,
                         segmenter_max_ongoing_requests=1, segmenter_max_queued_requests=1,
                         ingress_max_ongoing_requests=4, ingress_max_queued_requests=1, retry_after_s=3)
@@ -489,6 +462,45 @@ def test_config_yaml_uses_only_current_serve_keys():
     assert segmenter["ray_actor_options"]["num_gpus"] == config.num_gpus == 1
 
 
+def test_a_busy_segmenter_waits_longer_for_a_fuller_batch():
+    """The next batch's wait: the base timeout for a lone request, up to a fraction of a full batch's forward
+    pass once a batch's worth of requests is inside the replica (serve_app/segmenter.py)."""
+    from serve_app.segmenter import Segmenter
+    seg = object.__new__(Segmenter.func_or_class)
+    seg.batching = BatchingConfig(max_batch_size=16, batch_wait_timeout_s=0.05, busy_wait_fraction=0.5)
+    seg.inside, seg.scan_forward_s = 3, 0.125
+    assert seg._next_wait() == 0.05
+    seg.inside = 20
+    assert seg._next_wait() == 1.0
+    seg.scan_forward_s = 0.001            # a fast model: never below the base
+    assert seg._next_wait() == 0.05
+    seg.batching, seg.scan_forward_s = BatchingConfig(busy_wait_fraction=0), 0.125
+    assert seg._next_wait() == 0.05
+
+
+def test_batches_form_when_the_model_is_free():
+    """What arrives while a batch is in the model forms the next batch together (serve_app/batcher.py)."""
+    import asyncio
+
+    from serve_app.batcher import Batcher
+    seen = []
+
+    async def run(items):
+        seen.append(list(items))
+        await asyncio.sleep(0.2)   # the model is busy
+        return [i * 10 for i in items]
+
+    async def main():
+        b = Batcher(run, max_batch_size=4, wait_s=lambda: 0.0)
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.05)   # batch [0] is running
+        rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 7)]
+        return await asyncio.gather(first, *rest)
+
+    assert asyncio.run(main()) == [0, 10, 20, 30, 40, 50, 60]
+    assert seen == [[0], [1, 2, 3, 4], [5, 6]]
+
+
 def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
     """Values written twice in config.yaml (args, and the deployment options that override build_app's)
     are one setting: the copy must equal what ServeConfig derives."""
@@ -504,6 +516,8 @@ def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
     assert ingress["max_ongoing_requests"] == config.ingress_max_ongoing_requests
     assert ingress["max_queued_requests"] == config.ingress_max_queued_requests
     assert {d["backpressure_config"]["retry_after_s"] for d in deployments.values()} == {config.retry_after_s}
+    assert segmenter["ray_actor_options"] == {"num_cpus": config.segmenter_num_cpus, "num_gpus": config.num_gpus}
+    assert ingress["ray_actor_options"] == {"num_cpus": config.ingress_num_cpus}
     assert "segmenter.bin" not in CONFIG_YAML.read_text()
 
 
@@ -512,6 +526,15 @@ def test_config_yaml_repeats_only_what_serve_config_makes_of_its_args():
 def test_config_rejects_unusable_settings(bad):
     with pytest.raises(ValueError):
         ServeConfig(**bad)
+
+
+def test_a_replica_lost_mid_request_is_a_503_with_retry_after():
+    """A segmenter replica that dies before answering (node lost, process killed) acknowledged nothing: the
+    client is told to retry (the multi-node test kills one under load)."""
+    from ray.exceptions import ActorDiedError
+    from serve_app.http import to_api_error
+    err = to_api_error(ActorDiedError(), retry_after_s=2)
+    assert (err.status, err.error, err.headers()) == (503, "unavailable", {"Retry-After": "2"})
 
 
 def test_build_app_accepts_a_dict():

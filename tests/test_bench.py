@@ -1,0 +1,41 @@
+"""bench/gpu_check.sh's preflight: on a machine without a usable CUDA torch it says exactly what is missing and
+runs nothing; with --device cpu it passes wherever the project's dependencies are installed."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _preflight(tmp_path, *args) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "preflight.json"
+    proc = subprocess.run([str(REPO / "bench" / "gpu_check.sh"), "--preflight-only", "--out", str(out), *args],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300)
+    return proc, out
+
+
+def test_gpu_check_says_what_is_missing_for_cuda(tmp_path):
+    proc, out = _preflight(tmp_path, "--device", "cuda")
+    if torch.cuda.is_available():
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(out.read_text())["gpu"]
+    else:
+        assert proc.returncode == 3 and not out.exists()
+        expected = "is CPU-only" if torch.version.cuda is None else "sees none"
+        assert "MISSING: a" in proc.stderr and expected in proc.stderr and torch.__version__ in proc.stderr
+
+
+def test_gpu_check_preflight_passes_on_cpu_here(tmp_path):
+    proc, out = _preflight(tmp_path, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(out.read_text())
+    assert found["missing"] == [] and found["device"] == "cpu" and found["ray"] == "2.60.0"
+
+
+def test_gpu_check_refuses_an_unknown_device(tmp_path):
+    proc, _ = _preflight(tmp_path, "--device", "tpu")
+    assert proc.returncode == 2 and "cuda or cpu" in proc.stderr
