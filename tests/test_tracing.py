@@ -445,3 +445,20 @@ def test_curve_only_on_the_border_columns_is_refused_unless_border_px_is_zero():
         trace(p)
     x_frac, _ = trace(p, TracingParams(border_px=0))
     assert (x_frac[:, 0] * w > w - 2).all()
+
+
+@pytest.mark.parametrize("scale", [0.6, 0.25, 0.12])
+def test_faint_visible_dashes_are_followed_not_bridged_straight(scale):
+    """A dashed curve whose class probability falls to `scale` over 800 rows (faint ink, a weak segmenter): the
+    path still runs on that ink, never a straight diagonal bridge across the bend it draws (issue 18); where
+    the evidence is under min_prob the depth points are flagged bridged, not claimed observed."""
+    h, w = 2000, 300
+    xs = 150 + 100 * np.sin(np.arange(h) / 150)
+    a2 = stroke(h, w, xs, dash_rows(h, 12, 12))
+    a2[600:1400] *= scale
+    x_frac, observed = trace(probs_from(stroke(h, w, np.full(h, 20.0)), a2))
+    yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    faint = (yk > 620) & (yk < 1380)
+    err = np.abs(x_frac[:, 1] - truth(xs, h, w)) * w
+    assert err[faint].max() < 1.5   # a straight bridge from row 600 to 1400 would be ~100 px off at the bends
+    assert observed[faint, 1].all() == (scale >= TracingParams().min_prob)
