@@ -1,7 +1,9 @@
 """Tiny, valid contract objects built in code, stand-in weights, and S3 test credentials and clients, for tests."""
 import hashlib
 import json
+import os
 import socket
+from pathlib import Path
 
 import numpy as np
 
@@ -112,3 +114,15 @@ def make_s3fs(endpoint: str):
     import s3fs
 
     return s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False)
+
+
+def child_processes(pid: int) -> dict[int, str]:
+    """{pid: command line} of `pid`'s child processes (Linux /proc), for tests that kill one of them."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            pass   # exited while we looked
+    return found

@@ -14,6 +14,7 @@ Fixtures (pick the narrowest one you need):
 - `s3_bucket` (function): the name of a fresh, uniquely named bucket created through `s3_fs`.
 - `store` (function, params local/s3): a `Store(kind, root, fs)`; storage tests that take it run once per
   backend (ids `[local]`, `[s3]`). The root does not exist yet on either backend.
+- `ink_weights` (session): stand-in weights that read every inked scan (plumbing tests, not the model).
 - `ray_local` (session): `ray.init(num_cpus=4)` on loopback only; started by the first test that asks for
   it, shut down at session end. It depends on `s3_server`, so Ray workers inherit the S3 environment.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import fsspec
 import pytest
 
-from builders import TEST_CREDENTIALS, make_s3fs
+from builders import TEST_CREDENTIALS, ink_detector, make_s3fs
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +109,15 @@ def weights() -> str:
     if not DEFAULT_WEIGHTS.exists():
         pytest.fail(f"the shipped segmenter weights {DEFAULT_WEIGHTS} are not there")
     return str(DEFAULT_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def ink_weights(tmp_path_factory) -> str:
+    """Stand-in weights that mark dark pixels as curve ink (`builders.ink_detector`): every inked scan reads,
+    for tests of the plumbing (routes, faults, hostile input) rather than of the model."""
+    path = tmp_path_factory.mktemp("weights") / "ink.bin"
+    ink_detector(path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")

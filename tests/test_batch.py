@@ -23,7 +23,7 @@ from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, Job
 from batch_jobs.job import LISTING_CPUS
 from batch_jobs.listing import ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import PENDING, ROW_SCHEMA, commit_batch, prepare_batch
-from builders import CALIBRATION, TRACING, make_result
+from builders import CALIBRATION, TRACING, child_processes, make_result
 from digitiser import TracingParams
 from digitiser.synth import render_scan
 
@@ -391,22 +391,10 @@ def _cli(*args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _children(pid: int) -> dict[int, str]:
-    """{pid: command line} of the processes whose parent is `pid` (Linux /proc)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            pass   # exited while we looked
-    return found
-
-
 def _segmenter_actor() -> int | None:
     """Pid of the DigitiseBatch actor worker on the session Ray, whose raylet this test process started."""
-    raylets = [pid for pid, cmd in _children(os.getpid()).items() if "raylet/raylet" in cmd]
-    actors = [pid for r in raylets for pid, cmd in _children(r).items() if "DigitiseBatch" in cmd]
+    raylets = [pid for pid, cmd in child_processes(os.getpid()).items() if "raylet/raylet" in cmd]
+    actors = [pid for r in raylets for pid, cmd in child_processes(r).items() if "DigitiseBatch" in cmd]
     return actors[0] if actors else None
 
 

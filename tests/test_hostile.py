@@ -11,7 +11,7 @@ import requests
 
 import contracts
 from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, convert
-from builders import free_port, ink_detector
+from builders import free_port
 from digitiser.synth import render_scan
 from hostile import Case, corpus, multipart_cases, post_case, send_raw
 from serve_app import ServeConfig, build_app
@@ -28,13 +28,6 @@ def scan():
 @pytest.fixture(scope="module")
 def cases(scan) -> list[Case]:
     return corpus(scan)
-
-
-@pytest.fixture(scope="module")
-def ink_weights(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "ink.bin"
-    ink_detector(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,11 @@ import requests
 
 import contracts
 from batch_jobs import COMMITTED, SKIPPED
-from builders import free_port, ink_detector
+from builders import child_processes, free_port
 from digitiser.synth import render_scan
 from serve_app import ServeConfig, build_app
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ink_weights(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "ink.bin"
-    ink_detector(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -114,18 +107,6 @@ def test_killed_replicas_under_load_lose_nothing_acknowledged(online):
 
 # ----------------------------------------------------------------------------- the batch job's own Ray
 
-def _children(pid: int) -> dict[int, str]:
-    """{pid: command line} of `pid`'s child processes (Linux /proc)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            pass
-    return found
-
-
 def _cli_batch(src, dst, weights) -> subprocess.Popen:
     """`digitise batch` with a local Ray of its own (no --address), in its own session so it can be killed."""
     return subprocess.Popen([sys.executable, "-m", "cli", "batch", str(src), str(dst), "--batch-size", "2",
@@ -146,7 +127,7 @@ def test_ray_killed_mid_job_then_rerun_redoes_only_the_rest(ink_weights, tmp_pat
         deadline = time.monotonic() + 240
         while not manifests() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        ray_core = [pid for pid, cmd in _children(proc.pid).items() if "gcs_server" in cmd or "raylet" in cmd]
+        ray_core = [pid for pid, cmd in child_processes(proc.pid).items() if "gcs_server" in cmd or "raylet" in cmd]
         assert ray_core, "the job's own Ray was not found"
         for pid in ray_core:
             os.kill(pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from batch_jobs import JobConfig, convert
-from builders import TEST_CREDENTIALS, free_port, ink_detector, make_s3fs
+from builders import TEST_CREDENTIALS, free_port, make_s3fs
 from digitiser.synth import render_scan
 from serve_app import ServeConfig, build_app
 from serve_app.app import check_exposure, is_loopback
@@ -40,14 +40,12 @@ def token_file(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def secured(ray_local, s3_server, token_file, tmp_path_factory):
+def secured(ray_local, s3_server, token_file, ink_weights):
     from ray import serve
 
     bucket = f"sec-{uuid.uuid4().hex[:12]}"
     make_s3fs(s3_server).mkdir(bucket)
-    weights = tmp_path_factory.mktemp("weights") / "ink.bin"
-    ink_detector(weights)
-    config = ServeConfig(store=f"s3://{bucket}/online", weights=str(weights), auth_token_file=token_file,
+    config = ServeConfig(store=f"s3://{bucket}/online", weights=ink_weights, auth_token_file=token_file,
                          loopback_only=True, segmenter_num_cpus=0.25, ingress_num_cpus=0.1, max_batch_size=2,
                          batch_wait_timeout_s=0.0)
     port = free_port()
@@ -55,7 +53,7 @@ def secured(ray_local, s3_server, token_file, tmp_path_factory):
     try:
         serve.run(build_app(config), name="secured", route_prefix="/")
         yield Secured(f"http://127.0.0.1:{port}", bucket, Path(ray_local.address_info["session_dir"]) / "logs",
-                      str(weights))
+                      ink_weights)
     finally:
         serve.shutdown()
 

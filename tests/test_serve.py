@@ -6,7 +6,7 @@ Two apps share one Serve instance (started once for this module, shut down at it
   for the storage-failure and overload tests.
 
 Weights: the main app runs the shipped segmenter (an "ink detector" built here stands in while none is
-shipped, see `_ink_detector`); the happy-path tests use clean scans those weights are checked to digitise
+shipped, see `builders.ink_detector`); the happy-path tests use clean scans those weights are checked to digitise
 (`easy_scans`), so they test serving rather than how far the model generalises. The tight app always runs
 the ink detector, so every inked scan reaches its failing store.
 """
@@ -31,7 +31,7 @@ from digitiser import Digitiser, TracingParams
 from digitiser.checkpoint import sha256_file
 from digitiser.synth import digitisable_scans, render_scan
 from serve_app import BatchingConfig, ServeConfig, build_app
-from builders import free_port as _free_port, ink_detector as _ink_detector
+from builders import free_port as _free_port
 
 MAX_BYTES = 1 << 20        # the main app's upload limits
 MAX_PIXELS = 2_000_000
@@ -48,13 +48,6 @@ class Server:
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module")
-def ink_weights(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "ink_detector.bin"
-    _ink_detector(path)
-    return str(path)
-
 
 @pytest.fixture(scope="module")
 def server(ray_local, s3_server, weights, ink_weights, tmp_path_factory):

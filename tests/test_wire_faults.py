@@ -16,7 +16,7 @@ import requests
 
 import contracts
 from batch_jobs import COMMITTED, FAILED, SKIPPED, JobConfig, convert
-from builders import free_port, ink_detector, make_s3fs
+from builders import free_port, make_s3fs
 from digitiser.synth import render_scan
 from s3_proxy import KINDS, FaultProxy
 from serve_app import ServeConfig, build_app
@@ -37,13 +37,6 @@ def bucket(s3_server) -> str:
     name = f"wire-{uuid.uuid4().hex[:12]}"
     make_s3fs(s3_server).mkdir(name)
     return name
-
-
-@pytest.fixture(scope="module")
-def ink_weights(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "ink.bin"
-    ink_detector(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
