@@ -5,6 +5,14 @@ solid, curve 2 dashed or dotted, over a linear or logarithmic grid with depth li
 with annotations, blur, noise, specks, JPEG artefacts, page skew, or thresholded to a 1-bit CCITT G4
 TIFF. Curve shapes come from real logs (`curve_shapes`) or random layered beds.
 
+Two generator versions. `render_scan` (version 1, the default of `digitise synth` and of training recipes
+stages 1-6) is frozen: its scans are byte-identical for a seed. `render_scan_broad` (version 2, "breadth",
+issue 18 step 4; recipe stage7) draws the same scan and adds what the foreign evaluation family showed the
+segmenter had not seen: a third line that is neither curve (dash-dot, dash-dot-dot, long dash or a light
+thin solid pen; labelled background) in about a third of the tracks, no dash-dot curve 2 (that is the third
+line's style), thin 1-px light colour pens (as light as the grid once in grey), and more colour scans (JPEG
+on colour, then grey). Its extra randomness comes from its own stream (`default_rng([seed, 18])`).
+
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
 `x_image = x_paper + skew * (y - (H - 1) / 2)` applied to curves and grid alike), so `x_frac` is read
@@ -37,6 +45,14 @@ log = logging.getLogger(__name__)
 HEIGHT_RANGE = (300, 4000)      # px, random sizes are log-uniform in these ranges
 WIDTH_RANGE = (100, 800)
 _STYLE_P = {"gray": 0.45, "color": 0.25, "bilevel": 0.25, "clean": 0.05}
+_STYLE_P_BROAD = {"gray": 0.35, "color": 0.35, "bilevel": 0.25, "clean": 0.05}
+P_THIRD = 0.33                  # breadth: chance a track has a third line (not a curve, labelled background)
+P_LIGHT_PEN = 0.2               # breadth: chance one curve is a thin light pen (1-1.4 px, light colour / grey)
+# light pens: BGR inks whose grey (0.299 R + 0.587 G + 0.114 B) is 76-150, e.g. pure red 76, orange 151
+# (each channel is kept >= 60 under the paper's, so on a tinted paper the grey may drop to ~45); a 1-1.4 px
+# anti-aliased stroke covers about half of each of its pixels, so in grey it reads about as light as the grid
+_LIGHT_INKS = [(0, 0, 255), (0, 0, 230), (40, 40, 240), (0, 128, 255), (0, 170, 0), (255, 0, 255), (200, 120, 0),
+               (30, 30, 200)]
 _EXT_P = {"gray": {"png": 0.4, "jpg": 0.4, "tif": 0.2}, "color": {"png": 0.25, "jpg": 0.75},
           "bilevel": {"tif": 1.0}, "clean": {"png": 1.0}}
 MASK_COVERAGE = 0.3             # a pixel belongs to a curve when its pen covers at least this fraction
@@ -56,6 +72,8 @@ class SynthScan:
     values: (300, 2) float64 curve values in calibration units at the depth points.
     ext: "png" | "jpg" | "tif".
     encoded: the image file bytes (bi-level scans: 1-bit CCITT G4 TIFF).
+    third: generator version 2 only: (H,) float64 centreline column per row of the third line (not a curve,
+        background in the mask), or None where the scan has none.
     """
     image: np.ndarray
     mask: np.ndarray
@@ -64,6 +82,7 @@ class SynthScan:
     values: np.ndarray
     ext: str
     encoded: bytes
+    third: np.ndarray | None = None
 
 
 def _log_uniform_int(rng, lo, hi) -> int:
@@ -84,9 +103,11 @@ def _centrelines(f: np.ndarray, h: int, w: int, skew: float, rng: np.random.Gene
     return np.clip(x + skew * (rows - (h - 1) / 2), 0.0, w - 1.0)          # ... the skewed page at the image edge
 
 
-def _dash_pattern(pen: float, rng: np.random.Generator) -> np.ndarray:
-    """Dash pattern [on, off, ...] in px of arc length; gaps are widened by the pen so they stay visible."""
-    kind = rng.choice(["dash", "long", "dot", "dashdot"], p=[0.4, 0.2, 0.25, 0.15])
+def _dash_pattern(pen: float, rng: np.random.Generator, dashdot: bool = True) -> np.ndarray:
+    """Dash pattern [on, off, ...] in px of arc length; gaps are widened by the pen so they stay visible.
+    dashdot False (generator version 2): no dash-dot, the third line's style."""
+    kind = rng.choice(["dash", "long", "dot", "dashdot"], p=[0.4, 0.2, 0.25, 0.15] if dashdot else
+                      [0.47, 0.235, 0.295, 0.0])
     gap = rng.uniform(2.0, 8.0) + pen
     if kind == "dash":
         return np.array([rng.uniform(4, 14), gap])
@@ -128,8 +149,9 @@ def _depths(h: int, unit: str, rng: np.random.Generator) -> tuple[float, float, 
     return top, float(np.round(top + (h - 1) / ppu, 4)), steps[i]
 
 
-def _draw_curves(img, x, look, rng, min_pen=1.0):
-    """Draw both curves in random order over img (CxHxW, in place).
+def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True):
+    """Draw both curves in random order over img (CxHxW, in place); pens[k], when not None, replaces curve
+    k's random pen width (after it is drawn, so the random stream is the same).
 
     Returns the mask and [(class, flat pixel indices, coverage)] in drawing order.
     """
@@ -138,7 +160,8 @@ def _draw_curves(img, x, look, rng, min_pen=1.0):
     drawn = []
     for k in ([0, 1] if rng.random() < 0.5 else [1, 0]):
         pen = min_pen + (4.0 - min_pen) * rng.random() ** 1.5
-        pattern = None if k == 0 else _dash_pattern(pen, rng)
+        pen = pen if pens[k] is None else pens[k]
+        pattern = None if k == 0 else _dash_pattern(pen, rng, dashdot)
         idx, cov = strokes.stroke_pixels(x[k], w, pen, pattern=pattern, phase=rng.uniform(0, 60),
                                          keep_rows=_pen_skips(h, rng))
         alpha = _alpha_rows(look.curve_alpha[k], look.alpha_floor[k], h, rng)[idx // w]
@@ -146,6 +169,59 @@ def _draw_curves(img, x, look, rng, min_pen=1.0):
         mask.ravel()[idx[cov >= MASK_COVERAGE]] = k + 1
         drawn.append((k + 1, idx, cov))
     return mask, drawn
+
+
+def _light_pen(look: paper.Look, style: str, rng: np.random.Generator) -> tuple[int, float] | None:
+    """Breadth: make one curve (curve 1 mostly) a thin pen in a light ink, in place on `look`.
+    Returns (curve index, pen width px) or None. 1-bit scans keep their dark inks (a light pen would not
+    survive the threshold)."""
+    if style == "bilevel" or rng.random() >= P_LIGHT_PEN:
+        return None
+    k = 0 if rng.random() < 0.7 else 1
+    if look.channels == 3:
+        ink = np.array(_LIGHT_INKS[int(rng.integers(len(_LIGHT_INKS)))], np.float32)
+    else:
+        ink = np.full(1, rng.uniform(70, 150), np.float32)
+    ink = np.minimum(ink, look.paper - 60.0)          # >= 60 grey levels under the paper, as the floor asks
+    look.curve_inks = [ink if i == k else c for i, c in enumerate(look.curve_inks)]
+    look.curve_alpha = [1.0 if i == k else a for i, a in enumerate(look.curve_alpha)]
+    return k, float(rng.uniform(1.0, 1.4))
+
+
+def _third_pattern(kind: str, pen: float, rng: np.random.Generator) -> np.ndarray | None:
+    """Dash pattern of the third line: dash-dot, dash-dot-dot, long dash with long gaps, or solid (None)."""
+    gap = rng.uniform(3.0, 8.0) + pen
+    dot = rng.uniform(0.8, 2.0)
+    if kind == "dashdot":
+        return np.array([rng.uniform(8, 24), gap, dot, gap])
+    if kind == "dashdotdot":
+        return np.array([rng.uniform(10, 24), gap, dot, gap, dot, gap])
+    if kind == "longdash":
+        return np.array([rng.uniform(24, 50), rng.uniform(10, 20) + pen])
+    return None
+
+
+def _third_line(img, h, w, skew, look, style, rng, light_curve=False) -> np.ndarray:
+    """Breadth: draw a third line (another curve shape, not one of the two curves) over img in place, under
+    the curves. Its pixels are not in the mask (background). Returns its (H,) centreline columns."""
+    f3 = curve_shapes.sample_pair(rng, h).f[int(rng.integers(2))][None]
+    x3 = _centrelines(f3, h, w, skew, rng)[0]
+    kind = str(rng.choice(["dashdot", "dashdotdot", "longdash", "light"], p=[0.45, 0.15, 0.15, 0.25]))
+    if kind == "light" and (style == "bilevel" or light_curve):
+        kind = "dashdot"     # a solid third line only where it is lighter than any solid curve of the scan
+    light = kind == "light"
+    pen = float(rng.uniform(1.0, 1.8)) if light else 1.0 + 2.5 * rng.random() ** 1.5
+    idx, cov = strokes.stroke_pixels(x3, w, pen, pattern=_third_pattern(kind, pen, rng), phase=rng.uniform(0, 60))
+    if look.channels == 3:
+        ink = np.array(_CURVE_INKS_ALL[int(rng.integers(len(_CURVE_INKS_ALL)))], np.float32)
+    else:
+        ink = np.full(1, rng.uniform(0, 110 if style != "bilevel" else 60), np.float32)
+    alpha = rng.uniform(0.35, 0.6) if light else rng.uniform(0.8, 1.0)
+    paper.composite_sparse(img, idx, cov * alpha, ink)
+    return x3
+
+
+_CURVE_INKS_ALL = paper._CURVE_INKS + _LIGHT_INKS
 
 
 def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, np.ndarray, str, bytes]:
@@ -171,21 +247,29 @@ def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, 
 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
-                style: str | None = None) -> SynthScan:
-    """Render one synthetic scan; deterministic for (seed, height, width, style).
+                style: str | None = None, breadth: bool = False) -> SynthScan:
+    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth).
 
     Args:
         seed: any non-negative int.
         height, width: image size in px; random (log-uniform in HEIGHT_RANGE / WIDTH_RANGE) when None.
         style: one of STYLES ("gray", "color", "bilevel", "clean"); random when None.
+        breadth: generator version 2 (see the module doc; `render_scan_broad`); False is version 1,
+            byte-identical to every scan made before it existed.
     """
     rng = np.random.default_rng(seed)
-    style = str(rng.choice(list(_STYLE_P), p=list(_STYLE_P.values()))) if style is None else style
+    rng_b = np.random.default_rng([seed, 18]) if breadth else None
+    style_p = _STYLE_P_BROAD if breadth else _STYLE_P
+    style = str(rng.choice(list(style_p), p=list(style_p.values()))) if style is None else style
     h = height if height is not None else _log_uniform_int(rng, *HEIGHT_RANGE)
     w = width if width is not None else _log_uniform_int(rng, *WIDTH_RANGE)
     if h < 32 or w < 16:
         raise ValueError(f"scan size {h}x{w} too small: need height >= 32 and width >= 16 px")
     look = paper.sample_look(style, rng)
+    pens = [None, None]
+    light = _light_pen(look, style, rng_b) if breadth else None
+    if light is not None:
+        pens[light[0]] = light[1]
     pair = curve_shapes.sample_pair(rng, h)
     skew = _skew(look, h, w)
     x = _centrelines(pair.f, h, w, skew, rng)
@@ -197,7 +281,10 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     paper.composite(img, grid, look.grid_ink, look.grid_alpha)
     if look.n_notes or look.depth_numbers:
         paper.composite_sparse(img, *paper.sparse(text), look.text_ink)
-    mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0)
+    third = None
+    if breadth and rng_b.random() < P_THIRD:
+        third = _third_line(img, h, w, skew, look, style, rng_b, light_curve=light is not None)
+    mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0, pens, dashdot=not breadth)
     if look.speckle > 0:
         idx, a = paper.sparse(paper.speckle(h, w, look, rng))
         paper.composite_sparse(img, idx, a * 0.9, np.zeros(look.channels, np.float32))
@@ -209,7 +296,14 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
                    "curves": pair.curves}
     values = np.stack([to_values(x_frac[:, k], c["left"], c["right"], c.get("scale", "linear"))
                        for k, c in enumerate(pair.curves)], axis=1)
-    return SynthScan(image, mask, x_frac, calibration, values, ext, encoded)
+    return SynthScan(image, mask, x_frac, calibration, values, ext, encoded, third)
+
+
+def render_scan_broad(seed: int, *, height: int | None = None, width: int | None = None,
+                      style: str | None = None) -> SynthScan:
+    """Generator version 2 ("breadth", issue 18 step 4): `render_scan(..., breadth=True)`. A training
+    `data_source` ("digitiser.synth:render_scan_broad", recipe stage7)."""
+    return render_scan(seed, height=height, width=width, style=style, breadth=True)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

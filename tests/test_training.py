@@ -158,6 +158,17 @@ def test_shipped_recipes_are_valid_configs(path):
     cfg = tr.load_config(path)
     assert cfg.crop[0] % cfg.model.multiple == 0 and cfg.crop[1] % cfg.model.multiple == 0
     assert (cfg.init_weights is None) == (cfg.init_sha256 is None)
+    assert callable(tr.resolve_source(cfg.data_source))
+
+
+def test_stage7_trains_on_generator_version_2_from_the_stage6_weights():
+    """Issue 18 step 4: the breadth recipe fine-tunes stage 6's weights (pinned) on `render_scan_broad`;
+    stages 1-6 keep generator version 1, so their data (and weights) are unchanged."""
+    cfg = tr.load_config(RECIPES / "stage7.json")
+    assert cfg.data_source == "digitiser.synth:render_scan_broad"
+    assert cfg.init_weights == "runs/stage6/segmenter.pt" and cfg.init_sha256.startswith("55430149d481")
+    assert all(tr.load_config(RECIPES / f"stage{i}.json").data_source == "digitiser.synth:render_scan"
+               for i in range(1, 7))
 
 
 def test_a_recipe_overrides_the_recipe_it_extends(tmp_path):
