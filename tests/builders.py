@@ -1,4 +1,5 @@
 """Tiny, valid contract objects built in code, stand-in weights, and S3 test credentials and clients, for tests."""
+import contextlib
 import hashlib
 import json
 import os
@@ -126,3 +127,19 @@ def child_processes(pid: int) -> dict[int, str]:
         except (OSError, ValueError, IndexError):
             pass   # exited while we looked
     return found
+
+
+@contextlib.contextmanager
+def serving(config, name: str):
+    """Serve the app built from `config` as application `name` on a free loopback port; yields its base URL
+    and shuts Serve down afterwards (needs a running Ray, e.g. the `ray_local` fixture)."""
+    from ray import serve
+
+    from serve_app import build_app
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(config), name=name, route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()

@@ -11,10 +11,10 @@ import requests
 
 import contracts
 from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, convert
-from builders import free_port
+from builders import serving
 from digitiser.synth import render_scan
 from hostile import Case, corpus, multipart_cases, post_case, send_raw
-from serve_app import ServeConfig, build_app
+from serve_app import ServeConfig
 
 RSS_GROWTH_MB = 150          # per replica, over the whole corpus, after one warm-up request
 RID = re.compile(r"[0-9a-f]{32}")
@@ -33,19 +33,12 @@ def cases(scan) -> list[Case]:
 @pytest.fixture(scope="module")
 def endpoint(ray_local, ink_weights, tmp_path_factory):
     """(url, box): the app's results root is box/results; nothing else may appear in box."""
-    from ray import serve
-
     box = tmp_path_factory.mktemp("box")
     config = ServeConfig(store=str(box / "results"), weights=ink_weights, loopback_only=True, max_image_bytes=1 << 20,
                          max_image_pixels=2_000_000, segmenter_num_cpus=0.25, ingress_num_cpus=0.1,
                          max_batch_size=2, batch_wait_timeout_s=0.0)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(config), name="hostile", route_prefix="/")
-        yield f"http://127.0.0.1:{port}", box
-    finally:
-        serve.shutdown()
+    with serving(config, "hostile") as url:
+        yield url, box
 
 
 def stats(url: str) -> dict:

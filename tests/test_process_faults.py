@@ -19,9 +19,9 @@ import requests
 
 import contracts
 from batch_jobs import COMMITTED, SKIPPED
-from builders import child_processes, free_port
+from builders import child_processes, serving
 from digitiser.synth import render_scan
-from serve_app import ServeConfig, build_app
+from serve_app import ServeConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,18 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def online(ray_local, ink_weights, tmp_path_factory):
     """(url, results root) of an app with a local store."""
-    from ray import serve
-
     store = str(tmp_path_factory.mktemp("killed") / "results")
     config = ServeConfig(store=store, weights=ink_weights, loopback_only=True, segmenter_num_cpus=0.25,
                          ingress_num_cpus=0.1, max_batch_size=2, batch_wait_timeout_s=0.05, retry_after_s=1)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(config), name="killed", route_prefix="/")
-        yield f"http://127.0.0.1:{port}", store
-    finally:
-        serve.shutdown()
+    with serving(config, "killed") as url:
+        yield url, store
 
 
 def _payloads(n: int) -> list[tuple[bytes, str]]:

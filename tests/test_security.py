@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from batch_jobs import JobConfig, convert
-from builders import TEST_CREDENTIALS, free_port, make_s3fs
+from builders import TEST_CREDENTIALS, make_s3fs, serving
 from digitiser.synth import render_scan
-from serve_app import ServeConfig, build_app
+from serve_app import ServeConfig
 from serve_app.app import check_exposure, is_loopback
 from serve_app.http import authorised, token_digest
 
@@ -41,21 +41,14 @@ def token_file(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def secured(ray_local, s3_server, token_file, ink_weights):
-    from ray import serve
-
     bucket = f"sec-{uuid.uuid4().hex[:12]}"
     make_s3fs(s3_server).mkdir(bucket)
     config = ServeConfig(store=f"s3://{bucket}/online", weights=ink_weights, auth_token_file=token_file,
                          loopback_only=True, segmenter_num_cpus=0.25, ingress_num_cpus=0.1, max_batch_size=2,
                          batch_wait_timeout_s=0.0)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(config), name="secured", route_prefix="/")
-        yield Secured(f"http://127.0.0.1:{port}", bucket, Path(ray_local.address_info["session_dir"]) / "logs",
+    with serving(config, "secured") as url:
+        yield Secured(url, bucket, Path(ray_local.address_info["session_dir"]) / "logs",
                       ink_weights)
-    finally:
-        serve.shutdown()
 
 
 def _auth(token: str = TOKEN) -> dict:

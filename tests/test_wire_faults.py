@@ -16,10 +16,10 @@ import requests
 
 import contracts
 from batch_jobs import COMMITTED, FAILED, SKIPPED, JobConfig, convert
-from builders import free_port, make_s3fs
+from builders import make_s3fs, serving
 from digitiser.synth import render_scan
 from s3_proxy import KINDS, FaultProxy
-from serve_app import ServeConfig, build_app
+from serve_app import ServeConfig
 
 RATE = 0.2
 CLIENT_TIMEOUTS = {"read_timeout": 2, "connect_timeout": 2}   # the proxy's delay fault waits 3 s
@@ -41,19 +41,12 @@ def bucket(s3_server) -> str:
 
 @pytest.fixture(scope="module")
 def online(ray_local, proxy, bucket, ink_weights):
-    from ray import serve
-
     config = ServeConfig(store=f"s3://{bucket}/online", weights=ink_weights, loopback_only=True,
                          storage_options={"endpoint_url": proxy.url, "config_kwargs": CLIENT_TIMEOUTS},
                          segmenter_num_cpus=0.25, ingress_num_cpus=0.1, max_batch_size=4, batch_wait_timeout_s=0.02,
                          retry_after_s=1)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(config), name="wire", route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    with serving(config, "wire") as url:
+        yield url
 
 
 def requests_for(n: int) -> list[tuple[bytes, str]]:
