@@ -5,13 +5,14 @@ solid, curve 2 dashed or dotted, over a linear or logarithmic grid with depth li
 with annotations, blur, noise, specks, JPEG artefacts, page skew, or thresholded to a 1-bit CCITT G4
 TIFF. Curve shapes come from real logs (`curve_shapes`) or random layered beds.
 
-Two generator versions. `render_scan` (version 1, the default of `digitise synth` and of training recipes
+Three generator versions. `render_scan` (version 1, the default of `digitise synth` and of training recipes
 stages 1-6) is frozen: its scans are byte-identical for a seed. `render_scan_broad` (version 2, "breadth",
 issue 18 step 4; recipe stage7) draws the same scan and adds what the foreign evaluation family showed the
 segmenter had not seen: a third line that is neither curve (dash-dot, dash-dot-dot, long dash or a light
 thin solid pen; labelled background) in about a third of the tracks, no dash-dot curve 2 (that is the third
 line's style), thin 1-px light colour pens (as light as the grid once in grey), and more colour scans (JPEG
 on colour, then grey). Its extra randomness comes from its own stream (`default_rng([seed, 18])`).
+`render_scan_v3` (version 3, recipe stage8) is version 2 without the light solid third line.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -201,14 +202,19 @@ def _third_pattern(kind: str, pen: float, rng: np.random.Generator) -> np.ndarra
     return None
 
 
-def _third_line(img, h, w, skew, look, style, rng, light_curve=False) -> np.ndarray:
+def _third_kind(rng: np.random.Generator, allow_light: bool) -> str:
+    """The third line's style. A light thin solid pen only where allowed: never in version 3, nor where it
+    would not be lighter than every solid curve of the scan (bi-level, or a curve drawn with a light pen)."""
+    kind = str(rng.choice(["dashdot", "dashdotdot", "longdash", "light"], p=[0.45, 0.15, 0.15, 0.25]))
+    return "dashdot" if kind == "light" and not allow_light else kind
+
+
+def _third_line(img, h, w, skew, look, style, rng, light_curve=False, light_third=True) -> np.ndarray:
     """Breadth: draw a third line (another curve shape, not one of the two curves) over img in place, under
     the curves. Its pixels are not in the mask (background). Returns its (H,) centreline columns."""
     f3 = curve_shapes.sample_pair(rng, h).f[int(rng.integers(2))][None]
     x3 = _centrelines(f3, h, w, skew, rng)[0]
-    kind = str(rng.choice(["dashdot", "dashdotdot", "longdash", "light"], p=[0.45, 0.15, 0.15, 0.25]))
-    if kind == "light" and (style == "bilevel" or light_curve):
-        kind = "dashdot"     # a solid third line only where it is lighter than any solid curve of the scan
+    kind = _third_kind(rng, allow_light=light_third and style != "bilevel" and not light_curve)
     light = kind == "light"
     pen = float(rng.uniform(1.0, 1.8)) if light else 1.0 + 2.5 * rng.random() ** 1.5
     idx, cov = strokes.stroke_pixels(x3, w, pen, pattern=_third_pattern(kind, pen, rng), phase=rng.uniform(0, 60))
@@ -247,8 +253,8 @@ def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, 
 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
-                style: str | None = None, breadth: bool = False) -> SynthScan:
-    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth).
+                style: str | None = None, breadth: bool = False, light_third: bool = True) -> SynthScan:
+    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth, light_third).
 
     Args:
         seed: any non-negative int.
@@ -256,6 +262,8 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
         style: one of STYLES ("gray", "color", "bilevel", "clean"); random when None.
         breadth: generator version 2 (see the module doc; `render_scan_broad`); False is version 1,
             byte-identical to every scan made before it existed.
+        light_third: with breadth, whether the third line may be a light thin solid pen (version 2) or is
+            always dashed (version 3, `render_scan_v3`).
     """
     rng = np.random.default_rng(seed)
     rng_b = np.random.default_rng([seed, 18]) if breadth else None
@@ -283,7 +291,8 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
         paper.composite_sparse(img, *paper.sparse(text), look.text_ink)
     third = None
     if breadth and rng_b.random() < P_THIRD:
-        third = _third_line(img, h, w, skew, look, style, rng_b, light_curve=light is not None)
+        third = _third_line(img, h, w, skew, look, style, rng_b, light_curve=light is not None,
+                            light_third=light_third)
     mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0, pens, dashdot=not breadth)
     if look.speckle > 0:
         idx, a = paper.sparse(paper.speckle(h, w, look, rng))
@@ -304,6 +313,14 @@ def render_scan_broad(seed: int, *, height: int | None = None, width: int | None
     """Generator version 2 ("breadth", issue 18 step 4): `render_scan(..., breadth=True)`. A training
     `data_source` ("digitiser.synth:render_scan_broad", recipe stage7)."""
     return render_scan(seed, height=height, width=width, style=style, breadth=True)
+
+
+def render_scan_v3(seed: int, *, height: int | None = None, width: int | None = None,
+                   style: str | None = None) -> SynthScan:
+    """Generator version 3 (recipe stage8): version 2 whose third line is never a light thin solid pen (it
+    is dash-dot instead). Version 2 taught opposite labels for a faint solid line (a light third line is
+    background, a light curve pen is a curve), and the stage-7 weights refused faint solid curves."""
+    return render_scan(seed, height=height, width=width, style=style, breadth=True, light_third=False)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

@@ -212,10 +212,10 @@ def test_dashes_leave_gaps():
 
 # ----------------------------------------------------------------------------- generator version 2 (breadth)
 
-def _digest(render) -> str:
+def _digest(render, n: int = 8) -> str:
     import hashlib
     h = hashlib.sha256()
-    for i in range(8):
+    for i in range(n):
         s = render(synth.scan_seed(20261122, i), height=500, width=180)
         for a in (s.image, s.mask, s.x_frac):
             h.update(a.tobytes())
@@ -235,6 +235,23 @@ def test_version_2_is_reproducible_and_pinned():
     a = synth.render_scan_broad(11, height=400, width=200)
     b = synth.render_scan(11, height=400, width=200, breadth=True)
     assert a.encoded == b.encoded and np.array_equal(a.mask, b.mask)
+
+
+def test_version_3_is_version_2_without_the_light_solid_third_line():
+    """Recipe stage8 trains on version 3: pinned like version 2; the third line is never a light solid pen."""
+    assert _digest(synth.render_scan_v3, n=32) == "90ce9f67ee7dec766fec2983927837860f004073e455ddb71f427b2fbc7af050"   # scan 30 is where it differs from version 2
+    kinds = {allow: {synth._third_kind(np.random.default_rng(i), allow) for i in range(200)}
+             for allow in (True, False)}
+    assert kinds[True] == {"dashdot", "dashdotdot", "longdash", "light"}
+    assert kinds[False] == {"dashdot", "dashdotdot", "longdash"}
+    same = 0
+    for i in range(12):     # without a third line, version 3 draws version 2's scan
+        v2, v3 = (render(synth.scan_seed(18, i), height=300, width=160)
+                  for render in (synth.render_scan_broad, synth.render_scan_v3))
+        if v2.third is None:
+            assert v3.third is None and v2.encoded == v3.encoded
+            same += 1
+    assert same >= 4
 
 
 @pytest.fixture(scope="module")

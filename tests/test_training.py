@@ -171,6 +171,12 @@ def test_stage7_trains_on_generator_version_2_from_the_stage6_weights():
                for i in range(1, 7))
 
 
+def test_stage8_is_stage7_on_generator_version_3():
+    cfg, base = tr.load_config(RECIPES / "stage8.json"), tr.load_config(RECIPES / "stage7.json")
+    assert cfg.data_source == "digitiser.synth:render_scan_v3"
+    assert (cfg.init_sha256, cfg.steps, cfg.lr) == (base.init_sha256, base.steps, base.lr)
+
+
 def test_a_recipe_overrides_the_recipe_it_extends(tmp_path):
     (tmp_path / "base.json").write_text(json.dumps({"seed": 3, "steps": 7, "model": {"levels": 3, "base": 4}}))
     (tmp_path / "child.json").write_text(json.dumps({"extends": "base.json", "steps": 9, "model": {"levels": 2}}))
