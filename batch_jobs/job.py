@@ -5,7 +5,7 @@ Pipeline (all streaming; one row per listed scan):
   ListScans          one read task walks SRC lazily, pages of `batch_size` rows {source, sidecar, size}
   -> prepare_batch   tasks: read bytes + sidecar, calibration, request id, skip if committed, decode check
   -> DigitiseBatch   actor pool (`replicas` actors, `num_gpus` each): segment the batch, trace each scan
-                     and hand it on at once
+                     and hand it on at once; two batches per actor, so tracing one overlaps the next's forward
   -> commit_batch    tasks of COMMIT_ROWS rows: contracts.commit (overlapping the rest of the batch)
   -> driver          ledger rows (streamed to a temp Parquet file), counts, progress (log lines, callback)
 
@@ -33,6 +33,8 @@ LISTING_CPUS = 0.1
 # Scans per commit task: small, so the commits of a segmenter batch overlap its tracing and the job's tail after
 # the last batch is a few commits long.
 COMMIT_ROWS = 4
+# Batches in a segmenter actor at once: one in the model while the other is traced (stages.DigitiseBatch).
+ACTOR_CALLS = 2
 
 
 def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None = None) -> JobSummary:
@@ -121,9 +123,10 @@ def _actor_pool(config: JobConfig) -> ray.data.ActorPoolStrategy:
     """A fixed pool, or an autoscaling one: Ray Data adds an actor while batches queue and removes idle ones,
     and actors waiting for resources are demands the cluster autoscaler launches nodes for."""
     lo, hi = config.pool_size
+    calls = {"max_concurrent_calls_per_actor": ACTOR_CALLS, "enable_true_multi_threading": True}
     if lo == hi:
-        return ray.data.ActorPoolStrategy(size=lo)
-    return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
+        return ray.data.ActorPoolStrategy(size=lo, **calls)
+    return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi, **calls)
 
 
 def _drain(ds, ledger: LedgerWriter, summary: JobSummary, t0: float, every_s: float, on_progress):

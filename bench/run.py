@@ -32,7 +32,7 @@ PLANS = {
              ("serve_load.py", ["--levels", "1", "8", "32", "--requests", "96", "--max-seconds", "90"])],
     "quick": [("segmenter_speed.py", ["--repeats", "1", "--threads", "1"]),
               ("batch_throughput.py", ["--n", "64", "--replicas", "1", "2"]),
-              ("serve_load.py", ["--levels", "1", "8", "32", "--requests", "48", "--max-seconds", "30",
+              ("serve_load.py", ["--levels", "1", "8", "32", "--requests", "96", "--max-seconds", "30",
                                  "--warmup", "4"])],
 }
 

@@ -12,7 +12,8 @@
 3. For each max_batch_size (the segmenter's user_config; the other settings are ServeConfig's defaults for
    that batch size unless given) and each concurrency level: a warm-up, then closed-loop clients (one thread
    each, requests.Session) until --requests answers or --max-seconds, whichever comes first. Reports
-   answers/s, p50/p99 latency of 200s, status counts, and from the app's /v1/stats counters the mean batch
+   answers/s in the steady state (`steady_rate`; answers / wall time as ok_per_s_overall), p50/p99 latency
+   of 200s, status counts, and from the app's /v1/stats counters the mean batch
    the segmenter formed, segmenting and tracing seconds per answer, and the commit's share of request time.
 Writes bench/results/serve_load.json and bench/results/serve_load.md. The load generator shares the
 machine's cores with the server: on a small machine it costs the server some throughput.
@@ -88,7 +89,7 @@ class Load:
 
     def run(self, concurrency: int, max_requests: int, max_seconds: float) -> dict:
         import requests
-        latencies, statuses, issued = [], Counter(), [0]
+        latencies, statuses, issued, done_at, stopped = [], Counter(), [0], [], [float("inf")]
         start = time.perf_counter()
         deadline = start + max_seconds
 
@@ -97,6 +98,7 @@ class Load:
             while True:
                 with self.lock:
                     if issued[0] >= max_requests or time.perf_counter() > deadline:
+                        stopped[0] = min(stopped[0], time.perf_counter())   # the drain begins
                         return
                     issued[0] += 1
                 t0 = time.perf_counter()
@@ -104,6 +106,7 @@ class Load:
                 dt = time.perf_counter() - t0
                 with self.lock:
                     statuses[r.status_code] += 1
+                    done_at.append(time.perf_counter())
                     if r.status_code == 200:
                         latencies.append(dt)
 
@@ -116,8 +119,23 @@ class Load:
         lat = np.array(latencies) if latencies else np.array([np.nan])
         return {"concurrency": concurrency, "answers": sum(statuses.values()), "ok": len(latencies),
                 "statuses": {str(k): v for k, v in sorted(statuses.items())}, "wall_s": wall,
-                "ok_per_s": len(latencies) / wall, "p50_s": float(np.percentile(lat, 50)),
+                "ok_per_s": steady_rate(done_at, concurrency, stopped[0]) * len(latencies) / max(len(done_at), 1),
+                "ok_per_s_overall": len(latencies) / wall, "p50_s": float(np.percentile(lat, 50)),
                 "p99_s": float(np.percentile(lat, 99)), "mean_s": float(lat.mean())}
+
+
+def steady_rate(done_at: list[float], concurrency: int, stopped: float) -> float:
+    """Answers/s in the steady state of a closed loop: from the answer that completes the first round (every
+    client has had one) to the last answer before the clients stopped issuing. Answers / wall time would
+    count the ramp (all clients wait for the first batch together) and the drain (the last batches run with
+    nothing beside them), which on a short run weigh as much as the steady state. Falls back to that when
+    the run is too short for a steady window."""
+    t = sorted(done_at)
+    k = min(concurrency, len(t) - 1)
+    end = int(np.searchsorted(t, stopped, side="right")) - 1
+    if k < 1 or end <= k - 1:
+        return len(t) / max(t[-1] - t[0], 1e-9) if len(t) > 1 else float("nan")
+    return (end - (k - 1)) / (t[end] - t[k - 1])
 
 
 def stats(url: str) -> dict:

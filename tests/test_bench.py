@@ -1,5 +1,6 @@
 """bench/gpu_check.sh's preflight: on a machine without a usable CUDA torch it says exactly what is missing and
-runs nothing; with --device cpu it passes wherever the project's dependencies are installed."""
+runs nothing; with --device cpu it passes wherever the project's dependencies are installed. And the online
+load benchmark's steady-state rate."""
 import json
 import os
 import subprocess
@@ -39,3 +40,12 @@ def test_gpu_check_preflight_passes_on_cpu_here(tmp_path):
 def test_gpu_check_refuses_an_unknown_device(tmp_path):
     proc, _ = _preflight(tmp_path, "--device", "tpu")
     assert proc.returncode == 2 and "cuda or cpu" in proc.stderr
+
+
+def test_serve_load_rate_leaves_out_the_ramp_and_the_drain():
+    sys.path.insert(0, str(REPO / "bench"))
+    from serve_load import steady_rate
+    # 4 clients, batches of 4 answered every second; issuing stopped at 5.5 s, then two small drain batches
+    done = [1.0] * 4 + [2.0] * 4 + [3.0] * 4 + [4.0] * 4 + [5.0] * 4 + [7.0] * 2 + [9.0]
+    assert steady_rate(done, 4, 5.5) == 4.0            # answers/wall would say 23 / 9 s
+    assert steady_rate([1.0, 2.0], 8, 9.0) == 1.0       # no second round: answers over their span
