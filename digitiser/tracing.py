@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-03b"
+REVISION = "2026-12-04"
 
 
 @dataclass(frozen=True)
@@ -163,17 +163,18 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
 
 
 def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: float = 0.8) -> None:
-    """Zero, in place, each edge column (within border_px of either edge) whose evidence runs over at least
-    min_rows of the track's rows: that is the border line, straight and full-height. A row counts only where
+    """Zero, in place, each edge column (within border_px of either edge) whose evidence of either class runs
+    over at least min_rows of the track's rows: that is the border line, straight and full-height (the
+    segmenter may label parts of it curve 1 and parts curve 2; it is not evidence for either). A row counts only where
     the column's evidence (p >= min_prob) is at least that of the first column inside the band, so the ink
     peaks at the border: a curve running just inside it (its centre past the band) keeps its outer columns.
     A curve run off scale along the edge covers part of the depth only and keeps its columns (it is pinned)."""
     W = planes.shape[2]
+    ink = planes.sum(axis=0)   # either class: the segmenter may split the border line between them
     for cols, inside in ((np.arange(border_px), border_px), (np.arange(W - border_px, W), W - 1 - border_px)):
-        edge, ref = planes[:, :, cols], planes[:, :, inside:inside + 1]
-        seen = ((edge >= min_prob) & (edge >= ref)).mean(axis=1) >= min_rows   # (K, border_px)
-        for k, c in zip(*np.nonzero(seen)):
-            planes[k, :, cols[c]] = 0.0
+        edge, ref = ink[:, cols], ink[:, inside:inside + 1]
+        seen = ((edge >= min_prob) & (edge >= ref)).mean(axis=0) >= min_rows   # (border_px,)
+        planes[:, :, cols[seen]] = 0.0
 
 
 def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, ...]]:

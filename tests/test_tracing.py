@@ -435,6 +435,19 @@ def test_track_border_line_is_not_followed():
     assert (ridden[:, 0] * w > w - 3).mean() > 0.9
 
 
+def test_border_line_split_between_the_classes_is_not_followed():
+    """The segmenter labels the upper 55% of the border line curve 1 and the rest curve 2 (foreign scan 205):
+    neither class alone runs over 80% of the rows, together they do, so the line is the border for both."""
+    h, w = 800, 200
+    x1 = 150.0 + 10 * np.sin(np.arange(h) / 40)
+    a1, a2 = 0.45 * stroke(h, w, x1), dashed(h, w, np.full(h, 60.0))
+    a1[:440, -2:] = 0.9
+    a2[440:, -2:] = 0.9
+    x_frac, _ = trace(probs_from(a1, a2), TracingParams(min_prob=0.4))
+    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
+    assert np.abs(x_frac[:, 1] - truth(np.full(h, 60.0), h, w)).max() * w < 1.0
+
+
 def test_curve_only_on_the_border_columns_is_refused_unless_border_px_is_zero():
     """The price of the rule: ink only on the last 2 columns is the border, not a curve (refused, not read);
     border_px = 0 keeps the old behaviour and traces it there."""
