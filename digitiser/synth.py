@@ -12,7 +12,7 @@ segmenter had not seen: a third line that is neither curve (dash-dot, dash-dot-d
 thin solid pen; labelled background) in about a third of the tracks, no dash-dot curve 2 (that is the third
 line's style), thin 1-px light colour pens (as light as the grid once in grey), and more colour scans (JPEG
 on colour, then grey). Its extra randomness comes from its own stream (`default_rng([seed, 18])`).
-`render_scan_v3` (version 3, recipe stage8) is version 2 without the light solid third line.
+`render_scan_v3` (version 3, recipe stage10) is version 2 without the light solid third line.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -317,7 +317,7 @@ def render_scan_broad(seed: int, *, height: int | None = None, width: int | None
 
 def render_scan_v3(seed: int, *, height: int | None = None, width: int | None = None,
                    style: str | None = None) -> SynthScan:
-    """Generator version 3 (recipe stage8): version 2 whose third line is never a light thin solid pen (it
+    """Generator version 3 (recipe stage10): version 2 whose third line is never a light thin solid pen (it
     is dash-dot instead). Version 2 taught opposite labels for a faint solid line (a light third line is
     background, a light curve pen is a curve), and the stage-7 weights refused faint solid curves."""
     return render_scan(seed, height=height, width=width, style=style, breadth=True, light_third=False)

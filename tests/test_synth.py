@@ -238,7 +238,7 @@ def test_version_2_is_reproducible_and_pinned():
 
 
 def test_version_3_is_version_2_without_the_light_solid_third_line():
-    """Recipe stage8 trains on version 3: pinned like version 2; the third line is never a light solid pen."""
+    """Recipe stage10 trains on version 3: pinned like version 2; the third line is never a light solid pen."""
     assert _digest(synth.render_scan_v3, n=32) == "90ce9f67ee7dec766fec2983927837860f004073e455ddb71f427b2fbc7af050"   # scan 30 is where it differs from version 2
     kinds = {allow: {synth._third_kind(np.random.default_rng(i), allow) for i in range(200)}
              for allow in (True, False)}

@@ -171,8 +171,8 @@ def test_stage7_trains_on_generator_version_2_from_the_stage6_weights():
                for i in range(1, 7))
 
 
-def test_stage8_is_stage7_on_generator_version_3():
-    cfg, base = tr.load_config(RECIPES / "stage8.json"), tr.load_config(RECIPES / "stage7.json")
+def test_stage10_is_stage7_on_generator_version_3():
+    cfg, base = tr.load_config(RECIPES / "stage10.json"), tr.load_config(RECIPES / "stage7.json")
     assert cfg.data_source == "digitiser.synth:render_scan_v3"
     assert (cfg.init_sha256, cfg.steps, cfg.lr) == (base.init_sha256, base.steps, base.lr)
 
