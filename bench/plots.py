@@ -42,8 +42,8 @@ def serve_plot(serve: dict, path: Path) -> Path:
 
 def stages_plot(batch: dict, path: Path) -> Path:
     """Left: seconds per scan spent in each step of the job (summed over its tasks; steps overlap). Right: the
-    job's wall time split into the actor's segmenting and tracing, start-up and the rest, against the time the
-    same scans take at the model's limit."""
+    job's wall time split at the end of its start-up, against the time the same scans take at the model's limit
+    (the actor's own segmenting and tracing can exceed the wall time: two batches run in it at once)."""
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     jobs = {k: v for k, v in batch["jobs"].items() if v["replicas"] == 1}
@@ -56,9 +56,8 @@ def stages_plot(batch: dict, path: Path) -> Path:
     ax1.set(ylabel="seconds per scan", title="work per step (summed over its tasks; steps overlap)")
     ax1.legend(fontsize=8)
     names = [n.split("_")[0] for n in jobs]
-    parts = {"segment + trace in the job": [j["job_model_s"] for j in jobs.values()],
-             "start-up": [j["startup_s"] for j in jobs.values()],
-             "rest (waiting, tail, overhead)": [max(0.0, j["other_s"] - j["startup_s"]) for j in jobs.values()]}
+    parts = {"start-up (actor, first reads)": [j["startup_s"] for j in jobs.values()],
+             "streaming": [j["wall_s"] - j["startup_s"] for j in jobs.values()]}
     bottoms = [0.0] * len(jobs)
     for label, values in parts.items():
         ax2.bar(names, values, 0.5, bottom=bottoms, label=label)
@@ -67,8 +66,9 @@ def stages_plot(batch: dict, path: Path) -> Path:
         ax2.hlines(job["model_s"], k - 0.3, k + 0.3, colors="k", zorder=3,
                    label="the same scans at the model's limit" if k == 0 else None)
     for k, job in enumerate(jobs.values()):
-        ax2.annotate(f"{job['pipeline_over_model']:.0%} of the limit", (k, job["wall_s"]), ha="center",
-                     textcoords="offset points", xytext=(0, 3), fontsize=8)
+        ax2.annotate(f"{job['pipeline_over_model']:.0%} of the limit\nmodel busy {job['model_busy']:.0%}",
+                     (k, max(job["wall_s"], job["model_s"])), ha="center", textcoords="offset points",
+                     xytext=(0, 3), fontsize=8)
     ax2.set(ylabel="seconds", title=f"job wall time, {batch['n']} scans of {batch['size']}")
     ax2.set_ylim(0, max(max(j["wall_s"], j["model_s"]) for j in jobs.values()) * 1.5)
     ax2.legend(fontsize=7, loc="upper left")

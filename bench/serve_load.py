@@ -34,6 +34,7 @@ import numpy as np
 from common import RESULTS, start_local_ray
 
 log = logging.getLogger("serve_load")
+MIN_ANSWERS = 16
 
 
 def parse_args(argv=None):
@@ -47,6 +48,8 @@ def add_args(p: argparse.ArgumentParser):
     p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 1], help="max_batch_size settings")
     p.add_argument("--requests", type=int, default=96, help="answers per (batch size, level), at most")
+    p.add_argument("--rounds", type=int, default=None, help="at most this many answers per client (at least "
+                   f"{MIN_ANSWERS} a run), within --requests: a short run at one client, three rounds at 32")
     p.add_argument("--max-seconds", type=float, default=60.0, help="time per (batch size, level), at most")
     p.add_argument("--warmup", type=int, default=2, help="requests before each measurement")
     p.add_argument("--height", type=int, default=1000)
@@ -155,6 +158,11 @@ def busy(before: dict, after: dict, run: dict) -> dict:
             "trace_s_per_answer": delta("segmenter", "trace") / ok}
 
 
+def answers_per_run(args, level: int) -> int:
+    """--requests, or with --rounds that many per client (a p99 needs some answers even at one client)."""
+    return args.requests if args.rounds is None else min(args.requests, max(MIN_ANSWERS, args.rounds * level))
+
+
 def measure(args, scan, store: str, url: str) -> list[dict]:
     from ray import serve
     from serve_app import ServeConfig, build_app
@@ -170,7 +178,7 @@ def measure(args, scan, store: str, url: str) -> list[dict]:
         for level in args.levels:
             load.run(min(level, args.warmup) or 1, args.warmup, args.max_seconds)
             before = stats(url)
-            run = load.run(level, args.requests, args.max_seconds)
+            run = load.run(level, answers_per_run(args, level), args.max_seconds)
             after = stats(url)
             seg0, seg1 = before["segmenter"], after["segmenter"]
             batches = seg1["batches"] - seg0["batches"]

@@ -1,6 +1,6 @@
 """bench/gpu_check.sh's preflight: on a machine without a usable CUDA torch it says exactly what is missing and
 runs nothing; with --device cpu it passes wherever the project's dependencies are installed. And the online
-load benchmark's steady-state rate."""
+load benchmark's steady-state rate and per-run answer budget."""
 import json
 import os
 import subprocess
@@ -49,3 +49,11 @@ def test_serve_load_rate_leaves_out_the_ramp_and_the_drain():
     done = [1.0] * 4 + [2.0] * 4 + [3.0] * 4 + [4.0] * 4 + [5.0] * 4 + [7.0] * 2 + [9.0]
     assert steady_rate(done, 4, 5.5) == 4.0            # answers/wall would say 23 / 9 s
     assert steady_rate([1.0, 2.0], 8, 9.0) == 1.0       # no second round: answers over their span
+
+
+def test_serve_load_rounds_size_each_run_by_its_clients():
+    sys.path.insert(0, str(REPO / "bench"))
+    from serve_load import MIN_ANSWERS, answers_per_run, parse_args
+    args = parse_args(["--requests", "96", "--rounds", "3"])
+    assert [answers_per_run(args, c) for c in (1, 8, 32, 64)] == [MIN_ANSWERS, 24, 96, 96]
+    assert answers_per_run(parse_args(["--requests", "40"]), 1) == 40     # without --rounds: --requests
