@@ -15,8 +15,8 @@
 `pipeline_over_model` = end-to-end images/s over the model's limit (x replicas), the limit measured again on
 32 of the scans just before each job (a shared machine's speed drifts by the minute). Where the rest went:
 `contention_s` (the same model work took longer inside the job than alone: the job's other steps and other
-users share the cores) and `other_s` (the actors were not running the model: start-up, waiting for input,
-the tail after the last batch, (un)pickling), of which `startup_s` before the first result.
+users share the cores), `startup_s` before the first result, and `model_busy` (the actors' segmenting and
+tracing over the wall time: above 1 when an actor's two batches overlap).
 4. The naive baseline: a plain loop over the first N/2 scans (decode, model at batch 1, trace, write the same
    objects straight to files), and the contract's storage cost: calls and bytes per request of the job's
    storage steps, counted at the filesystem, against the minimum (each object written once).
@@ -209,16 +209,12 @@ def end_to_end(src: str, dst: str, args, replicas: int) -> dict:
             "job_model_s": (sums["segment_s"] + sums["trace_s"]) / replicas}
 
 
-def first_job(archive: Path, tmp: Path, args) -> dict:
+def first_job(archive: str, tmp: Path, args) -> dict:
     """The first job on a fresh Ray pays for what a running cluster already has: Ray Data's own actors (its
     resource budget waits for their autoscaling coordinator) and idle worker processes. Run it on two scans so
     that the measured jobs start like every later job on a cluster; its first-result time is reported apart."""
     from batch_jobs import JobConfig, convert
-    warm = tmp / "first-job"
-    warm.mkdir()
-    for path in sorted(archive.iterdir())[:4]:      # two scans and their sidecars
-        (warm / path.name).write_bytes(path.read_bytes())
-    s = convert(JobConfig(str(warm), str(tmp / "first-job-results"), batch_size=args.batch_size,
+    s = convert(JobConfig(str(archive), str(tmp / "first-job-results"), batch_size=args.batch_size, limit=2,
                           num_gpus=args.num_gpus, cpus_per_replica=args.cpus_per_replica, weights=args.weights))
     log.info("first job on this Ray (2 scans): first result after %.1f s", s.first_result_s)
     return {"scans": s.listed, "first_result_s": s.first_result_s, "wall_s": s.elapsed_s}
@@ -235,7 +231,7 @@ def gap(job: dict, limit: dict, n: int, batch_size: int) -> dict:
     startup = max(0.0, job["first_result_s"] - (segment * min(batch_size, n) + trace))
     return {"pipeline_over_model": model_s / job["wall_s"], "model_images_per_s_before": k / limit["model_s"],
             "model_s": model_s, "contention_s": job["job_model_s"] - model_s,
-            "other_s": job["wall_s"] - job["job_model_s"], "startup_s": startup,
+            "startup_s": startup,
             "pipeline_over_model_after_startup": model_s / max(job["wall_s"] - startup, 1e-9),
             "model_busy": job["job_model_s"] / job["wall_s"]}
 
@@ -258,7 +254,7 @@ def measure(args, tmp: Path) -> dict:
         # CPUs are Ray's scheduling tokens: room for every actor plus the I/O steps beside them
         ray = start_local_ray(max(os.cpu_count() or 1, int(max(args.replicas) * args.cpus_per_replica) + 1))
         stack.callback(ray.shutdown)
-        cold = first_job(archive, tmp, args)
+        cold = first_job(str(archive), tmp, args)
         for root in args.roots:
             if root == "s3":
                 s3.mkdir("bench")
