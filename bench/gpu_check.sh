@@ -2,7 +2,8 @@
 # The GPU run, ready for when a machine with one CUDA GPU is lent (under 8 minutes there):
 #   1. preflight: a CUDA-enabled torch and every other import this project needs; says exactly what is missing
 #      and stops (exit 3) before running anything;
-#   2. the tests that put work on the GPU (the Serve segmenter picks cuda when torch sees one);
+#   2. the tests that put work on the GPU (the Serve segmenter picks cuda when torch sees one; training on CUDA
+#      is seeded and resumes to the same bytes);
 #   3. the segmenter alone: images/s at batch 1, 4 and 16 (bench/segmenter_speed.py);
 #   4. the offline job on 500 scans against the model's limit, one actor with the GPU (bench/batch_throughput.py);
 #   5. the online route at 32 clients, batching 16 (bench/serve_load.py);
@@ -41,7 +42,7 @@ if [ "$DEVICE" = cpu ]; then
   export CUDA_VISIBLE_DEVICES=""
   N_SCANS=24; REQUESTS=32; NUM_GPUS=0; REPEATS=1; TESTS="tests/test_predictor.py"
 else
-  N_SCANS=500; REQUESTS=192; NUM_GPUS=1; REPEATS=3; TESTS="tests/test_predictor.py tests/test_model.py tests/test_serve.py"
+  N_SCANS=500; REQUESTS=192; NUM_GPUS=1; REPEATS=3; TESTS="tests/test_predictor.py tests/test_model.py tests/test_serve.py tests/test_training.py::test_training_on_cuda_is_seeded_and_resumable"
 fi
 
 # 1. preflight ---------------------------------------------------------------------------------------------

@@ -227,12 +227,20 @@ def _data_worker_init() -> None:
 def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Class-weighted cross-entropy + soft Dice over classes 1 and 2. logits (B, 3, h, w), y (B, h, w)."""
     weight = torch.tensor(cfg.ce_weights, dtype=logits.dtype, device=logits.device)
-    ce = F.cross_entropy(logits, y, weight=weight)
+    # CUDA's reducing nll_loss2d has no deterministic kernel; CPU keeps torch's own reduction, so the shipped
+    # recipes reproduce byte for byte
+    ce = weighted_ce(logits, y, weight) if logits.is_cuda else F.cross_entropy(logits, y, weight=weight)
     probs = logits.softmax(1)[:, 1:]                                     # (B, 2, h, w)
     onehot = torch.stack([y == 1, y == 2], 1).to(probs.dtype)
     inter = (probs * onehot).sum((0, 2, 3))
     dice = 1 - (2 * inter + 1) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
     return ce + cfg.dice_weight * dice.mean()
+
+
+def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.cross_entropy(logits, y, weight=weight), reduced with deterministic ops (per-pixel loss, then sums)."""
+    w = weight[y]
+    return (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -212,7 +212,26 @@ def test_loss_is_lower_for_the_right_answer():
     assert tr.seg_loss(good, y, cfg) < tr.seg_loss(-good, y, cfg)
 
 
+def test_the_deterministic_cross_entropy_equals_torchs_weighted_mean():
+    logits, y = torch.randn(2, 3, 16, 16), torch.randint(0, 3, (2, 16, 16))
+    weight = torch.tensor([1.0, 5.0, 5.0])
+    torch.testing.assert_close(tr.weighted_ce(logits, y, weight),
+                               torch.nn.functional.cross_entropy(logits, y, weight=weight))
+
+
 # ----------------------------------------------------------------------------- training runs
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh runs it there)")
+def test_training_on_cuda_is_seeded_and_resumable(tmp_path):
+    cfg = tiny_config(steps=12, device="cuda")
+    full = tr.train(cfg, tmp_path / "full").read_bytes()
+    assert tr.train(cfg, tmp_path / "again").read_bytes() == full
+    tr.train(cfg, tmp_path / "part")
+    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
+        Path(str(p) + ".sha256").unlink()
+    (tmp_path / "part" / "segmenter.pt").unlink()
+    assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == full
+
 
 def test_same_config_gives_identical_weights(tmp_path):
     cfg = tiny_config(steps=8)
