@@ -41,7 +41,8 @@ class JobConfig:
     replicas: segmenter actors: N (a fixed pool), "MIN-MAX" (an autoscaling pool: Ray Data adds actors while
         work queues and the cluster, or its autoscaler, has room; removes them when idle), or "auto"
         ("1-AUTO_MAX_REPLICAS": the pool follows the cluster).
-    cpus_per_replica: CPUs reserved per actor (torch uses that many threads).
+    cpus_per_replica: CPUs reserved per actor (torch uses that many threads); with 2 or more, the actor also
+        traces in that many worker processes (beside a GPU tracing costs ~10x the forward pass).
     io_cpus: CPUs reserved per read/decode and per commit task (I/O bound; fractional lets several overlap).
     limit: list at most this many scans (in sorted walk order), None for all.
     default_calibration: path or URL of a calibration JSON for scans without a sidecar.

@@ -114,7 +114,8 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identit
                          num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
                          fn_constructor_kwargs={"weights": str(config.weights_path.resolve()),
                                                "model_version": model_version, "qc": qc is not None,
-                                               "device": config.actor_device})
+                                               "device": config.actor_device,
+                                               "tracers": int(config.cpus_per_replica)})
             .map_batches(commit_batch, batch_size=min(COMMIT_ROWS, config.batch_size), batch_format="pyarrow", **io,
                          fn_kwargs={"dst": dst, "dst_fs": dst_fs, "qc": qc}))
 

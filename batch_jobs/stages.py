@@ -11,12 +11,13 @@ segmenter step hands each scan on as soon as it is traced, so committing overlap
 Everything that reaches storage goes through `contracts.commit`; skipping uses `contracts.request_id` and
 `contracts.is_committed`, exactly as the online route does. Ray retries tasks, so each step is idempotent.
 """
+import functools
 import json
 import logging
 import pickle
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
@@ -146,14 +147,18 @@ class DigitiseBatch:
 
     Two batches run at once in an actor (job.ACTOR_CALLS threads), one forward pass at a time (`_model`): while
     one batch is traced (Python, holding the GIL), the next one's forward pass runs (torch, releasing it), so
-    the model is not idle while tracing, which costs half as much as segmenting on a CPU."""
+    the model is not idle while tracing, which costs half as much as segmenting on a CPU. With `tracers` > 1
+    (an actor that reserved several CPUs, e.g. beside a GPU, where tracing costs 10x the forward pass) the
+    scans are traced in that many worker processes instead (digitiser.tracer_pool), side by side."""
 
-    def __init__(self, weights: str, model_version: str, device: str = "cpu", qc: bool = False):
+    def __init__(self, weights: str, model_version: str, device: str = "cpu", qc: bool = False, tracers: int = 1):
         from digitiser import CheckpointError, Digitiser
+        from digitiser.tracer_pool import TracerPool
         t0 = time.perf_counter()
         self.digitiser = Digitiser(weights, device=device)   # "cuda" only where the actor reserved a GPU
         self.qc = qc
         self._model = threading.Lock()
+        self._tracers = TracerPool(tracers) if tracers > 1 else None
         log.info("segmenter actor: model %s on %s, loaded in %.1f s", self.digitiser.model_version[:12],
                  self.digitiser.device, time.perf_counter() - t0)
         if self.digitiser.model_version != model_version:
@@ -181,22 +186,52 @@ class DigitiseBatch:
                 yield _fail(row, "internal", f"segmentation failed: {type(e).__name__}: {e}")
             return
         share = (time.perf_counter() - t0) / sum(s.gray.size for _, s, _ in group)
-        for (row, scan, calibration), p in zip(group, probs):
+        for (row, scan, calibration), outcome in zip(group, self._trace(group, probs)):
             row["segment_s"], row["scan"] = share * scan.gray.size, None
-            t0 = time.perf_counter()
-            try:
-                result = self.digitiser.finish(scan, calibration, p)
-            except CurveNotFound as e:
-                _fail(row, "curve_not_found", str(e))
-            except ValueError as e:   # ContractViolation and other bad input to result building
-                _fail(row, "invalid_result", f"{type(e).__name__}: {e}")
+            result, failure, row["trace_s"] = outcome()
+            if failure:
+                _fail(row, *failure)
             else:
                 assert result.request_id == row["request_id"], \
                     f"{row['source']}: result id {result.request_id} != planned id {row['request_id']}"
                 row["result"] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
                 row["qc"] = overlay_png(scan, result) if self.qc else None
-            row["trace_s"] = time.perf_counter() - t0
             yield row
+
+    def _trace(self, group, probs) -> Iterator[Callable[[], tuple]]:
+        """Per scan, a call giving (result, None, seconds) or (None, (error kind, message), seconds): it traces
+        here when called, or waits for the tracing processes, which were sent the whole batch at once."""
+        d = self.digitiser
+        if self._tracers is None:
+            return (functools.partial(_trace_here, d, scan, calibration, p)
+                    for (_, scan, calibration), p in zip(group, probs))
+        futures = [self._tracers.submit(scan, calibration, p, d.tracing, d.model_version)
+                   for (_, scan, calibration), p in zip(group, probs)]
+        return (functools.partial(_traced_there, f) for f in futures)
+
+    def __del__(self):
+        if getattr(self, "_tracers", None) is not None:
+            self._tracers.close()
+
+
+def _trace_here(digitiser, scan, calibration, probs) -> tuple:
+    t0 = time.perf_counter()
+    try:
+        return digitiser.finish(scan, calibration, probs), None, time.perf_counter() - t0
+    except CurveNotFound as e:
+        return None, ("curve_not_found", str(e)), time.perf_counter() - t0
+    except ValueError as e:   # ContractViolation and other bad input to result building
+        return None, ("invalid_result", f"{type(e).__name__}: {e}"), time.perf_counter() - t0
+
+
+def _traced_there(future) -> tuple:
+    try:
+        traced = future.result()
+    except ValueError as e:
+        return None, ("invalid_result", f"{type(e).__name__}: {e}"), 0.0
+    if traced.not_found is not None:
+        return None, ("curve_not_found", traced.not_found["message"]), traced.trace_s
+    return traced.result, None, traced.trace_s
 
 
 def _groups(pending: list[dict], max_pixels: int):

@@ -40,8 +40,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 if [ "$DEVICE" = cpu ]; then
   export CUDA_VISIBLE_DEVICES=""
-  N_SCANS=24; REQUESTS=32; NUM_GPUS=0; REPEATS=1; TESTS="tests/test_predictor.py"
+  N_SCANS=24; REQUESTS=32; NUM_GPUS=0; REPEATS=1; TESTS="tests/test_predictor.py"; CPUS=1
 else
+  # the segmenter's CPUs trace beside the GPU (tracing costs ~10x its forward pass there); 4 left for the rest
+  CPUS=$(( $(nproc) > 6 ? $(nproc) - 4 : 2 ))
   N_SCANS=500; REQUESTS=192; NUM_GPUS=1; REPEATS=3; TESTS="tests/test_predictor.py tests/test_model.py tests/test_serve.py tests/test_training.py::test_training_on_cuda_is_seeded_and_resumable"
 fi
 
@@ -107,9 +109,9 @@ step tests 150 "$PYTHON" -m pytest -q -x -p no:cacheprovider $TESTS
 step segmenter_speed 45 "$PYTHON" bench/segmenter_speed.py --device "$DEVICE" --repeats "$REPEATS" \
   --out "$WORK/segmenter_speed.json"
 step batch_job 180 "$PYTHON" bench/batch_throughput.py --n "$N_SCANS" --roots local --replicas 1 \
-  --num-gpus "$NUM_GPUS" --naive-n 32 --out "$WORK/batch_job.json"
+  --num-gpus "$NUM_GPUS" --cpus-per-replica "$CPUS" --naive-n 32 --out "$WORK/batch_job.json"
 step serve_32 90 "$PYTHON" bench/serve_load.py --levels 32 --batch-sizes 16 --requests "$REQUESTS" \
-  --max-seconds 60 --num-gpus "$NUM_GPUS" --device "$DEVICE" --out "$WORK/serve_32.json"
+  --max-seconds 60 --num-gpus "$NUM_GPUS" --segmenter-cpus "$CPUS" --device "$DEVICE" --out "$WORK/serve_32.json"
 
 "$PYTHON" - "$WORK" "$OUT" <<'EOF'
 import json, sys

@@ -8,8 +8,13 @@ and offline routes write byte-identical objects. The tile policy, for any input 
   pad the scan by `margin` px of blank paper on every side, cut it into `tile_h x tile_w` tiles at a stride of
   (tile - 2*margin), run the model on chunks of `chunk` tiles (the last chunk padded with blank tiles), and
   keep each tile's centre. Output: class probabilities at the scan's own resolution.
+
+On a CPU each forward pass runs on one torch thread, and a segmenter with several CPUs runs that many chunks
+side by side: torch's own intra-op threads split a conv's reductions differently for each thread count, so the
+probabilities (and then the traced curves) would depend on how many CPUs a replica or actor reserved.
 """
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +44,16 @@ class Digitiser:
     """Owns the segmenter (device, no-grad, tiling) and tracing. Thread-compatible, not thread-safe."""
 
     def __init__(self, weights=None, device: str | None = None, tracing: TracingParams = TracingParams(),
-                 tiles: TilePolicy = TilePolicy()):
+                 tiles: TilePolicy = TilePolicy(), threads: int | None = None):
+        """threads: forward passes side by side on a CPU (default: torch's thread count, which Ray sets to the
+        CPUs a worker reserved); sets torch's own thread count to 1 in this process (see the module doc)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.model_version = load_segmenter(weights or DEFAULT_WEIGHTS, device)
         self.device, self.tracing, self.tiles = torch.device(device), tracing, tiles
+        self.threads = 1 if self.device.type != "cpu" else (threads or torch.get_num_threads())
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)
+        self._passes = ThreadPoolExecutor(self.threads, "forward") if self.threads > 1 else None
         m = self.model.config.multiple
         assert tiles.tile_h % m == 0 and tiles.tile_w % m == 0, f"tiles must be multiples of {m}"
         if self.device.type == "cuda":
@@ -60,8 +71,9 @@ class Digitiser:
                 places.append((i, y, x))
         out = [np.zeros((3, *g.shape), np.float32) for g in grays]
         t, c, m = self.tiles, self.tiles.chunk, self.tiles.margin
-        for start in range(0, len(tiles), c):
-            probs = self._forward(tiles[start:start + c])
+        chunks = [tiles[start:start + c] for start in range(0, len(tiles), c)]
+        passes = self._passes.map(self._forward, chunks) if self._passes else map(self._forward, chunks)
+        for start, probs in zip(range(0, len(tiles), c), passes):
             for (i, y, x), p in zip(places[start:start + c], probs):
                 h = min(t.tile_h - 2 * m, out[i].shape[1] - y)
                 w = min(t.tile_w - 2 * m, out[i].shape[2] - x)

@@ -32,7 +32,7 @@ def build_app(config: ServeConfig) -> Application:
         max_queued_requests=config.segmenter_max_queued_requests,
         backpressure_config=backpressure,
         user_config=config.batching.model_dump(),
-    ).bind(config.weights, config.device, config.tracing, config.loopback_only)
+    ).bind(config.weights, config.segmenter_device, config.tracing, config.loopback_only)
     ingress = Ingress.options(
         num_replicas=config.ingress_replicas,
         ray_actor_options={"num_cpus": config.ingress_num_cpus},

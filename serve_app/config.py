@@ -39,7 +39,8 @@ class ServeConfig(BaseModel):
     storage_options: dict[str, Any] = Field(default_factory=dict,
                                             description="fsspec options for the store, e.g. endpoint_url")
     weights: str | None = Field(None, description="segmenter weights (default: the shipped weights)")
-    device: str | None = Field(None, description="torch device (default: cuda if available, else cpu)")
+    device: str | None = Field(None, description="torch device (default: cuda when num_gpus > 0, else cpu: what Ray "
+                                                 "grants, as in the batch job, so both routes compute the same bytes)")
     tracing: dict[str, Any] = Field(default_factory=dict, description="TracingParams overrides")
     auth_token_file: str | None = Field(None, description="file holding the bearer token every route but "
                                                            "/healthz requires (e.g. a mounted secret); None: open")
@@ -69,6 +70,10 @@ class ServeConfig(BaseModel):
     max_image_pixels: int = Field(_LIMITS.max_pixels, gt=0)
     max_image_side: int = Field(_LIMITS.max_side, gt=0)
     max_calibration_bytes: int = Field(64 * 1024, gt=0)
+
+    @property
+    def segmenter_device(self) -> str:
+        return self.device or ("cuda" if self.num_gpus > 0 else "cpu")
 
     @model_validator(mode="after")
     def _check(self):

@@ -5,7 +5,7 @@ a pixel; the traced result carries an HxW uint8 mask, 1 byte a pixel, so shippin
 the ingress moves 12x less data than shipping probabilities (a 4000 x 800 scan: 3 MB instead of 38 MB). Tracing
 runs after the batched call returned (each request awaits its own slice, then traces), so the next batch
 starts while the last one is still being traced. Forward passes run on a thread of their own (never queued
-behind other work), tracing in worker processes (serve_app/tracer.py: it holds the GIL, so in this process
+behind other work), tracing in worker processes (digitiser/tracer_pool.py: it holds the GIL, so in this process
 it would slow the forward passes and the batching). Committing to storage stays in the ingress: a slow or failing store never occupies a model replica.
 
 Batches that fill: an idle replica waits `batch_wait_timeout_s` (50 ms) for a batch to fill. When a batch's
@@ -31,7 +31,7 @@ from digitiser import MAX_BATCH, DecodedScan, Digitiser, TracingParams
 from serve_app.config import BatchingConfig
 from serve_app.batcher import Batcher
 from serve_app.loopback import bind_replica_servers_to_loopback
-from serve_app.tracer import Traced, TracerPool
+from digitiser.tracer_pool import Traced, TracerPool
 
 log = logging.getLogger(f"ray.serve.{__name__}")  # under "ray.serve": Serve's replica log files and stderr
 

@@ -305,6 +305,23 @@ def test_local_rerun_skips_everything_done_and_writes_nothing(local_mixed):
     assert len(ledgers) == 2 and s.ledger != local_mixed["first"].ledger
 
 
+def test_an_actor_with_several_cpus_traces_in_processes_to_the_same_bytes(local_mixed, weights, tmp_path):
+    """cpus_per_replica >= 2 (beside a GPU, where tracing is the bottleneck) traces in worker processes: the same
+    outcomes, the same objects, byte for byte."""
+    dst = str(tmp_path / "dst")
+    s = convert(job(local_mixed["src"], dst, weights, cpus_per_replica=2,
+                    default_calibration=str(Path(local_mixed["dst"]).parent / "default.json")))
+    rows, before = by_name(read_ledger(s.ledger), local_mixed["src"]), by_name(read_ledger(local_mixed["first"].ledger),
+                                                                                local_mixed["src"])
+    assert {n: (r["status"], r["error_kind"]) for n, r in rows.items()} == \
+        {n: (r["status"], r["error_kind"]) for n, r in before.items()}
+    for name, row in rows.items():
+        if row["status"] == COMMITTED:
+            assert row["trace_s"] > 0
+            assert contracts.read_objects(dst, row["request_id"]) == \
+                contracts.read_objects(local_mixed["dst"], row["request_id"]), name
+
+
 def test_folder_without_sidecars_commits_with_the_contract_defaults(ray_local, weights, tmp_path):
     """No sidecars and no --default-calibration: every scan commits under the contract defaults."""
     fs, src = local(tmp_path / "src")

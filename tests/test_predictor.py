@@ -47,6 +47,15 @@ def test_scan_result_does_not_depend_on_batch_mates(random_digitiser):
     assert all(np.array_equal(a, b) for a, b in zip(random_digitiser.segment(grays[::-1])[::-1], batch))
 
 
+def test_probabilities_do_not_depend_on_the_cpus_a_segmenter_reserved():
+    """torch's intra-op threads change a conv's last bits with their count (so would every traced value): a
+    segmenter on 1, 2 or 3 CPUs must compute the same bytes, in parallel passes where it has several."""
+    grays = [gray(i, 900, 300)[1].gray for i in range(6)]   # 12 tiles: 2 chunks to run side by side
+    one = Digitiser(device="cpu", threads=1).segment(grays)
+    for threads in (2, 3):
+        assert all(np.array_equal(a, b) for a, b in zip(Digitiser(device="cpu", threads=threads).segment(grays), one))
+
+
 def test_more_than_16_scans_is_refused(random_digitiser):
     with pytest.raises(AssertionError, match="at most 16"):
         random_digitiser.segment([np.zeros((16, 16), np.uint8)] * 17)

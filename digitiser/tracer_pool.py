@@ -1,12 +1,13 @@
-"""Tracing beside the segmenter, in worker processes of the segmenter replica.
+"""Tracing beside the segmenter, in worker processes of the process that segments (a Serve segmenter replica, a
+batch job's segmenter actor with several CPUs).
 
 Tracing (a minimum-cost path through each row, refined per row) is Python-heavy: it holds the GIL nearly all
 the time, so threads do not trace in parallel (measured: 1, 2 and 4 threads trace 8 scans in the same time),
-and tracing in the replica's own process slows its forward passes and the event loop that forms batches.
-Worker processes have their own GIL: forward passes, batching and tracing proceed side by side, and a replica
-with several CPUs (on a GPU node) traces on all of them. The probabilities go to a worker by pipe (12 bytes a
+and tracing in the segmenting process slows its forward passes (and a replica's batching event loop).
+Worker processes have their own GIL: forward passes, batching and tracing proceed side by side, and a
+segmenter with several CPUs (on a GPU node) traces on all of them. The probabilities go to a worker by pipe (12 bytes a
 pixel, on the same machine); the result (1 byte a pixel) comes back. Workers are spawned (nothing of Ray or
-torch is forked), started with the replica, and exit with it.
+torch is forked), started with their owner, and exit with it.
 """
 import asyncio
 import logging
@@ -14,7 +15,7 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 import contracts
 from digitiser import CurveNotFound, DecodedScan, TracingParams
 
-log = logging.getLogger(f"ray.serve.{__name__}")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,22 +32,25 @@ class Traced:
     does not survive pickling, as its constructor takes more than the message)."""
     result: contracts.Digitisation | None = None
     not_found: dict | None = None
+    trace_s: float = 0.0   # tracing + building the result, in the worker
 
 
 def trace_scan(scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray, tracing: TracingParams,
                model_version: str) -> Traced:
     """Runs in a worker: trace one scan and build its result."""
     from digitiser.predictor import build_result
+    t0 = time.perf_counter()
     try:
-        return Traced(result=build_result(scan, calibration, probs, model_version=model_version, tracing=tracing))
+        result = build_result(scan, calibration, probs, model_version=model_version, tracing=tracing)
     except CurveNotFound as e:
         name = calibration.curves[e.curve - 1].name
         return Traced(not_found={"message": str(e), "curve": name, "coverage": e.coverage,
-                                 "min_coverage": e.min_coverage})
+                                 "min_coverage": e.min_coverage}, trace_s=time.perf_counter() - t0)
+    return Traced(result=result, trace_s=time.perf_counter() - t0)
 
 
 class TracerPool:
-    """`workers` tracing processes; `trace` awaits one scan's Traced."""
+    """`workers` tracing processes; `submit` returns a Future of one scan's Traced, `trace` awaits it."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -57,17 +61,20 @@ class TracerPool:
             f.result()
         log.info("%d tracing process(es) started in %.1f s", workers, time.perf_counter() - t0)
 
+    def submit(self, scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray,
+               tracing: TracingParams, model_version: str) -> Future:
+        return self._pool.submit(trace_scan, scan, calibration, probs, tracing, model_version)
+
     async def trace(self, scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray,
                     tracing: TracingParams, model_version: str) -> Traced:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, trace_scan, scan, calibration, probs,
-                                                                 tracing, model_version)
+        return await asyncio.wrap_future(self.submit(scan, calibration, probs, tracing, model_version))
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _exit_with(parent: int):
-    """In a worker: exit when the replica that started it is gone (a killed replica cannot shut its pool)."""
+    """In a worker: exit when the process that started it is gone (a killed one cannot shut its pool)."""
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
