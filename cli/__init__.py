@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replicas", type=_replicas, default=1,
                    help="segmenter actors: N, MIN-MAX (an autoscaling pool) or auto (1-8, follows the cluster)")
     s.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per segmenter actor")
+    s.add_argument("--cpus-per-replica", type=float,
+                   help="CPUs per segmenter actor (default 1); with 2 or more it traces in that many processes: "
+                        "beside a GPU, give it the node's CPUs less a few for reading and committing")
     s.add_argument("--limit", type=int, help="convert at most K scans")
     s.add_argument("--default-calibration", help="calibration JSON for scans without a sidecar")
     s.add_argument("--weights", help="segmenter weights file (default: the shipped weights)")

@@ -21,7 +21,7 @@ def batch(args) -> int:
     try:
         config = JobConfig(src=args.src, dst=args.dst, replicas=args.replicas, num_gpus=args.num_gpus,
                            limit=args.limit, default_calibration=args.default_calibration, weights=args.weights,
-                           qc_dir=args.qc, device=args.device, **given(args, "batch_size"))
+                           qc_dir=args.qc, device=args.device, **given(args, "batch_size", "cpus_per_replica"))
     except ValueError as e:
         error("batch", e)
         return 2

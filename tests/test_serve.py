@@ -272,10 +272,12 @@ def test_a_client_that_gives_up_leaves_nothing_half_written(server, easy_scans):
     rid = contracts.request_id(scan.encoded, contracts.Calibration.from_dict(scan.calibration),
                                server.model_version, TRACING)
     files = {"image": ("s.png", scan.encoded), "calibration": ("c.json", json.dumps(scan.calibration))}
-    t0 = time.monotonic()  # give up a third of the way through a request like it, however fast this machine is
-    fresh = dict(easy_scans[2].calibration, bottom_depth=easy_scans[2].calibration["bottom_depth"] + 1.5)
-    assert _post(server.url, easy_scans[2].encoded, fresh).status_code == 200
-    give_up_s = (time.monotonic() - t0) / 3
+    took = []   # give up a third of the way through a (warm) request like it, however fast this machine is
+    for extra in (1.5, 2.5):
+        t0, fresh = time.monotonic(), dict(scan.calibration, bottom_depth=scan.calibration["bottom_depth"] + extra)
+        assert _post(server.url, scan.encoded, fresh).status_code == 200
+        took.append(time.monotonic() - t0)
+    give_up_s = min(took) / 3
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.post(f"{server.url}/v1/digitise", files=files, timeout=(10, give_up_s))
     seen, deadline = [], time.monotonic() + 60
