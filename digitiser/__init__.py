@@ -8,7 +8,7 @@ _EXPORTS = {
     "MAX_BATCH": "digitiser.predictor", "TracingParams": "digitiser.tracing", "CurveNotFound": "digitiser.tracing",
     "BadImage": "digitiser.imageio", "DecodedScan": "digitiser.imageio", "ImageLimits": "digitiser.imageio",
     "decode_scan": "digitiser.imageio", "CheckpointError": "digitiser.checkpoint", "cut_track": "digitiser.track",
-    "build_result": "digitiser.predictor",
+    "build_result": "digitiser.result",
 }
 __all__ = list(_EXPORTS)
 

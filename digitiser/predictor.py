@@ -24,7 +24,8 @@ import torch
 import contracts
 from digitiser.checkpoint import load_segmenter
 from digitiser.imageio import DecodedScan
-from digitiser.tracing import TracingParams, to_values, trace
+from digitiser.result import build_result
+from digitiser.tracing import TracingParams
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +105,3 @@ class Digitiser:
     def finish(self, scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray) -> contracts.Digitisation:
         """Trace both curves and build the result (`build_result` with this digitiser's model and tracer)."""
         return build_result(scan, calibration, probs, model_version=self.model_version, tracing=self.tracing)
-
-
-def build_result(scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray, *, model_version: str,
-                 tracing: TracingParams) -> contracts.Digitisation:
-    """Trace both curves in `probs` ((3, h, w) float32 class probabilities of the scan's track box, i.e. of
-    `cut_track(scan, calibration).gray`) and build the result both routes commit. Raises
-    tracing.CurveNotFound when a curve has too little coverage (no fabricated curve is ever written).
-    Needs no model: a tracing process can run it."""
-    box = calibration.box(scan.width, scan.height)
-    assert probs.shape[1:] == box.shape, f"probs {probs.shape} are not of the track box {box.shape}: cut_track first"
-    x_frac, observed = trace(probs, tracing, box.rows)
-    curves = {spec.name: to_values(x_frac[:, k], spec.left, spec.right, spec.scale)
-              for k, spec in enumerate(calibration.curves)}
-    info = contracts.InputInfo(scan.sha256, scan.n_bytes, scan.width, scan.height, scan.format)
-    return contracts.Digitisation.create(
-        calibration=calibration, model_version=model_version, input=info, curves=curves,
-        mask=probs.argmax(axis=0).astype(np.uint8), tracing=tracing.to_dict(),
-        observed={spec.name: observed[:, k] for k, spec in enumerate(calibration.curves)})

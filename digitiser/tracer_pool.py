@@ -38,7 +38,7 @@ class Traced:
 def trace_scan(scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray, tracing: TracingParams,
                model_version: str) -> Traced:
     """Runs in a worker: trace one scan and build its result."""
-    from digitiser.predictor import build_result
+    from digitiser.result import build_result
     t0 = time.perf_counter()
     try:
         result = build_result(scan, calibration, probs, model_version=model_version, tracing=tracing)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import contracts
 from batch_jobs.stages import _calibration as sidecar_calibration
 from digitiser import TracingParams, cut_track, decode_scan
-from digitiser.predictor import build_result
+from digitiser.result import build_result
 from serve_app.http import parse_calibration
 
 H, W = 64, 48

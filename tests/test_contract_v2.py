@@ -9,7 +9,7 @@ import contracts
 import digitiser.tracing
 from builders import edit_manifest, make_result, make_v1_result
 from digitiser import TracingParams
-from digitiser.predictor import build_result
+from digitiser.result import build_result
 from test_calibration_space import PROBS, SCAN
 
 V1_GOLDEN = Path(__file__).parent / "golden" / "v1"

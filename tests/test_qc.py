@@ -11,7 +11,7 @@ import pytest
 import contracts
 from digitiser import DEFAULT_WEIGHTS, TracingParams, cut_track, decode_scan
 from digitiser.checkpoint import sha256_file
-from digitiser.predictor import build_result
+from digitiser.result import build_result
 from digitiser.qc import COLOURS, PALE, bridged_points, overlay_png, positions
 
 REPO = Path(__file__).resolve().parents[1]
