@@ -49,6 +49,9 @@ class Digitiser:
         """threads: forward passes side by side on a CPU (default: torch's thread count, which Ray sets to the
         CPUs a worker reserved); sets torch's own thread count to 1 in this process (see the module doc)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} asked for (num_gpus > 0 chooses it), but torch {torch.__version__} "
+                               "sees no CUDA device here: give this node a GPU, or set device 'cpu'")
         self.model, self.model_version = load_segmenter(weights or DEFAULT_WEIGHTS, device)
         self.device, self.tracing, self.tiles = torch.device(device), tracing, tiles
         self.threads = 1 if self.device.type != "cpu" else (threads or torch.get_num_threads())

@@ -182,8 +182,10 @@ def _serve_config(store: Path, min_replicas: int) -> dict:
     delays, batches of 4, one small Ingress replica on the head, a local results root."""
     config = yaml.safe_load((ROOT / "serve_app" / "config.yaml").read_text())
     (app,) = config["applications"]
-    app["args"].update(store=str(store), segmenter_num_cpus=1, ingress_num_cpus=0.25, max_batch_size=4,
-                       segmenter_max_ongoing_requests=4, segmenter_max_queued_requests=16, retry_after_s=1)
+    # device cpu: the fake GPU nodes grant a GPU that torch cannot use (num_gpus: 1 alone means cuda)
+    app["args"].update(store=str(store), device="cpu", segmenter_num_cpus=1, ingress_num_cpus=0.25,
+                       max_batch_size=4, segmenter_max_ongoing_requests=4, segmenter_max_queued_requests=16,
+                       retry_after_s=1)
     deployments = {d["name"]: d for d in app["deployments"]}
     seg, ing = deployments["Segmenter"], deployments["Ingress"]
     seg["autoscaling_config"] = {"min_replicas": min_replicas, "max_replicas": 2, "target_ongoing_requests": 2,

@@ -56,19 +56,27 @@ def test_probabilities_do_not_depend_on_the_cpus_a_segmenter_reserved():
     grays = [gray(i, 900, 300)[1].gray for i in range(6)]   # 12 tiles: 2 chunks to run side by side
     one = Digitiser(device="cpu", threads=1).segment(grays)
     for threads in (2, 3):
-        assert all(np.array_equal(a, b) for a, b in zip(Digitiser(device="cpu", threads=threads).segment(grays), one))
+        several = Digitiser(device="cpu", threads=threads).segment(grays)
+        assert all(np.array_equal(a, b) for a, b in zip(several, one))
 
 
 def test_tracing_processes_load_no_torch():
     """A segmenter beside a GPU traces in a dozen processes: each imports the result builder, not the model."""
     code = ("import sys, numpy as np, contracts; from digitiser import decode_scan; from digitiser.synth import "
-            "render_scan; from digitiser.tracer_pool import trace_scan; from digitiser.tracing import TracingParams; "
+            "render_scan; from digitiser.tracer_pool import trace_scan; "
+            "from digitiser.tracing import TracingParams; "
             "s = render_scan(3, height=400, width=200); scan = decode_scan(s.encoded); "
             "cal = contracts.Calibration.from_dict(s.calibration); box = cal.box(scan.width, scan.height); "
             "probs = np.zeros((3, *box.shape), np.float32); probs[0] = 1; "
             "assert trace_scan(scan, cal, probs, TracingParams(), 'm' * 64).not_found; "
             "assert 'torch' not in sys.modules, 'tracing imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_refused_with_a_clear_error():
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        Digitiser(device="cuda")
 
 
 def test_more_than_16_scans_is_refused(random_digitiser):
