@@ -23,8 +23,9 @@ import pyarrow as pa
 
 import contracts
 from batch_jobs.config import COMMITTED, FAILED, SKIPPED
-from digitiser import BadImage, CurveNotFound, cut_track, decode_scan   # torch-free: the I/O steps' workers never load it
+from digitiser import BadImage, cut_track, decode_scan   # torch-free: the I/O steps' workers never load it
 from digitiser.qc import overlay_png
+from digitiser.tracer_pool import TracerPool, trace_scan   # torch-free too
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,6 @@ class DigitiseBatch:
 
     def __init__(self, weights: str, model_version: str, device: str = "cpu", qc: bool = False, tracers: int = 1):
         from digitiser import CheckpointError, Digitiser
-        from digitiser.tracer_pool import TracerPool
         t0 = time.perf_counter()
         self.digitiser = Digitiser(weights, device=device)   # "cuda" only where the actor reserved a GPU
         self.qc = qc
@@ -186,52 +186,36 @@ class DigitiseBatch:
                 yield _fail(row, "internal", f"segmentation failed: {type(e).__name__}: {e}")
             return
         share = (time.perf_counter() - t0) / sum(s.gray.size for _, s, _ in group)
-        for (row, scan, calibration), outcome in zip(group, self._trace(group, probs)):
+        for (row, scan, calibration), traced in zip(group, self._trace(group, probs)):
             row["segment_s"], row["scan"] = share * scan.gray.size, None
-            result, failure, row["trace_s"] = outcome()
-            if failure:
-                _fail(row, *failure)
+            try:
+                t = traced()
+            except ValueError as e:   # ContractViolation and other bad input to result building
+                _fail(row, "invalid_result", f"{type(e).__name__}: {e}")
+                yield row
+                continue
+            row["trace_s"] = t.trace_s
+            if t.not_found is not None:
+                _fail(row, "curve_not_found", t.not_found["message"])
             else:
-                assert result.request_id == row["request_id"], \
-                    f"{row['source']}: result id {result.request_id} != planned id {row['request_id']}"
-                row["result"] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-                row["qc"] = overlay_png(scan, result) if self.qc else None
+                assert t.result.request_id == row["request_id"], \
+                    f"{row['source']}: result id {t.result.request_id} != planned id {row['request_id']}"
+                row["result"] = pickle.dumps(t.result, protocol=pickle.HIGHEST_PROTOCOL)
+                row["qc"] = overlay_png(scan, t.result) if self.qc else None
             yield row
 
-    def _trace(self, group, probs) -> Iterator[Callable[[], tuple]]:
-        """Per scan, a call giving (result, None, seconds) or (None, (error kind, message), seconds): it traces
-        here when called, or waits for the tracing processes, which were sent the whole batch at once."""
+    def _trace(self, group, probs) -> list[Callable]:
+        """Per scan, a call returning its Traced: tracing here when called, or waiting for the tracing processes,
+        which are sent the whole batch at once."""
         d = self.digitiser
+        args = [(scan, calibration, p, d.tracing, d.model_version) for (_, scan, calibration), p in zip(group, probs)]
         if self._tracers is None:
-            return (functools.partial(_trace_here, d, scan, calibration, p)
-                    for (_, scan, calibration), p in zip(group, probs))
-        futures = [self._tracers.submit(scan, calibration, p, d.tracing, d.model_version)
-                   for (_, scan, calibration), p in zip(group, probs)]
-        return (functools.partial(_traced_there, f) for f in futures)
+            return [functools.partial(trace_scan, *a) for a in args]
+        return [self._tracers.submit(*a).result for a in args]
 
     def __del__(self):
         if getattr(self, "_tracers", None) is not None:
             self._tracers.close()
-
-
-def _trace_here(digitiser, scan, calibration, probs) -> tuple:
-    t0 = time.perf_counter()
-    try:
-        return digitiser.finish(scan, calibration, probs), None, time.perf_counter() - t0
-    except CurveNotFound as e:
-        return None, ("curve_not_found", str(e)), time.perf_counter() - t0
-    except ValueError as e:   # ContractViolation and other bad input to result building
-        return None, ("invalid_result", f"{type(e).__name__}: {e}"), time.perf_counter() - t0
-
-
-def _traced_there(future) -> tuple:
-    try:
-        traced = future.result()
-    except ValueError as e:
-        return None, ("invalid_result", f"{type(e).__name__}: {e}"), 0.0
-    if traced.not_found is not None:
-        return None, ("curve_not_found", traced.not_found["message"]), traced.trace_s
-    return traced.result, None, traced.trace_s
 
 
 def _groups(pending: list[dict], max_pixels: int):
