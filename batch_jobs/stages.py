@@ -179,7 +179,7 @@ class DigitiseBatch:
         try:
             with self._model:   # the wait for the other batch's forward pass is not this batch's segment_s
                 t0 = time.perf_counter()
-                probs = self.digitiser.segment([scan.gray for _, scan, _ in group])
+                probs = self.digitiser.segment_scans([scan for _, scan, _ in group])
         except Exception as e:   # one bad batch must not stop the job: its scans fail, visibly
             log.exception("segmenting %d scans failed", len(group))
             for row, _, _ in group:

@@ -82,12 +82,12 @@ def model_limit(scans: list[tuple], batch_size: int, threads: float, device: str
     from digitiser import Digitiser
     torch.set_num_threads(max(1, int(threads)))
     digitiser = Digitiser(weights, device=device)
-    digitiser.segment([scans[0][0].gray])   # warm-up (allocator, oneDNN kernels)
+    digitiser.segment_scans([scans[0][0]])   # warm-up (allocator, oneDNN kernels)
     segment_s = trace_s = 0.0
     for i in range(0, len(scans), batch_size):
         group = scans[i:i + batch_size]
         t0 = time.perf_counter()
-        probs = digitiser.segment([s.gray for s, _ in group])
+        probs = digitiser.segment_scans([s for s, _ in group])
         t1 = time.perf_counter()
         for (scan, calibration), p in zip(group, probs):
             try:
@@ -117,13 +117,13 @@ def naive_loop(folder: Path, out: Path, n: int, threads: float, device: str, wei
     torch.set_num_threads(max(1, int(threads)))
     digitiser = Digitiser(weights, device=device)
     paths = sorted(p for p in folder.iterdir() if p.suffix != ".json")[:n]
-    digitiser.segment([decode_scan(paths[0].read_bytes()).gray])   # warm-up, as for the model's limit
+    digitiser.segment_scans([decode_scan(paths[0].read_bytes())])   # warm-up, as for the model's limit
     t0 = time.perf_counter()
     for path in paths:
         scan = decode_scan(path.read_bytes())
         calibration = contracts.Calibration.from_dict(json.loads(path.with_suffix(".json").read_text()))
         try:
-            result = digitiser.finish(scan, calibration, digitiser.segment([scan.gray])[0])
+            result = digitiser.finish(scan, calibration, digitiser.segment_scans([scan])[0])
         except ValueError:
             continue
         (out / result.request_id).mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def storage_cost(folder: Path, root: Path, n: int, weights=None) -> dict:
         scan = decode_scan(path.read_bytes())
         calibration = contracts.Calibration.from_dict(json.loads(path.with_suffix(".json").read_text()))
         try:
-            results.append(digitiser.finish(scan, calibration, digitiser.segment([scan.gray])[0]))
+            results.append(digitiser.finish(scan, calibration, digitiser.segment_scans([scan])[0]))
         except ValueError:
             continue
         if len(results) == n:

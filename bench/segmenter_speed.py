@@ -32,7 +32,7 @@ def measure(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     d = Digitiser(device=args.device)
-    grays = [decode_scan(render_scan(1000 + i, height=1000, width=300).encoded).gray for i in range(16)]
+    grays = [d.pixels(decode_scan(render_scan(1000 + i, height=1000, width=300).encoded)) for i in range(16)]
     d.segment(grays[:2])  # warm-up (allocations, kernel selection)
     rates = {}
     for b in args.batch_sizes:

@@ -58,7 +58,9 @@ def grow(args) -> int:
     from digitiser import checkpoint
     from digitiser.model import grow
     model, version = checkpoint.load_segmenter(args.weights)
-    config = dataclasses.replace(model.config, levels=args.levels, max_width=args.max_width)
+    config = dataclasses.replace(model.config, levels=args.levels or model.config.levels,
+                                 max_width=args.max_width or model.config.max_width,
+                                 in_channels=3 if args.colour else model.config.in_channels)
     try:
         bigger = grow(model, config, seed=args.seed)
     except ValueError as e:

@@ -56,7 +56,7 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
     cals = [contracts.Calibration.from_dict(json.loads(t.with_name(image_for(t).stem + ".json").read_text()))
             for t in truths]
     records = []
-    for t, scan, cal, probs in zip(truths, scans, cals, digitiser.segment([s.gray for s in scans])):
+    for t, scan, cal, probs in zip(truths, scans, cals, digitiser.segment_scans(scans)):
         truth = np.load(t)
         scan_id = t.name[: -len(".truth.npz")]
         legible = legible_fraction(truth["mask"], truth["x_frac"], digitiser.tracing.observe_px)
@@ -82,7 +82,7 @@ def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):
         truth_path = Path(folder) / f"{scan_id}.truth.npz"
         scan = decode_scan(image_for(truth_path).read_bytes())
         cal = contracts.Calibration.from_dict(json.loads((Path(folder) / f"{scan_id}.json").read_text()))
-        probs = digitiser.segment([scan.gray])[0]
+        probs = digitiser.segment_scans([scan])[0]
         try:
             pred = _fractions(digitiser.finish(scan, cal, probs), cal)
         except ValueError:

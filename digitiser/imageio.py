@@ -1,4 +1,4 @@
-"""Decode uploaded or listed scan bytes safely: PNG, JPEG or TIFF -> HxW uint8 grayscale.
+"""Decode uploaded or listed scan bytes safely: PNG, JPEG or TIFF -> HxW uint8 grayscale (+ BGR when colour).
 
 Order of checks, cheapest first, so hostile or broken input costs little:
 1. size in bytes (``ImageLimits.max_bytes``);
@@ -9,7 +9,11 @@ Order of checks, cheapest first, so hostile or broken input costs little:
    strips/tiles must lie inside the bytes (truncated uploads otherwise decode to half-grey images);
 5. pixels via ``cv2.imdecode(IMREAD_GRAYSCALE | IMREAD_ANYDEPTH)``: colour becomes gray with cv2's weights,
    EXIF orientation is applied as cv2 does, a multi-page TIFF yields its first page only, 1-bit TIFFs
-   (CCITT G3/G4 included) decode to 0/255, 16-bit samples are scaled to 8 bits (v * 255 / 65535, rounded).
+   (CCITT G3/G4 included) decode to 0/255, 16-bit samples are scaled to 8 bits (v * 255 / 65535, rounded);
+6. a file whose header says colour (PNG colour types 2, 3, 6; a JPEG with 3 components; a TIFF with 3+ samples
+   per pixel) is also decoded to 8-bit BGR (``IMREAD_COLOR``): ink colour tells a red curve from a grey grid
+   that grey makes equally light, and a colour segmenter reads it. A file whose three channels are equal keeps
+   none (its grey is the same).
 
 Every failure is a ``BadImage`` with a ``kind`` ("not_image", "corrupt", "too_large", "unsupported") and a message
 that says what is wrong and what to do; errors from cv2 and tifffile are translated here (``__cause__`` kept).
@@ -69,7 +73,8 @@ class BadImage(ValueError):
 class DecodedScan:
     """A decoded scan. gray: HxW uint8 (ink dark, paper light), the whole image, or its track box once
     `digitiser.track.cut_track` cut it; format: "png" | "jpeg" | "tiff"; width, height: of the decoded input
-    in pixels; sha256: hex digest of the original bytes; n_bytes: their length."""
+    in pixels; sha256: hex digest of the original bytes; n_bytes: their length; colour: HxWx3 uint8 BGR of the
+    same pixels for a colour file, else None."""
 
     gray: np.ndarray
     format: str
@@ -77,6 +82,12 @@ class DecodedScan:
     height: int
     sha256: str
     n_bytes: int
+    colour: np.ndarray | None = None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """What the segmenter reads: the colour pixels when there are any, else the grey ones."""
+        return self.gray if self.colour is None else self.colour
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -110,9 +121,10 @@ def decode_scan(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedScan
     _check_size(fmt, width, height, limits)
     _COMPLETE[fmt](data)
     gray = _decode_pixels(data, fmt)
+    colour = _decode_colour(data, gray.shape) if _IS_COLOUR[fmt](data) else None
     log.debug("decoded %s %dx%d (%d bytes)", fmt, gray.shape[1], gray.shape[0], n)
     return DecodedScan(gray=gray, format=fmt, width=int(gray.shape[1]), height=int(gray.shape[0]),
-                       sha256=sha256(data), n_bytes=n)
+                       sha256=sha256(data), n_bytes=n, colour=colour)
 
 
 def _check_size(fmt: str, width: int, height: int, limits: ImageLimits) -> None:
@@ -143,8 +155,8 @@ def _png_complete(data) -> None:
                                   "off; upload the complete file")
 
 
-def _jpeg_markers(data) -> tuple[int, int, int]:
-    """(width, height, offset of the first SOS) from the marker segments before the scan data."""
+def _jpeg_markers(data) -> tuple[int, int, int, int]:
+    """(width, height, components, offset of the first SOS) from the marker segments before the scan data."""
     i, n, size = 2, len(data), None
     while i + 4 <= n:
         if data[i] != 0xFF:
@@ -157,16 +169,16 @@ def _jpeg_markers(data) -> tuple[int, int, int]:
             i += 2
             continue
         length = struct.unpack(">H", data[i + 2:i + 4])[0]
-        if marker in _JPEG_SOF and i + 9 <= n:
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+        if marker in _JPEG_SOF and i + 10 <= n:
+            height, width, components = struct.unpack(">HHB", data[i + 5:i + 10])
             if height == 0:
                 raise BadImage("unsupported", "the JPEG defines its height in a DNL marker, which the decoder "
                                               "does not support: re-save it as a baseline JPEG, PNG or TIFF")
-            size = (width, height)
+            size = (width, height, components)
         if marker == 0xDA:  # start of scan: entropy-coded data follows
             if size is None:
                 break
-            return size[0], size[1], i
+            return *size, i
         if length < 2:
             break
         i += 2 + length
@@ -174,8 +186,20 @@ def _jpeg_markers(data) -> tuple[int, int, int]:
                               "headers): the file is damaged; export it again")
 
 
+def _png_is_colour(data) -> bool:
+    return data[25] in (2, 3, 6)   # IHDR colour type: RGB, palette, RGBA (0, 4: grey, grey + alpha)
+
+
+def _jpeg_is_colour(data) -> bool:
+    return _jpeg_markers(data)[2] >= 3   # frame components: Y, Cb, Cr (1: grey)
+
+
+def _tiff_is_colour(data) -> bool:
+    return _tiff_page(data)[2]["samples"] >= 3
+
+
 def _jpeg_size(data) -> tuple[int, int]:
-    width, height, _ = _jpeg_markers(data)
+    width, height, *_ = _jpeg_markers(data)
     return width, height
 
 
@@ -223,6 +247,7 @@ def _tiff_complete(data) -> None:
 
 _HEADER = {"png": _png_size, "jpeg": _jpeg_size, "tiff": _tiff_size}
 _COMPLETE = {"png": _png_complete, "jpeg": _jpeg_complete, "tiff": _tiff_complete}
+_IS_COLOUR = {"png": _png_is_colour, "jpeg": _jpeg_is_colour, "tiff": _tiff_is_colour}
 
 
 def _decode_pixels(data, fmt: str) -> np.ndarray:
@@ -247,3 +272,15 @@ def _decode_pixels(data, fmt: str) -> np.ndarray:
         raise BadImage("unsupported", f"the {fmt.upper()} decodes to {img.dtype} samples of shape {img.shape}: "
                                       "save the scan as 8-bit grayscale or RGB")
     return img
+
+
+def _decode_colour(data, shape) -> np.ndarray | None:
+    """HxWx3 uint8 BGR, or None when the decoder gives no colour for these bytes or its channels are equal."""
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+    if img is None or img.shape[:2] != shape:
+        return None
+    b, g, r = img[..., 0], img[..., 1], img[..., 2]
+    return None if np.array_equal(b, g) and np.array_equal(g, r) else img

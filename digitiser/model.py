@@ -2,7 +2,8 @@
 
 Tensors only: no file IO, no numpy, no device logic (that lives in `checkpoint.py` and the predictor).
 
-Input  (B, in_channels, h, w) float32, ink = high values (callers pass `1 - gray / 255`).
+Input  (B, in_channels, h, w) float32, ink = high values (`predictor.ink_planes`: `1 - gray / 255`, or the same of
+each of B, G, R for a colour segmenter).
 Output (B, n_classes, h, w) float32 logits; classes 0 background, 1 curve 1 (solid), 2 curve 2 (dashed).
 h and w must be multiples of `config.multiple` (= 2 ** levels); pad with zeros (= blank paper) to get there.
 
@@ -114,18 +115,25 @@ class Segmenter(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+# cv2's BGR -> grey weights: a grey segmenter's first conv split over B, G, R in these shares reads a colour
+# image as it read its grey (to cv2's rounding), so colour can be fine-tuned in
+GREY_FROM_BGR = (0.114, 0.587, 0.299)
+
+
 def grow(model: Segmenter, config: SegmenterConfig, seed: int = 0) -> Segmenter:
-    """A larger segmenter (more levels and/or wider levels; same input, classes and base) that computes the
-    same function as `model` in eval mode, to fine-tune capacity in without starting over (Net2Net-style).
+    """A larger segmenter (more levels and/or wider levels; same classes and base; a grey input may become
+    colour) that computes the same function as `model` in eval mode, to fine-tune capacity or colour in without
+    starting over (Net2Net-style).
     Old weights sit in the top-left slice of each new tensor; new channels start random (seeded), but no
     old channel reads them; the new deeper levels enter through the 1x1 projection of the up-step to the
     old bottom level, which starts at zero (the old bottleneck becomes that up-step's conv)."""
     old = model.config
-    same = (config.in_channels, config.n_classes, config.base) == (old.in_channels, old.n_classes, old.base)
+    same = (config.n_classes, config.base) == (old.n_classes, old.base)
+    inputs = config.in_channels == old.in_channels or (old.in_channels, config.in_channels) == (1, 3)
     wider = all(a >= b for a, b in zip(config.widths(), old.widths()))
-    if not (same and wider and config.levels >= old.levels):
-        raise ValueError(f"cannot grow {old} into {config}: keep in_channels, n_classes and base; "
-                         f"levels and every level's width may only grow")
+    if not (same and inputs and wider and config.levels >= old.levels):
+        raise ValueError(f"cannot grow {old} into {config}: keep n_classes and base; in_channels may go from 1 "
+                         f"(grey) to 3 (colour); levels and every level's width may only grow")
     torch.manual_seed(seed)
     new = Segmenter(config)
     extra = config.levels - old.levels
@@ -142,6 +150,8 @@ def grow(model: Segmenter, config: SegmenterConfig, seed: int = 0) -> Segmenter:
                 continue
             if t.ndim == 4:  # conv weight (out, in, kh, kw): old outputs ignore new inputs
                 dest[: t.shape[0]].zero_()
+            if name == "stem.0.conv.weight" and t.shape[1] != dest.shape[1]:   # grey -> B, G, R
+                t = torch.cat([t * share for share in GREY_FROM_BGR], 1)
             dest[tuple(slice(n) for n in t.shape)] = t
         if extra:
             target[f"ups.{extra - 1}.proj.weight"][: old.widths()[-1]].zero_()

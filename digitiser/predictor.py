@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -31,6 +32,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "segmenter.pt"
 MAX_BATCH = 16
+
+
+def ink_planes(image: np.ndarray, channels: int) -> np.ndarray:
+    """What the segmenter reads: (channels, H, W) float32 ink, high where ink is, 0 on white paper. image: HxW
+    grey or HxWx3 BGR uint8. A grey model reads colour through cv2's grey; a colour model (3 channels, B, G, R)
+    reads a grey image as three equal planes."""
+    if channels == 1:
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return (1.0 - gray.astype(np.float32) / 255.0)[None]
+    assert channels == 3, f"a segmenter reads 1 (grey) or 3 (BGR) channels, not {channels}"
+    planes = image.transpose(2, 0, 1) if image.ndim == 3 else np.broadcast_to(image, (3, *image.shape))
+    return 1.0 - planes.astype(np.float32) / 255.0
 
 
 @dataclass(frozen=True)
@@ -64,16 +77,23 @@ class Digitiser:
             torch.backends.cudnn.benchmark = False  # the same algorithm every time
             torch.backends.cudnn.deterministic = True
 
-    def segment(self, grays: list[np.ndarray]) -> list[np.ndarray]:
-        """Batched forward over up to 16 scans. grays: HxW uint8 (ink dark). Returns per scan (3, H, W)
-        float32 class probabilities at the scan's resolution."""
-        assert len(grays) <= MAX_BATCH, f"at most {MAX_BATCH} scans per batch, got {len(grays)}"
+    def pixels(self, scan: DecodedScan) -> np.ndarray:
+        """The pixels of `scan` this segmenter reads: a grey model the decoder's grey, a colour model the colour."""
+        return scan.gray if self.model.config.in_channels == 1 else scan.pixels
+
+    def segment_scans(self, scans: list[DecodedScan]) -> list[np.ndarray]:
+        return self.segment([self.pixels(scan) for scan in scans])
+
+    def segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Batched forward over up to 16 scans. images: HxW grey or HxWx3 BGR uint8 (ink dark). Returns per scan
+        (3, H, W) float32 class probabilities at the scan's resolution."""
+        assert len(images) <= MAX_BATCH, f"at most {MAX_BATCH} scans per batch, got {len(images)}"
         tiles, places = [], []
-        for i, gray in enumerate(grays):
-            for y, x, tile in self._tiles(gray):
+        for i, image in enumerate(images):
+            for y, x, tile in self._tiles(image):
                 tiles.append(tile)
                 places.append((i, y, x))
-        out = [np.zeros((3, *g.shape), np.float32) for g in grays]
+        out = [np.zeros((3, *g.shape[:2]), np.float32) for g in images]
         t, c, m = self.tiles, self.tiles.chunk, self.tiles.margin
         chunks = [tiles[start:start + c] for start in range(0, len(tiles), c)]
         passes = self._passes.map(self._forward, chunks) if self._passes else map(self._forward, chunks)
@@ -84,24 +104,25 @@ class Digitiser:
                 out[i][:, y:y + h, x:x + w] = p[:, m:m + h, m:m + w]
         return out
 
-    def _tiles(self, gray: np.ndarray):
+    def _tiles(self, image: np.ndarray):
         """Yield (y, x, tile) with (y, x) the top-left of the tile's kept centre in scan pixels."""
         t, m = self.tiles, self.tiles.margin
-        ink = 1.0 - gray.astype(np.float32) / 255.0   # the model sees ink as high, paper as 0
+        ink = ink_planes(image, self.model.config.in_channels)   # the model sees ink as high, paper as 0
         step_h, step_w = t.tile_h - 2 * m, t.tile_w - 2 * m
-        rows, cols = -(-ink.shape[0] // step_h), -(-ink.shape[1] // step_w)
-        padded = np.zeros((rows * step_h + 2 * m, cols * step_w + 2 * m), np.float32)
-        padded[m:m + ink.shape[0], m:m + ink.shape[1]] = ink
+        rows, cols = -(-ink.shape[1] // step_h), -(-ink.shape[2] // step_w)
+        padded = np.zeros((len(ink), rows * step_h + 2 * m, cols * step_w + 2 * m), np.float32)
+        padded[:, m:m + ink.shape[1], m:m + ink.shape[2]] = ink
         for r in range(rows):
             for c in range(cols):
                 y, x = r * step_h, c * step_w
-                yield y, x, padded[y:y + t.tile_h, x:x + t.tile_w]
+                yield y, x, padded[:, y:y + t.tile_h, x:x + t.tile_w]
 
     @torch.no_grad()
     def _forward(self, tiles: list[np.ndarray]) -> np.ndarray:
         t = self.tiles
-        batch = np.zeros((t.chunk, 1, t.tile_h, t.tile_w), np.float32)  # blank tiles pad the last chunk
-        batch[:len(tiles), 0] = tiles
+        channels = self.model.config.in_channels
+        batch = np.zeros((t.chunk, channels, t.tile_h, t.tile_w), np.float32)  # blank tiles pad the last chunk
+        batch[:len(tiles)] = tiles
         logits = self.model(torch.from_numpy(batch).to(self.device))
         return torch.softmax(logits.float(), dim=1)[:len(tiles)].cpu().numpy()
 

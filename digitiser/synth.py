@@ -336,7 +336,7 @@ def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int,
         decoded = decode_scan(scan.encoded)
         try:
             digitiser.finish(decoded, contracts.Calibration.from_dict(scan.calibration),
-                             digitiser.segment([decoded.gray])[0])
+                             digitiser.segment_scans([decoded])[0])
         except CurveNotFound:
             continue
         found.append(scan)

@@ -12,12 +12,13 @@ from digitiser.imageio import DecodedScan
 
 
 def cut_track(scan: DecodedScan, calibration: contracts.Calibration) -> DecodedScan:
-    """`scan` with `gray` cut to `calibration.box(width, height)` (a contiguous copy, or the scan itself when
+    """`scan` with `gray` (and `colour`) cut to `calibration.box(width, height)` (a contiguous copy, or the scan itself when
     the box is the whole image or the scan is already cut). width, height, sha256, n_bytes and format stay
     the input's. Raises contracts.ContractViolation when the window or depth interval lies outside the image."""
     box = calibration.box(scan.width, scan.height)
     if scan.gray.shape == box.shape:
         return scan
     assert scan.gray.shape == (scan.height, scan.width), "cut_track takes a whole decoded scan"
-    gray = np.ascontiguousarray(scan.gray[box.top_px:box.bottom_px, box.left_px:box.right_px])
-    return dataclasses.replace(scan, gray=gray)
+    rows, cols = slice(box.top_px, box.bottom_px), slice(box.left_px, box.right_px)
+    colour = None if scan.colour is None else np.ascontiguousarray(scan.colour[rows, cols])
+    return dataclasses.replace(scan, gray=np.ascontiguousarray(scan.gray[rows, cols]), colour=colour)

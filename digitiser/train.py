@@ -32,6 +32,7 @@ import torch.utils.deterministic
 from contracts.files import atomic_write
 from digitiser import checkpoint as ckpt
 from digitiser.model import Segmenter, SegmenterConfig
+from digitiser.predictor import ink_planes
 
 log = logging.getLogger(__name__)
 
@@ -116,26 +117,27 @@ def resolve_source(spec: str):
 class ScanCache:
     """Renders scans and remembers the last few: one scan serves `scan_reuse` consecutive steps."""
 
-    def __init__(self, render, scan_size, capacity: int):
+    def __init__(self, render, scan_size, capacity: int, channels: int = 1):
         self.render, self.scan_size, self.capacity, self.items = render, scan_size, capacity, {}
+        self.channels = channels
 
     def get(self, seed: int) -> dict:
-        """-> {"ink": HxW float32 in [0, 1] (1 = ink), "mask": HxW uint8, "curve": (n, 2) rows/cols of curve
+        """-> {"ink": CxHxW float32 in [0, 1] (1 = ink; C the model's input channels), "mask": HxW uint8, "curve": (n, 2) rows/cols of curve
         pixels, "cross": (m, 2) rows/cols within 3 px of both curves, "edge": (k, 2) rows/cols of curve
         pixels in the two outermost columns on either side}."""
         if seed not in self.items:
             h, w = self.scan_size or (None, None)
             scan = self.render(seed, height=h, width=w)
-            gray = cv2.cvtColor(scan.image, cv2.COLOR_BGR2GRAY) if scan.image.ndim == 3 else scan.image
+            ink = ink_planes(scan.image, self.channels)
             mask = np.asarray(scan.mask, np.uint8)
-            assert gray.shape == mask.shape, f"scan {seed}: image {gray.shape} vs mask {mask.shape}"
+            assert ink.shape[1:] == mask.shape, f"scan {seed}: image {ink.shape[1:]} vs mask {mask.shape}"
             k = np.ones((7, 7), np.uint8)
             cross = cv2.dilate((mask == 1).astype(np.uint8), k) & cv2.dilate((mask == 2).astype(np.uint8), k)
             curve = np.argwhere(mask > 0)
             edge = curve[(curve[:, 1] < 2) | (curve[:, 1] >= mask.shape[1] - 2)]
             if len(self.items) >= self.capacity:
                 self.items.pop(next(iter(self.items)))
-            self.items[seed] = {"ink": 1.0 - gray.astype(np.float32) / 255.0, "mask": mask,
+            self.items[seed] = {"ink": ink, "mask": mask,
                                 "curve": curve, "cross": np.argwhere(cross > 0), "edge": edge}
         return self.items[seed]
 
@@ -155,25 +157,25 @@ def _crop(scan: dict, crop: tuple[int, int], rng, cfg: TrainConfig) -> tuple[np.
     else:
         y0, x0 = int(rng.integers(0, max(h - ch, 0) + 1)), int(rng.integers(0, max(w - cw, 0) + 1))
     y0, x0 = min(max(y0, 0), max(h - ch, 0)), min(max(x0, 0), max(w - cw, 0))
-    ink = np.zeros(crop, np.float32)
+    ink = np.zeros((len(scan["ink"]), *crop), np.float32)
     mask = np.zeros(crop, np.uint8)
     part = (slice(y0, y0 + ch), slice(x0, x0 + cw))
     ph, pw = scan["mask"][part].shape
-    ink[:ph, :pw], mask[:ph, :pw] = scan["ink"][part], scan["mask"][part]
+    ink[:, :ph, :pw], mask[:ph, :pw] = scan["ink"][(slice(None), *part)], scan["mask"][part]
     if rng.random() < 0.5:  # flips keep line style (solid vs dashed) intact
-        ink, mask = ink[:, ::-1], mask[:, ::-1]
+        ink, mask = ink[:, :, ::-1], mask[:, ::-1]
     if rng.random() < 0.5:
-        ink, mask = ink[::-1], mask[::-1]
+        ink, mask = ink[:, ::-1], mask[::-1]
     return ink, mask
 
 
 def make_batch(cfg: TrainConfig, step: int, cache: ScanCache) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch for `step`, a pure function of (cfg, step). -> x (B, 1, ch, cw) float32, y (B, ch, cw) int64."""
+    """Batch for `step`, a pure function of (cfg, step). -> x (B, C, ch, cw) float32, y (B, ch, cw) int64."""
     group_rng = np.random.default_rng([cfg.seed, 0, step // cfg.scan_reuse])
     seeds = group_rng.integers(cfg.data_seeds[0], cfg.data_seeds[1], size=cfg.scans_per_step)
     rng = np.random.default_rng([cfg.seed, 1, step])
     pairs = [_crop(cache.get(int(seeds[i % len(seeds)])), cfg.crop, rng, cfg) for i in range(cfg.batch_size)]
-    x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs]))
     y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
     return x, y
 
@@ -197,7 +199,8 @@ def _step_groups(start: int, steps: int, reuse: int) -> list[tuple[int, int]]:
 
 def _group_batches(cfg: TrainConfig, first: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Batches of steps [first, stop), one group: its scans are rendered once. numpy, to pass between processes."""
-    cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, capacity=cfg.scans_per_step)
+    cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, capacity=cfg.scans_per_step,
+                      channels=cfg.model.in_channels)
     return [tuple(t.numpy() for t in make_batch(cfg, s, cache)) for s in range(first, stop)]
 
 
@@ -262,9 +265,9 @@ def heldout_iou(model: Segmenter, seeds, cache: ScanCache, device="cpu") -> np.n
     for seed in seeds:
         scan = cache.get(int(seed))
         h, w = scan["mask"].shape
-        x = np.zeros((-(-h // m) * m, -(-w // m) * m), np.float32)
-        x[:h, :w] = scan["ink"]
-        pred = model(torch.from_numpy(x)[None, None].to(device)).argmax(1)[0, :h, :w].cpu().numpy()
+        x = np.zeros((len(scan["ink"]), -(-h // m) * m, -(-w // m) * m), np.float32)
+        x[:, :h, :w] = scan["ink"]
+        pred = model(torch.from_numpy(x)[None].to(device)).argmax(1)[0, :h, :w].cpu().numpy()
         for c in range(3):
             inter[c] += np.sum((pred == c) & (scan["mask"] == c))
             union[c] += np.sum((pred == c) | (scan["mask"] == c))
@@ -327,7 +330,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
     eval_cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size,
-                           capacity=cfg.eval_seeds[1] - cfg.eval_seeds[0])
+                           capacity=cfg.eval_seeds[1] - cfg.eval_seeds[0], channels=cfg.model.in_channels)
     log.info("training %d-param segmenter for %d steps (batch %d, crop %s) on %s, %s",
              model.num_params(), cfg.steps, cfg.batch_size, cfg.crop, device,
              f"{data_workers} data workers" if data_workers > 0 else "batches made in-process")

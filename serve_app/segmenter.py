@@ -82,15 +82,15 @@ class Segmenter:
         log.info("batching: max_batch_size=%d batch_wait_timeout_s=%.3f busy_wait_fraction=%.2f",
                  cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.busy_wait_fraction)
 
-    async def segment(self, grays: list[np.ndarray]) -> list[np.ndarray]:
-        """One batch (the batcher's): HxW uint8 scans in, (3, H, W) float32 probabilities out, on the model's
-        thread."""
+    async def segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One batch (the batcher's): uint8 scan pixels in (`Digitiser.pixels`), (3, H, W) float32 probabilities
+        out, on the model's thread."""
         start = time.perf_counter()
-        probs = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.digitiser.segment, grays)
+        probs = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.digitiser.segment, images)
         seconds = time.perf_counter() - start
-        self._record_batch(len(grays), seconds)
-        if len(grays) >= min(4, self.batching.max_batch_size):   # padding distorts smaller batches' per-scan time
-            per_scan = seconds / len(grays)
+        self._record_batch(len(images), seconds)
+        if len(images) >= min(4, self.batching.max_batch_size):   # padding distorts smaller batches' per-scan time
+            per_scan = seconds / len(images)
             self.scan_forward_s = per_scan if self.scan_forward_s is None else 0.7 * self.scan_forward_s + 0.3 * per_scan
         return probs
 
@@ -111,7 +111,7 @@ class Segmenter:
             self.inside -= 1
 
     async def _digitise(self, scan: DecodedScan, calibration: contracts.Calibration) -> Traced:
-        probs = await self.batcher.submit(scan.gray)
+        probs = await self.batcher.submit(self.digitiser.pixels(scan))
         start = time.perf_counter()
         try:
             return await self.tracers.trace(scan, calibration, probs, self.digitiser.tracing,

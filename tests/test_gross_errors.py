@@ -3,6 +3,7 @@
 Scans come from the foreign evaluation family (`foreign`, matplotlib plots of real LAS curves), never from the
 training generator: scan i of seed 2718 is the family's own held-out set (`digitise foreign data/foreign`).
 """
+import cv2
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ def digitiser():
 
 def _traced(digitiser, seed, i, params=TracingParams()):
     scan = render_scan(seed, i)
-    probs = digitiser.segment([decode_scan(scan["encoded"]).gray])[0]
+    probs = digitiser.segment_scans([decode_scan(scan["encoded"])])[0]
     x, observed = trace(probs, params)
     return x, observed, scan
 
@@ -41,7 +42,7 @@ def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(digitiser):
     """Curve 1 runs off scale along the left edge for most of the depth (scan 207): it must not be read on
     the right border line (it used to be, at 0.99 of the width, MAE 0.72); pinned, bridged or refused is fine."""
     scan = render_scan(2718, 207)
-    probs = digitiser.segment([decode_scan(scan["encoded"]).gray])[0]
+    probs = digitiser.segment_scans([decode_scan(scan["encoded"])])[0]
     try:
         x, _ = trace(probs)
     except ValueError:
@@ -51,7 +52,8 @@ def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(digitiser):
 
 
 def _plot(f1, f2, f3=None, pens=None, grid=(0.75, 0.75, 0.75), grid_px=(1.0, 0.6), labels=(), border=1.0):
-    """A 1200 x 300 track plotted by matplotlib (foreign.plot), grey; returns (gray HxW uint8, truth (300, 2))."""
+    """A 1200 x 300 track plotted by matplotlib (foreign.plot); returns (BGR HxWx3 uint8, truth (300, 2)): the
+    segmenter reads it as a colour scan file decodes (a grey segmenter through cv2's grey)."""
     import cv2
     from foreign.plot import Pen, Track, render, truth_fractions
     h, w = len(f1), 300
@@ -62,7 +64,7 @@ def _plot(f1, f2, f3=None, pens=None, grid=(0.75, 0.75, 0.75), grid_px=(1.0, 0.6
               depth_rows=(list(np.arange(50, h, 50) + 0.5), list(np.arange(10, h, 10) + 0.5)),
               labels=list(labels), border_px=border)
     rgb, _ = render(t)
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), truth_fractions(t)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), truth_fractions(t)
 
 
 def _wiggle(h=1200):
@@ -76,10 +78,10 @@ def test_third_line_heavy_grid_text_and_edge_marks_are_not_followed(digitiser):
     from foreign.plot import Pen
     wig = _wiggle()
     labels = [(0.5, float(r), str(1000 + r // 10), 8, (0, 0, 0), True) for r in range(100, 1200, 200)]
-    gray, truth = _plot(0.3 + wig, 0.65 + 0.5 * wig, 0.85 + 0.3 * wig,
+    image, truth = _plot(0.3 + wig, 0.65 + 0.5 * wig, 0.85 + 0.3 * wig,
                         pens=[Pen((0, 0, 0), 1.5), Pen((0, 0, 0), 1.5, "--"), Pen((0, 0, 0), 1.2, "-.")],
                         grid=(0.4, 0.4, 0.4), grid_px=(2.0, 1.0), labels=labels, border=2.0)
-    x, _ = trace(digitiser.segment([gray])[0])
+    x, _ = trace(digitiser.segment([image])[0])
     assert np.abs(x - truth).max() < 0.01
 
 
@@ -88,9 +90,10 @@ def test_thin_light_curve_as_light_as_the_grid_is_followed(digitiser):
     dashed one: followed everywhere, not lost to the grid (coverage >= 90%)."""
     from foreign.plot import Pen
     wig = _wiggle()
-    gray, truth = _plot(0.35 + 2 * wig, 0.7 + wig, pens=[Pen((1.0, 0.45, 0.45), 1.0),
+    image, truth = _plot(0.35 + 2 * wig, 0.7 + wig, pens=[Pen((1.0, 0.45, 0.45), 1.0),
                                                          Pen((0.1, 0.2, 0.85), 1.5, "--"), None],
                         grid=(0.62, 0.62, 0.62), grid_px=(1.0, 1.0))
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     assert abs(int(gray[5, 2 * 30]) - int(np.median(gray[gray < 200]))) < 60  # the grid is as dark as the ink
-    x, observed = trace(digitiser.segment([gray])[0])
+    x, observed = trace(digitiser.segment([image])[0])
     assert np.abs(x[:, 0] - truth[:, 0]).max() < 0.02 and observed[:, 0].mean() >= 0.9

@@ -119,6 +119,28 @@ def test_colour_becomes_gray(gray):
     assert np.abs(scan.gray.astype(int) - cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)).max() <= 1
 
 
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tiff"])
+def test_colour_files_keep_their_colour(gray, ext):
+    bgr = cv2.merge([gray, 255 - gray, gray // 2])
+    data = encode(bgr, ext)
+    scan = decode_scan(data)
+    assert scan.colour.shape == (*gray.shape, 3) and scan.pixels is scan.colour
+    assert np.array_equal(scan.colour, bgr if ext != ".jpg" else cv2.imdecode(np.frombuffer(data, np.uint8), 1))
+    assert np.abs(scan.gray.astype(int) - cv2.cvtColor(scan.colour, cv2.COLOR_BGR2GRAY)).max() <= 2
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tiff"])
+def test_grey_files_and_grey_saved_as_colour_carry_no_colour(gray, ext):
+    for data in (encode(gray, ext), encode(cv2.merge([gray] * 3), ext) if ext != ".jpg" else encode(gray, ext)):
+        scan = decode_scan(data)
+        assert scan.colour is None and scan.pixels is scan.gray
+
+
+def test_a_g4_scan_carries_no_colour():
+    data, expected = g4_tiff()
+    assert decode_scan(data).colour is None
+
+
 def test_sixteen_bit_scaled_to_eight(gray):
     wide = gray.astype(np.uint16) * 257
     for data in (encode(wide, ".png"), tiff_bytes(wide)):

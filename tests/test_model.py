@@ -212,6 +212,21 @@ def test_cli_grow_writes_weights_that_pass_the_preflight(tmp_path, capsys):
     assert "cannot grow" in capsys.readouterr().err
 
 
+def test_a_grey_network_grown_to_colour_reads_colour_as_it_read_grey():
+    """B, G, R planes in cv2's grey shares: on a grey image (three equal planes) the same function, on a colour
+    one the function of its grey; so colour is fine-tuned in from where the grey network stood."""
+    small = _trained_looking(_model())
+    colour = grow(small, SegmenterConfig(base=4, levels=3, max_width=16, in_channels=3), seed=1).eval()
+    grey = torch.rand(2, 1, 64, 48)
+    bgr = torch.rand(2, 3, 64, 48)
+    luminance = (bgr * torch.tensor([0.114, 0.587, 0.299])[:, None, None]).sum(1, keepdim=True)
+    with torch.no_grad():
+        assert torch.allclose(colour(grey.expand(-1, 3, -1, -1)), small(grey), atol=1e-5)
+        assert torch.allclose(colour(bgr), small(luminance), atol=1e-5)
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow(colour, SMALL)   # colour back to grey
+
+
 @pytest.mark.parametrize("other", [SegmenterConfig(base=4, levels=1, max_width=8),    # shallower
                                    SegmenterConfig(base=8, levels=2, max_width=8),    # other base
                                    SegmenterConfig(base=4, levels=2, max_width=4)])   # narrower

@@ -93,13 +93,13 @@ def test_blank_scan_fails_with_curve_not_found(shipped):
     blank = decode_scan(cv2.imencode(".png", np.full((400, 150), 250, np.uint8))[1].tobytes())
     cal = contracts.Calibration.from_dict({})
     with pytest.raises(CurveNotFound, match="coverage"):
-        shipped.finish(blank, cal, shipped.segment([blank.gray])[0])
+        shipped.finish(blank, cal, shipped.segment_scans([blank])[0])
 
 
 def test_clean_scan_digitises_into_a_valid_result(shipped, tmp_path):
     synth, scan = gray(3, 800, 240)
     cal = contracts.Calibration.from_dict(synth.calibration)
-    result = shipped.finish(scan, cal, shipped.segment([scan.gray])[0])
+    result = shipped.finish(scan, cal, shipped.segment_scans([scan])[0])
     assert result.request_id == contracts.request_id(synth.encoded, cal, shipped.model_version, shipped.tracing.to_dict())
     receipt = contracts.commit(result, str(tmp_path))
     back = contracts.load(str(tmp_path), receipt.request_id)

@@ -113,7 +113,7 @@ def _digitise(shipped, image: bytes, calibration: dict) -> contracts.Digitisatio
     """As both routes do: decode, cut to the track, segment, trace."""
     cal = C.from_dict(calibration)
     scan = cut_track(decode_scan(image), cal)
-    return shipped.finish(scan, cal, shipped.segment([scan.gray])[0])
+    return shipped.finish(scan, cal, shipped.segment_scans([scan])[0])
 
 
 def _sheet_calibration(seed: int, left: int, depth_at, rows: tuple[int, int], tie_rows) -> dict:

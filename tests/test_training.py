@@ -137,6 +137,26 @@ def test_without_edge_crops_the_pinned_curve_is_mostly_missed():
     assert (y > 0).flatten(1).any(1).float().mean() < 0.5
 
 
+def colour_scan(seed: int, *, height=None, width=None, style=None) -> StandInScan:
+    """stand_in_scan with its curves in red ink (BGR): what grey makes as light as a grid line."""
+    scan = stand_in_scan(seed, height=height, width=width)
+    bgr = np.repeat(scan.image[..., None], 3, axis=2)
+    bgr[scan.mask > 0] = (40, 40, 220)
+    return StandInScan(bgr, scan.mask)
+
+
+def test_a_colour_segmenter_trains_on_the_scans_colour():
+    grey, colour = (tiny_config(data_source="test_training:colour_scan", model=SegmenterConfig(
+        base=4, levels=2, max_width=8, in_channels=c)) for c in (1, 3))
+    render = tr.resolve_source(colour.data_source)
+    xg, yg = tr.make_batch(grey, 5, tr.ScanCache(render, None, 4))
+    xc, yc = tr.make_batch(colour, 5, tr.ScanCache(render, None, 4, channels=3))
+    assert xg.shape == (4, 1, 32, 32) and xc.shape == (4, 3, 32, 32) and torch.equal(yg, yc)
+    ink = xc.permute(0, 2, 3, 1)[yc > 0]   # (pixels, 3) ink per B, G, R plane: red ink is dark in B and G, light in R
+    assert (ink[:, 0] > 0.7).all() and (ink[:, 2] < 0.2).all()
+    assert torch.allclose(xg[:, 0], (xc * torch.tensor([0.114, 0.587, 0.299])[:, None, None]).sum(1), atol=3 / 255)
+
+
 def test_crop_pads_scans_smaller_than_the_crop():
     cfg = tiny_config(crop=(128, 96))
     x, y = tr.make_batch(cfg, 0, tr.ScanCache(tr.resolve_source(cfg.data_source), None, 2))
