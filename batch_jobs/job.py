@@ -48,11 +48,12 @@ def convert(config: JobConfig, on_progress: Callable[[JobSummary], None] | None 
     dst_fs, dst_base, exclude = _destination(config.dst, src_fs)
     default_calibration = _default_calibration(config.default_calibration)
     qc = _qc_folder(config.qc_dir, dst_fs, dst_base)
-    model_version, tracing = _identity(config)
+    model_version, tracing, colour = _identity(config)
     summary = JobSummary(job_id, src_fs.unstrip_protocol(src_root), dst_fs.unstrip_protocol(dst_base),
                          model_version)
     dst = summary.dst   # absolute URI: workers may run in another working directory
-    ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, (model_version, tracing), default_calibration, qc)
+    ds = _pipeline(config, src_fs, src_root, exclude, dst, dst_fs, (model_version, tracing), colour,
+                   default_calibration, qc)
     log.info("job %s: %s -> %s, model %s, %s replica(s), batch %d", job_id, summary.src, summary.dst,
              model_version[:12], config.replicas, config.batch_size)
     _warn_if_short_of_gpus(config)
@@ -95,7 +96,7 @@ def _destination(dst: str, src_fs):
     return dst_fs, dst_base, (dst_base,) if type(dst_fs).protocol == type(src_fs).protocol else ()
 
 
-def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identity, default_calibration, qc):
+def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identity, colour, default_calibration, qc):
     model_version, tracing = identity
     listing = ScanListingDatasource(src_fs, src_root, exclude=exclude, limit=config.limit, page=config.batch_size)
     ds = ray.data.read_datasource(listing, override_num_blocks=1, num_cpus=LISTING_CPUS)
@@ -108,7 +109,8 @@ def _pipeline(config: JobConfig, src_fs, src_root, exclude, dst, dst_fs, identit
     io = {"num_cpus": config.io_cpus}
     return (ds.map_batches(prepare_batch, batch_size=config.batch_size, batch_format="pyarrow", **io,
                          fn_kwargs={"src_fs": src_fs, "dst": dst, "dst_fs": dst_fs, "model_version": model_version,
-                                    "tracing": tracing, "default_calibration": default_calibration})
+                                    "tracing": tracing, "colour": colour,
+                                    "default_calibration": default_calibration})
             .map_batches(DigitiseBatch, batch_size=config.batch_size, batch_format="pyarrow",
                          compute=_actor_pool(config),
                          num_cpus=config.cpus_per_replica, num_gpus=config.num_gpus,
@@ -205,12 +207,13 @@ def _default_calibration(url: str | None) -> dict | None:
                        "pass a calibration JSON file (contract v2)") from e
 
 
-def _identity(config: JobConfig) -> tuple[str, dict]:
-    """Load the weights once on the driver (CPU): a preflight that fails fast, and the model version and
-    tracing parameters the request ids are keyed by (every actor checks it loads the same)."""
+def _identity(config: JobConfig) -> tuple[str, dict, bool]:
+    """Load the weights once on the driver (CPU): a preflight that fails fast, the model version and tracing
+    parameters the request ids are keyed by (every actor checks it loads the same), and whether the segmenter
+    reads colour (else colour files are decoded to grey only: a third of the pixels to pass on)."""
     from digitiser import CheckpointError, Digitiser
     try:
         digitiser = Digitiser(config.weights_path, device="cpu")
-        return digitiser.model_version, digitiser.tracing.to_dict()
+        return digitiser.model_version, digitiser.tracing.to_dict(), digitiser.reads_colour
     except CheckpointError as e:
         raise JobError(str(e)) from e

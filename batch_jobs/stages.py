@@ -79,15 +79,17 @@ def _with_storage_retries(fn, *args, **kwargs):
 # ----------------------------------------------------------------------------- 1. read, check, validate
 
 def prepare_batch(listing: pa.Table, *, src_fs, dst: str, dst_fs, model_version: str, tracing: dict,
-                  default_calibration: dict | None) -> pa.Table:
+                  default_calibration: dict | None, colour: bool = False) -> pa.Table:
     """Listing rows -> ROW_SCHEMA rows: read the bytes and sidecar, validate the calibration, derive the
     request id, skip what DST already holds (no decode, no model), and decode the image and cut it to its track.
-    Pending rows leave with the decoded track and the normalised calibration."""
+    Pending rows leave with the decoded track (its colour too when the segmenter reads colour) and the normalised
+    calibration."""
     identity = (model_version, tracing)
-    return _table([_prepare(row, src_fs, dst, dst_fs, identity, default_calibration) for row in listing.to_pylist()])
+    return _table([_prepare(row, src_fs, dst, dst_fs, identity, default_calibration, colour)
+                   for row in listing.to_pylist()])
 
 
-def _prepare(listed: dict, src_fs, dst, dst_fs, identity: tuple[str, dict], default_calibration) -> dict:
+def _prepare(listed: dict, src_fs, dst, dst_fs, identity: tuple[str, dict], default_calibration, colour) -> dict:
     row = {"source": listed["source"], "sidecar": listed["sidecar"], "status": PENDING,
            "input_bytes": listed["size"]}
     t0 = time.perf_counter()
@@ -113,7 +115,7 @@ def _prepare(listed: dict, src_fs, dst, dst_fs, identity: tuple[str, dict], defa
         return row
     t0 = time.perf_counter()
     try:
-        scan = cut_track(decode_scan(data), calibration)   # here, so a bad file never takes a segmenter slot
+        scan = cut_track(decode_scan(data, colour=colour), calibration)   # here, so a bad file never takes a segmenter slot
     except BadImage as e:
         return _fail(row, e.kind, str(e))
     except contracts.ContractViolation as e:   # a window or depth interval outside this image

@@ -95,14 +95,16 @@ def sniff_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _MAGIC if data[:len(magic)] == magic), None)
 
 
-def decode_scan(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedScan:
+def decode_scan(data: bytes, limits: ImageLimits = ImageLimits(), colour: bool = True) -> DecodedScan:
     """Check and decode one scan file's bytes (see the module docstring for the order of checks).
 
     Args:
         data: the file's bytes (bytes; a bytearray or memoryview is copied once).
         limits: size limits; checked before pixels are decoded.
+        colour: also decode a colour file's BGR pixels (False where only grey is read: the batch job's decode
+            when its segmenter reads grey, which then moves a third of the pixels on).
     Returns:
-        DecodedScan with an HxW uint8 grayscale image.
+        DecodedScan with an HxW uint8 grayscale image (and `colour`, see DecodedScan).
     Raises:
         BadImage: kind "not_image", "corrupt", "too_large" or "unsupported"; the message says what to do.
     """
@@ -121,7 +123,7 @@ def decode_scan(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedScan
     _check_size(fmt, width, height, limits)
     _COMPLETE[fmt](data)
     gray = _decode_pixels(data, fmt)
-    colour = _decode_colour(data, gray.shape) if _IS_COLOUR[fmt](data) else None
+    colour = _decode_colour(data, gray.shape) if colour and _IS_COLOUR[fmt](data) else None
     log.debug("decoded %s %dx%d (%d bytes)", fmt, gray.shape[1], gray.shape[0], n)
     return DecodedScan(gray=gray, format=fmt, width=int(gray.shape[1]), height=int(gray.shape[0]),
                        sha256=sha256(data), n_bytes=n, colour=colour)

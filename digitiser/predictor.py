@@ -77,9 +77,13 @@ class Digitiser:
             torch.backends.cudnn.benchmark = False  # the same algorithm every time
             torch.backends.cudnn.deterministic = True
 
+    @property
+    def reads_colour(self) -> bool:
+        return self.model.config.in_channels == 3
+
     def pixels(self, scan: DecodedScan) -> np.ndarray:
         """The pixels of `scan` this segmenter reads: a grey model the decoder's grey, a colour model the colour."""
-        return scan.gray if self.model.config.in_channels == 1 else scan.pixels
+        return scan.pixels if self.reads_colour else scan.gray
 
     def segment_scans(self, scans: list[DecodedScan]) -> list[np.ndarray]:
         return self.segment([self.pixels(scan) for scan in scans])

@@ -153,14 +153,22 @@ def test_listing_source_yields_pages_of_the_batch_size(tmp_path):
 
 # ----------------------------------------------------------------------------- the steps (no Ray)
 
-def _prepare(tmp_path, files: dict[str, bytes], default=None, version="0" * 64):
+def _prepare(tmp_path, files: dict[str, bytes], default=None, version="0" * 64, colour=False):
     fs, root = local(tmp_path / "src")
     for rel, data in files.items():
         fs.pipe_file(f"{root}/{rel}", data)
     listing = pa.Table.from_pylist(list(iter_scans(fs, root)))
     out = prepare_batch(listing, src_fs=fs, dst=str(tmp_path / "dst"), dst_fs=None, model_version=version,
-                        tracing=TRACING, default_calibration=default)
+                        tracing=TRACING, default_calibration=default, colour=colour)
     return {r["source"].rsplit("/", 1)[-1]: r for r in out.to_pylist()}
+
+
+def test_prepare_passes_colour_on_only_to_a_segmenter_that_reads_it(tmp_path):
+    bgr = cv2.merge([np.full((64, 32), v, np.uint8) for v in (200, 120, 40)])
+    ok, png = cv2.imencode(".png", bgr)
+    for colour in (False, True):
+        scan = pickle.loads(_prepare(tmp_path / str(colour), {"c.png": png.tobytes()}, colour=colour)["c.png"]["scan"])
+        assert (scan.colour is not None) == colour and scan.gray.shape == (64, 32)
 
 
 def test_prepare_keys_requests_by_bytes_calibration_and_model(tmp_path):

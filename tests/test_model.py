@@ -1,4 +1,5 @@
 """Segmenter network shapes, the folded eval path, shipped weights bytes and the load_segmenter preflight."""
+import dataclasses
 import json
 
 import pytest
@@ -210,6 +211,8 @@ def test_cli_grow_writes_weights_that_pass_the_preflight(tmp_path, capsys):
     assert model.config == SegmenterConfig(base=4, levels=3, max_width=16) and version in capsys.readouterr().out
     assert main(["grow", *args[:2], "1", *args[3:]]) == 2  # fewer levels: refused with the reason
     assert "cannot grow" in capsys.readouterr().err
+    assert main(["grow", args[0], "--colour", "--out", str(tmp_path / "colour.pt")]) == 0   # levels, width kept
+    assert ckpt.load_segmenter(tmp_path / "colour.pt")[0].config == dataclasses.replace(SMALL, in_channels=3)
 
 
 def test_a_grey_network_grown_to_colour_reads_colour_as_it_read_grey():

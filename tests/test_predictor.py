@@ -30,6 +30,22 @@ def shipped():
     return Digitiser(device="cpu")
 
 
+def test_a_grey_segmenter_reads_the_grey_of_a_colour_scan_and_a_colour_one_its_colour(random_digitiser, tmp_path):
+    config = SegmenterConfig(in_channels=3)
+    torch.manual_seed(0)
+    save_weights(Segmenter(config), config, tmp_path / "colour.pt")
+    colour_digitiser = Digitiser(tmp_path / "colour.pt", device="cpu")
+    bgr = cv2.merge([np.full((300, 100), 235, np.uint8)] * 3)
+    cv2.line(bgr, (50, 0), (60, 299), (60, 60, 230), 2)   # a red curve
+    scan = decode_scan(cv2.imencode(".png", bgr)[1].tobytes())
+    assert not random_digitiser.reads_colour and colour_digitiser.reads_colour
+    assert np.array_equal(random_digitiser.segment_scans([scan])[0], random_digitiser.segment([scan.gray])[0])
+    assert np.array_equal(colour_digitiser.segment_scans([scan])[0], colour_digitiser.segment([bgr])[0])
+    grey = colour_digitiser.segment([scan.gray])[0]   # the same scan in grey: three equal planes, another answer
+    assert not np.array_equal(colour_digitiser.segment_scans([scan])[0], grey)
+    assert np.array_equal(grey, colour_digitiser.segment([cv2.merge([scan.gray] * 3)])[0])
+
+
 def gray(seed, h, w, style="clean"):
     s = render_scan(seed, height=h, width=w, style=style)
     return s, decode_scan(s.encoded)
