@@ -1,8 +1,9 @@
 """`digitise eval DIR`: digitise scans that have ground truth (written by `digitise synth`) and score them.
 
 Per scan: MAE and p95 position error per curve (fraction of track width), swap rate, IoU per curve class,
-or the failure, the scan's width and height in px (the summary breaks the means down by width), and how legible each curve is by its truth (failures on scans whose curve is hidden are counted
-apart). The summary goes to stdout as a table and to --json (with the per-scan records and the tracing
+or the failure, the scan's width and height in px and the kind of its pixels (colour, grey, or bilevel: only
+black and white, as a 1-bit scan decodes; the summary breaks the means down by width and by pixels), and how
+legible each curve is by its truth (failures on scans whose curve is hidden are counted apart). The summary goes to stdout as a table and to --json (with the per-scan records and the tracing
 parameters); --qc writes overlays of the worst scans.
 """
 import json
@@ -67,8 +68,15 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
         else:
             rec = scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
                               pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
-        records.append({**rec, "width": scan.width, "height": scan.height})
+        records.append({**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan)})
     return records
+
+
+def pixel_kind(scan) -> str:
+    """"colour" (a colour file whose channels differ), "bilevel" (only 0 and 255), else "grey"."""
+    if scan.colour is not None:
+        return "colour"
+    return "bilevel" if not np.any((scan.gray > 0) & (scan.gray < 255)) else "grey"
 
 
 def _fractions(result: contracts.Digitisation, cal: contracts.Calibration) -> np.ndarray:

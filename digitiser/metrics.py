@@ -16,6 +16,7 @@ from contracts import N_DEPTH
 from digitiser.tracing import observe_radius
 
 WIDTH_BINS = (150, 250, 400)  # px: per-width breakdown edges (narrow tracks have a larger sub-pixel floor)
+PIXEL_KINDS = ("colour", "grey", "bilevel")   # what a scan decodes to (evaluate.pixel_kind)
 SWAP_TOL = 0.01  # fraction of track width: closer curves cannot be told apart, so no swap is counted
 _RED, _BLUE, _GREEN = (0, 0, 255), (255, 0, 0), (0, 170, 0)  # BGR
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel drawing
@@ -168,6 +169,8 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["failure_fraction_legible"] = out["n_failed_legible"] / len(legible) if legible else None
     if any("width" in r for r in per_scan):
         out["by_width"] = by_width(per_scan)
+    if any("pixels" in r for r in per_scan):
+        out["by_pixels"] = by_pixels(per_scan)
     return out
 
 
@@ -175,16 +178,25 @@ def by_width(per_scan: list[dict], edges=WIDTH_BINS) -> list[dict]:
     """The same means per track-width bin (records with ``width`` in px): [{"lo", "hi", "n_scans", "n_failed",
     "mae_1", "mae_2", "p95_1", "p95_2", "swap_rate"}], bins [lo, hi) from ``edges``, hi None for the last."""
     bounds = [0, *edges, None]
-    out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        recs = [r for r in per_scan if "width" in r and r["width"] >= lo and (hi is None or r["width"] < hi)]
-        ok = [r for r in recs if not r.get("failed")]
-        row = {"lo": lo, "hi": hi, "n_scans": len(recs), "n_failed": len(recs) - len(ok)}
-        for key in ("mae_1", "mae_2", "p95_1", "p95_2", "swap_rate"):
-            vals = [r[key] for r in ok if r.get(key) is not None]
-            row[key] = float(np.mean(vals)) if vals else None
-        out.append(row)
-    return out
+    return [{"lo": lo, "hi": hi, **_group_means([r for r in per_scan if "width" in r and r["width"] >= lo
+                                                  and (hi is None or r["width"] < hi)])}
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def by_pixels(per_scan: list[dict]) -> list[dict]:
+    """The same means per kind of decoded pixels (records with ``pixels``: "colour", "grey" or "bilevel"):
+    [{"pixels", "n_scans", ...}] for the kinds present."""
+    kinds = [k for k in PIXEL_KINDS if any(r.get("pixels") == k for r in per_scan)]
+    return [{"pixels": k, **_group_means([r for r in per_scan if r.get("pixels") == k])} for k in kinds]
+
+
+def _group_means(recs: list[dict]) -> dict:
+    ok = [r for r in recs if not r.get("failed")]
+    row = {"n_scans": len(recs), "n_failed": len(recs) - len(ok)}
+    for key in ("mae_1", "mae_2", "p95_1", "p95_2", "swap_rate"):
+        vals = [r[key] for r in ok if r.get(key) is not None]
+        row[key] = float(np.mean(vals)) if vals else None
+    return row
 
 
 def format_table(summary: dict) -> str:
@@ -214,6 +226,11 @@ def format_table(summary: dict) -> str:
         for b in s["by_width"]:
             span = f"{b['lo']}-{b['hi'] - 1}" if b["hi"] is not None else f">={b['lo']}"
             lines.append(f"{span:12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
+                         f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
+    if s.get("by_pixels"):
+        lines.append(f"{'pixels':12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")
+        for b in s["by_pixels"]:
+            lines.append(f"{b['pixels']:12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
                          f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
     if s.get("worst"):
         lines.append("worst: " + ", ".join(s["worst"]))

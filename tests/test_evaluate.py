@@ -22,3 +22,16 @@ def test_eval_reports_every_scan_with_legibility_and_overlays(tmp_path, capsys):
     assert 0 <= s["n_illegible"] <= 4 and s["n_failed_legible"] <= s["n_failed"]
     assert sorted(p.name for p in qc.iterdir()) == sorted(f"{i}.qc.png" for i in s["worst"])
     assert f"scans 4, failed {s['n_failed']}" in capsys.readouterr().out
+
+
+def test_pixel_kind_tells_colour_grey_and_bilevel_scans_apart():
+    import cv2
+    from digitiser.evaluate import pixel_kind
+    from digitiser.imageio import decode_scan
+    page = np.full((40, 30), 250, np.uint8)
+    page[:, 10] = 30
+    png = lambda img: decode_scan(cv2.imencode(".png", img)[1].tobytes())   # noqa: E731
+    assert pixel_kind(png(page)) == "grey"
+    assert pixel_kind(png(np.where(page > 128, 255, 0).astype(np.uint8))) == "bilevel"
+    assert pixel_kind(png(cv2.merge([page, page, np.full_like(page, 90)]))) == "colour"
+    assert pixel_kind(png(cv2.merge([page] * 3))) == "grey"   # a grey page saved as RGB

@@ -84,7 +84,8 @@ def test_digitise_eval_reads_the_family_unchanged(tmp_path, capsys):
     assert main(["eval", str(data), "--json", str(report)]) == 0
     s = json.loads(report.read_text())
     assert s["n_scans"] == 3 and sum(b["n_scans"] for b in s["by_width"]) == 3
-    assert all("width" in r for r in s["per_scan"])
+    assert all("width" in r for r in s["per_scan"]) and sum(b["n_scans"] for b in s["by_pixels"]) == 3
+    assert {r["pixels"] for r in s["per_scan"]} <= {"colour", "grey", "bilevel"}
     assert "width (px)" in capsys.readouterr().out
 
 

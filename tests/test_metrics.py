@@ -114,6 +114,15 @@ def test_format_table_mentions_numbers():
     assert "worst: b, a" in text
 
 
+def test_means_are_broken_down_by_the_kind_of_pixels():
+    recs = [{**r, "pixels": kind} for r, kind in zip(records(), ("colour", "grey", "colour"))]
+    s = summarise(recs)
+    assert [b["pixels"] for b in s["by_pixels"]] == ["colour", "grey"]   # kinds present, in PIXEL_KINDS order
+    colour = s["by_pixels"][0]
+    assert colour["n_scans"] == 2 and colour["n_failed"] == 1 and colour["mae_1"] == recs[0]["mae_1"]
+    assert "pixels" in format_table(s) and "colour" in format_table(s)
+
+
 def test_format_table_empty():
     assert "scans 0" in format_table(summarise([]))
 
