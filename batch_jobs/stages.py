@@ -115,7 +115,8 @@ def _prepare(listed: dict, src_fs, dst, dst_fs, identity: tuple[str, dict], defa
         return row
     t0 = time.perf_counter()
     try:
-        scan = cut_track(decode_scan(data, colour=colour), calibration)   # here, so a bad file never takes a segmenter slot
+        # here, so a bad file never takes a segmenter slot
+        scan = cut_track(decode_scan(data, colour=colour), calibration)
     except BadImage as e:
         return _fail(row, e.kind, str(e))
     except contracts.ContractViolation as e:   # a window or depth interval outside this image

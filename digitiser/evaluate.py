@@ -3,8 +3,9 @@
 Per scan: MAE and p95 position error per curve (fraction of track width), swap rate, IoU per curve class,
 or the failure, the scan's width and height in px and the kind of its pixels (colour, grey, or bilevel: only
 black and white, as a 1-bit scan decodes; the summary breaks the means down by width and by pixels), and how
-legible each curve is by its truth (failures on scans whose curve is hidden are counted apart). The summary goes to stdout as a table and to --json (with the per-scan records and the tracing
-parameters); --qc writes overlays of the worst scans.
+legible each curve is by its truth (failures on scans whose curve is hidden are counted apart). The summary
+goes to stdout as a table and to --json (with the per-scan records and the tracing parameters); --qc writes
+overlays of the worst scans.
 """
 import json
 import logging

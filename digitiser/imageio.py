@@ -3,7 +3,7 @@
 Order of checks, cheapest first, so hostile or broken input costs little:
 1. size in bytes (``ImageLimits.max_bytes``);
 2. format from the magic bytes (PNG, JPEG, TIFF ``II*``/``MM*`` and BigTIFF ``II+``/``MM+``), else ``not_image``;
-3. width and height from the header (PNG IHDR, JPEG SOFn marker, TIFF first IFD via tifffile) against
+3. width, height and colour or not from the header (PNG IHDR, JPEG SOFn marker, TIFF first IFD via tifffile) against
    ``max_pixels`` / ``max_side``, before any pixel is allocated;
 4. completeness: PNG must hold its IEND chunk, a JPEG its EOI marker after the scan data, a TIFF's first-page
    strips/tiles must lie inside the bytes (truncated uploads otherwise decode to half-grey images);
@@ -119,11 +119,11 @@ def decode_scan(data: bytes, limits: ImageLimits = ImageLimits(), colour: bool =
     if fmt is None:
         raise BadImage("not_image", f"the upload is not a {_FORMATS} image (it starts with {data[:8]!r}): "
                                     f"upload the scan as {_FORMATS}")
-    width, height = _HEADER[fmt](data)
+    width, height, is_colour = _HEADER[fmt](data)
     _check_size(fmt, width, height, limits)
     _COMPLETE[fmt](data)
     gray = _decode_pixels(data, fmt)
-    colour = _decode_colour(data, gray.shape) if colour and _IS_COLOUR[fmt](data) else None
+    colour = _decode_colour(data, gray.shape) if colour and is_colour else None
     log.debug("decoded %s %dx%d (%d bytes)", fmt, gray.shape[1], gray.shape[0], n)
     return DecodedScan(gray=gray, format=fmt, width=int(gray.shape[1]), height=int(gray.shape[0]),
                        sha256=sha256(data), n_bytes=n, colour=colour)
@@ -140,15 +140,15 @@ def _check_size(fmt: str, width: int, height: int, limits: ImageLimits) -> None:
                                     "intervals")
 
 
-def _png_size(data) -> tuple[int, int]:
-    """Width and height from the IHDR chunk (which must come first and carry a valid CRC)."""
+def _png_size(data) -> tuple[int, int, bool]:
+    """Width, height and whether it is colour, from the IHDR chunk (which must come first and carry a valid CRC)."""
     head = data[8:33]
     if len(head) < 25 or head[4:8] != b"IHDR" or struct.unpack(">I", head[:4])[0] != 13:
         raise BadImage("corrupt", "the PNG has no valid IHDR header chunk: the file is damaged; export it again")
     if zlib.crc32(head[4:21]) != struct.unpack(">I", head[21:25])[0]:
         raise BadImage("corrupt", "the PNG header chunk fails its CRC check: the file is damaged; export it again")
     width, height = struct.unpack(">II", head[8:16])
-    return width, height
+    return width, height, head[17] in (2, 3, 6)   # colour type: RGB, palette, RGBA (0, 4: grey, grey + alpha)
 
 
 def _png_complete(data) -> None:
@@ -188,21 +188,9 @@ def _jpeg_markers(data) -> tuple[int, int, int, int]:
                               "headers): the file is damaged; export it again")
 
 
-def _png_is_colour(data) -> bool:
-    return data[25] in (2, 3, 6)   # IHDR colour type: RGB, palette, RGBA (0, 4: grey, grey + alpha)
-
-
-def _jpeg_is_colour(data) -> bool:
-    return _jpeg_markers(data)[2] >= 3   # frame components: Y, Cb, Cr (1: grey)
-
-
-def _tiff_is_colour(data) -> bool:
-    return _tiff_page(data)[2]["samples"] >= 3
-
-
-def _jpeg_size(data) -> tuple[int, int]:
-    width, height, *_ = _jpeg_markers(data)
-    return width, height
+def _jpeg_size(data) -> tuple[int, int, bool]:
+    width, height, components, _ = _jpeg_markers(data)
+    return width, height, components >= 3   # Y, Cb, Cr (1: grey)
 
 
 def _jpeg_complete(data) -> None:
@@ -234,13 +222,13 @@ def _tiff_page(data):
     return width, height, info
 
 
-def _tiff_size(data) -> tuple[int, int]:
+def _tiff_size(data) -> tuple[int, int, bool]:
     width, height, info = _tiff_page(data)
     if info["sampleformat"] == 3 or info["bits"] not in (1, 2, 4, 8, 16):
         raise BadImage("unsupported", f"the TIFF holds {info['bits']}-bit "
                                       f"{'floating-point ' if info['sampleformat'] == 3 else ''}samples: save the scan "
                                       "as 8-bit (or 1-bit or 16-bit) grayscale or RGB")
-    return width, height
+    return width, height, info["samples"] >= 3
 
 
 def _tiff_complete(data) -> None:
@@ -249,7 +237,6 @@ def _tiff_complete(data) -> None:
 
 _HEADER = {"png": _png_size, "jpeg": _jpeg_size, "tiff": _tiff_size}
 _COMPLETE = {"png": _png_complete, "jpeg": _jpeg_complete, "tiff": _tiff_complete}
-_IS_COLOUR = {"png": _png_is_colour, "jpeg": _jpeg_is_colour, "tiff": _tiff_is_colour}
 
 
 def _decode_pixels(data, fmt: str) -> np.ndarray:

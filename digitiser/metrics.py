@@ -221,16 +221,14 @@ def format_table(summary: dict) -> str:
         lines.append(f"{s['n_illegible']} scans have a curve hidden (under the other curve or on the track edge) "
                      f"at most depth points; of the others {s['n_failed_legible']} failed "
                      f"({pct(s['failure_fraction_legible'], 1)})")
-    if s.get("by_width"):
-        lines.append(f"{'width (px)':12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")
-        for b in s["by_width"]:
-            span = f"{b['lo']}-{b['hi'] - 1}" if b["hi"] is not None else f">={b['lo']}"
-            lines.append(f"{span:12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
-                         f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
-    if s.get("by_pixels"):
-        lines.append(f"{'pixels':12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")
-        for b in s["by_pixels"]:
-            lines.append(f"{b['pixels']:12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
+    groups = [("width (px)", s.get("by_width") or [],
+               lambda b: f"{b['lo']}-{b['hi'] - 1}" if b["hi"] is not None else f">={b['lo']}"),
+              ("pixels", s.get("by_pixels") or [], lambda b: b["pixels"])]
+    for title, rows, label in groups:
+        if rows:
+            lines.append(f"{title:12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")
+        for b in rows:
+            lines.append(f"{label(b):12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
                          f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
     if s.get("worst"):
         lines.append("worst: " + ", ".join(s["worst"]))

@@ -86,6 +86,7 @@ class Digitiser:
         return scan.pixels if self.reads_colour else scan.gray
 
     def segment_scans(self, scans: list[DecodedScan]) -> list[np.ndarray]:
+        """`segment` of the pixels each decoded scan offers this segmenter (`pixels`)."""
         return self.segment([self.pixels(scan) for scan in scans])
 
     def segment(self, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -12,9 +12,9 @@ from digitiser.imageio import DecodedScan
 
 
 def cut_track(scan: DecodedScan, calibration: contracts.Calibration) -> DecodedScan:
-    """`scan` with `gray` (and `colour`) cut to `calibration.box(width, height)` (a contiguous copy, or the scan itself when
-    the box is the whole image or the scan is already cut). width, height, sha256, n_bytes and format stay
-    the input's. Raises contracts.ContractViolation when the window or depth interval lies outside the image."""
+    """`scan` with `gray` (and `colour`) cut to `calibration.box(width, height)` (contiguous copies, or the scan
+    itself when the box is the whole image or the scan is already cut). width, height, sha256, n_bytes and format
+    stay the input's. Raises contracts.ContractViolation when the window or depth interval lies outside the image."""
     box = calibration.box(scan.width, scan.height)
     if scan.gray.shape == box.shape:
         return scan

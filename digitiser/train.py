@@ -122,9 +122,9 @@ class ScanCache:
         self.channels = channels
 
     def get(self, seed: int) -> dict:
-        """-> {"ink": CxHxW float32 in [0, 1] (1 = ink; C the model's input channels), "mask": HxW uint8, "curve": (n, 2) rows/cols of curve
-        pixels, "cross": (m, 2) rows/cols within 3 px of both curves, "edge": (k, 2) rows/cols of curve
-        pixels in the two outermost columns on either side}."""
+        """-> {"ink": CxHxW float32 in [0, 1] (1 = ink; C the model's input channels), "mask": HxW uint8,
+        "curve": (n, 2) rows/cols of curve pixels, "cross": (m, 2) rows/cols within 3 px of both curves,
+        "edge": (k, 2) rows/cols of curve pixels in the two outermost columns on either side}."""
         if seed not in self.items:
             h, w = self.scan_size or (None, None)
             scan = self.render(seed, height=h, width=w)

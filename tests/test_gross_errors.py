@@ -54,7 +54,6 @@ def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(digitiser):
 def _plot(f1, f2, f3=None, pens=None, grid=(0.75, 0.75, 0.75), grid_px=(1.0, 0.6), labels=(), border=1.0):
     """A 1200 x 300 track plotted by matplotlib (foreign.plot); returns (BGR HxWx3 uint8, truth (300, 2)): the
     segmenter reads it as a colour scan file decodes (a grey segmenter through cv2's grey)."""
-    import cv2
     from foreign.plot import Pen, Track, render, truth_fractions
     h, w = len(f1), 300
     f = np.clip(np.stack([f1, f2, np.full(h, np.nan) if f3 is None else f3]), 0.5 / w, 1 - 0.5 / w)
