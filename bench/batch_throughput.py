@@ -19,8 +19,8 @@ reported as `model_images_per_s`). Where the rest went:
 users share the cores), `startup_s` before the first result, and `model_busy` (the actors' segmenting and
 tracing over the wall time: above 1 when an actor's two batches overlap).
 4. The naive baseline: a plain loop over the first N/2 scans (decode, model at batch 1, trace, write the same
-   objects straight to files), and the contract's storage cost: calls and bytes per request of the job's
-   storage steps, counted at the filesystem, against the minimum (each object written once).
+   objects straight to files), and the contract's storage cost on each root: calls and bytes per request of
+   the job's storage steps, counted at the filesystem, against the minimum (each object written once).
 Writes --out (bench/results/batch_throughput.json).
 """
 import argparse
@@ -134,32 +134,11 @@ def naive_loop(folder: Path, out: Path, n: int, threads: float, device: str, wei
     return {"naive_n": len(paths), "naive_s": seconds, "naive_images_per_s": len(paths) / seconds}
 
 
-def storage_cost(folder: Path, root: Path, n: int, weights=None) -> dict:
-    """Storage calls and bytes per request of the job's two storage steps (the is-committed check in
-    prepare, contracts.commit), counted at the filesystem, against the contract's minimum: each object put
-    once, whole (the naive loop's writes)."""
+def sample_results(folder: Path, n: int, weights=None) -> list:
+    """The first `n` archive scans that digitise, digitised (for the storage cost)."""
     import contracts
-    from contracts.store import AtomicLocalFileSystem
     from digitiser import Digitiser, decode_scan
-
-    class Counting(AtomicLocalFileSystem):
-        calls, written, read = 0, 0, 0
-
-        def pipe_file(self, path, value, *a, **k):
-            Counting.calls, Counting.written = Counting.calls + 1, Counting.written + len(value)
-            return super().pipe_file(path, value, *a, **k)
-
-        def cat_file(self, path, *a, **k):
-            Counting.calls += 1
-            data = super().cat_file(path, *a, **k)
-            Counting.read += len(data)
-            return data
-
-        def exists(self, path, **k):
-            Counting.calls += 1
-            return super().exists(path, **k)
-
-    digitiser, fs, results = Digitiser(weights), Counting(), []
+    digitiser, results = Digitiser(weights), []
     for path in sorted(p for p in folder.iterdir() if p.suffix != ".json"):
         scan = decode_scan(path.read_bytes())
         calibration = contracts.Calibration.from_dict(json.loads(path.with_suffix(".json").read_text()))
@@ -169,14 +148,47 @@ def storage_cost(folder: Path, root: Path, n: int, weights=None) -> dict:
             continue
         if len(results) == n:
             break
-    minimum = [contracts.serialise(r) for r in results]
+    return results
+
+
+class CountingFS:
+    """Counts the whole-object calls `contracts` makes on `inner` (all it uses to commit), and their bytes."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.written, self.read = inner, 0, 0, 0
+
+    def _strip_protocol(self, path):
+        return self.inner._strip_protocol(path)
+
+    def pipe_file(self, path, value, *a, **k):
+        self.calls, self.written = self.calls + 1, self.written + len(value)
+        return self.inner.pipe_file(path, value, *a, **k)
+
+    def cat_file(self, path, *a, **k):
+        self.calls += 1
+        data = self.inner.cat_file(path, *a, **k)
+        self.read += len(data)
+        return data
+
+    def exists(self, path, **k):
+        self.calls += 1
+        return self.inner.exists(path, **k)
+
+
+def storage_cost(results: list, root: str, fs) -> dict:
+    """Storage calls and bytes per request of the job's two storage steps (the is-committed check in
+    prepare, contracts.commit), counted at the filesystem, against the contract's minimum: each object put
+    once, whole (the naive loop's writes). A local put is read back to verify it; an S3 put is verified by
+    the MD5 ETag the store answers with."""
+    import contracts
+    counting = CountingFS(fs)
     for r in results:
-        contracts.is_committed(str(root), r.request_id, fs=fs)
-        contracts.commit(r, str(root), fs=fs)
-    k = len(results)
-    return {"storage_requests": k, "storage_calls_per_request": Counting.calls / k,
-            "storage_bytes_written_per_request": Counting.written / k,
-            "storage_bytes_read_per_request": Counting.read / k,
+        contracts.is_committed(root, r.request_id, fs=counting)
+        contracts.commit(r, root, fs=counting)
+    k, minimum = len(results), [contracts.serialise(r) for r in results]
+    return {"storage_requests": k, "storage_calls_per_request": counting.calls / k,
+            "storage_bytes_written_per_request": counting.written / k,
+            "storage_bytes_read_per_request": counting.read / k,
             "minimum_calls_per_request": sum(len(o) for o in minimum) / k,
             "minimum_bytes_per_request": sum(len(b) for o in minimum for b in o.values()) / k}
 
@@ -245,10 +257,15 @@ def measure(args, tmp: Path) -> dict:
     scans = load_archive(archive)
     naive_n = args.n // 2 if args.naive_n is None else min(args.naive_n, args.n)
     naive = naive_loop(archive, tmp / "naive", naive_n, args.cpus_per_replica, device, args.weights) if naive_n else {}
-    storage = storage_cost(archive, tmp / "storage", 8, args.weights)
+    from contracts.store import AtomicLocalFileSystem
+    sample = sample_results(archive, 8, args.weights)
+    storage = {"local": storage_cost(sample, str(tmp / "storage"), AtomicLocalFileSystem())}
     jobs, limit = {}, None
     with contextlib.ExitStack() as stack:
         s3 = stack.enter_context(moto_s3()) if "s3" in args.roots else None
+        if s3 is not None:
+            s3.mkdir("storage")
+            storage["s3"] = storage_cost(sample, "s3://storage", s3)
         # CPUs are Ray's scheduling tokens: room for every actor plus the I/O steps beside them
         ray = start_local_ray(max(os.cpu_count() or 1, int(max(args.replicas) * args.cpus_per_replica) + 1))
         stack.callback(ray.shutdown)
@@ -275,7 +292,7 @@ def measure(args, tmp: Path) -> dict:
     return {"bench": "batch_throughput", "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "host": platform.node(), "cpus": os.cpu_count(), "n": args.n, "size": f"{args.height}x{args.width}",
             "mean_megapixels": pixels / args.n / 1e6, "batch_size": args.batch_size,
-            "cpus_per_replica": args.cpus_per_replica, "num_gpus": args.num_gpus, **limit, **naive, **storage,
+            "cpus_per_replica": args.cpus_per_replica, "num_gpus": args.num_gpus, **limit, **naive, "storage": storage,
             "cold_job": cold, "jobs": jobs}
 
 

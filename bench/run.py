@@ -55,6 +55,18 @@ def serve_run(serve: dict, batch: int, clients: int) -> dict:
     return next(r for r in serve["runs"] if r["max_batch_size"] == batch and r["concurrency"] == clients)
 
 
+def storage_figures(storage: dict) -> dict:
+    """Storage calls and bytes per request on the S3 root (where each call costs a round trip; the local root
+    when there is none), and the local root's calls beside them."""
+    cost = storage.get("s3", storage["local"])
+    return {"storage_calls_per_request": cost["storage_calls_per_request"],
+            "storage_calls_per_request_local": storage["local"]["storage_calls_per_request"],
+            "storage_calls_minimum": cost["minimum_calls_per_request"],
+            "storage_bytes_per_request": cost["storage_bytes_written_per_request"]
+            + cost["storage_bytes_read_per_request"],
+            "storage_bytes_minimum": cost["minimum_bytes_per_request"]}
+
+
 def summarise(r: dict, mode: str, seconds: float) -> dict:
     """The headline figures, each a ratio of two measurements of this run."""
     batch, serve, model = r["batch_throughput"], r["serve_load"], r["segmenter_speed"]
@@ -73,10 +85,7 @@ def summarise(r: dict, mode: str, seconds: float) -> dict:
         "p99_over_p50_32": on["p99_s"] / on["p50_s"],
         "commit_share_32": on["commit_share"],
         "naive_speedup": jobs["local_1"]["images_per_s"] / batch["naive_images_per_s"],
-        "storage_calls_per_request": batch["storage_calls_per_request"],
-        "storage_calls_minimum": batch["minimum_calls_per_request"],
-        "storage_bytes_per_request": batch["storage_bytes_written_per_request"] + batch["storage_bytes_read_per_request"],
-        "storage_bytes_minimum": batch["minimum_bytes_per_request"],
+        **storage_figures(batch["storage"]),
         "images_per_s_1_actor": jobs["local_1"]["images_per_s"],
         "images_per_s_2_actors": jobs.get("local_2", {}).get("images_per_s"),
         "scaling_2_over_1": jobs["local_2"]["images_per_s"] / jobs["local_1"]["images_per_s"]
