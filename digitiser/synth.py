@@ -13,6 +13,12 @@ thin solid pen; labelled background) in about a third of the tracks, no dash-dot
 line's style), thin 1-px light colour pens (as light as the grid once in grey), and more colour scans (JPEG
 on colour, then grey). Its extra randomness comes from its own stream (`default_rng([seed, 18])`).
 `render_scan_v3` (version 3, recipe stage10) is version 2 without the light solid third line.
+`render_scan_v4` (version 4, recipe stage11) is version 1 (the shipped weights' own) with near-straight curves:
+in about a third of the tracks one curve (sometimes both) varies over only 0.4-6% of the track width, as a
+real log does on a scale much wider than its values (a caliper in gauge hole, a resistivity on a 0.2-2000
+log scale). The foreign family fails such curves 61% of the time (curve 1 spanning < 3% of the width: 11 of
+18), the segmenter taking a straight line for a grid line. Its extra randomness has its own stream
+(`default_rng([seed, 19])`), so every other pixel of a version 4 scan is its version 1 scan's.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -48,6 +54,8 @@ WIDTH_RANGE = (100, 800)
 _STYLE_P = {"gray": 0.45, "color": 0.25, "bilevel": 0.25, "clean": 0.05}
 _STYLE_P_BROAD = {"gray": 0.35, "color": 0.35, "bilevel": 0.25, "clean": 0.05}
 P_THIRD = 0.33                  # breadth: chance a track has a third line (not a curve, labelled background)
+P_NARROW = 0.33                 # version 4: chance a track has a near-straight curve
+NARROW_SPAN = (0.004, 0.06)     # ... whose 5-95% span is log-uniform in this range (fractions of width)
 P_LIGHT_PEN = 0.2               # breadth: chance one curve is a thin light pen (1-1.4 px, light colour / grey)
 # light pens: BGR inks whose grey (0.299 R + 0.587 G + 0.114 B) is 76-150, e.g. pure red 76, orange 151
 # (each channel is kept >= 60 under the paper's, so on a tinted paper the grey may drop to ~45); a 1-1.4 px
@@ -253,8 +261,9 @@ def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, 
 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
-                style: str | None = None, breadth: bool = False, light_third: bool = True) -> SynthScan:
-    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth, light_third).
+                style: str | None = None, breadth: bool = False, light_third: bool = True,
+                narrow: bool = False) -> SynthScan:
+    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth, light_third, narrow).
 
     Args:
         seed: any non-negative int.
@@ -264,6 +273,7 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
             byte-identical to every scan made before it existed.
         light_third: with breadth, whether the third line may be a light thin solid pen (version 2) or is
             always dashed (version 3, `render_scan_v3`).
+        narrow: near-straight curves in some tracks (version 4 with breadth False, `render_scan_v4`).
     """
     rng = np.random.default_rng(seed)
     rng_b = np.random.default_rng([seed, 18]) if breadth else None
@@ -279,6 +289,8 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     if light is not None:
         pens[light[0]] = light[1]
     pair = curve_shapes.sample_pair(rng, h)
+    if narrow:
+        _narrow_curves(pair.f, np.random.default_rng([seed, 19]))
     skew = _skew(look, h, w)
     x = _centrelines(pair.f, h, w, skew, rng)
     top, bottom, step = _depths(h, pair.depth_unit, rng)
@@ -308,6 +320,19 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     return SynthScan(image, mask, x_frac, calibration, values, ext, encoded, third)
 
 
+def _narrow_curves(f: np.ndarray, rng: np.random.Generator) -> None:
+    """Version 4: squeeze one curve (a fifth of the time both) about its median to a 5-95% span drawn from
+    NARROW_SPAN, keeping it inside the track (in place)."""
+    if rng.random() >= P_NARROW:
+        return
+    ks = [0, 1] if rng.random() < 0.2 else [int(rng.integers(2))]
+    for k in ks:
+        mid = float(np.median(f[k]))
+        span = max(float(np.percentile(f[k], 95) - np.percentile(f[k], 5)), 1e-6)
+        target = float(np.exp(rng.uniform(*np.log(NARROW_SPAN))))
+        f[k] = np.clip(mid, 0.03, 0.97) + (f[k] - mid) * min(1.0, target / span)
+
+
 def render_scan_broad(seed: int, *, height: int | None = None, width: int | None = None,
                       style: str | None = None) -> SynthScan:
     """Generator version 2 ("breadth", issue 18 step 4): `render_scan(..., breadth=True)`. A training
@@ -321,6 +346,12 @@ def render_scan_v3(seed: int, *, height: int | None = None, width: int | None = 
     is dash-dot instead). Version 2 taught opposite labels for a faint solid line (a light third line is
     background, a light curve pen is a curve), and the stage-7 weights refused faint solid curves."""
     return render_scan(seed, height=height, width=width, style=style, breadth=True, light_third=False)
+
+
+def render_scan_v4(seed: int, *, height: int | None = None, width: int | None = None,
+                   style: str | None = None) -> SynthScan:
+    """Generator version 4 (recipe stage11): version 1 with near-straight curves in a third of the tracks."""
+    return render_scan(seed, height=height, width=width, style=style, narrow=True)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

@@ -318,3 +318,25 @@ def test_light_pen_is_as_light_as_the_grid_in_grey_and_still_labelled():
     light_scans = [s for s in (synth.render_scan_broad(seed, height=400, width=200, style="color")
                                for seed in range(40)) if (s.mask == 1).any() and (s.mask == 2).any()]
     assert len(light_scans) >= 35
+
+
+def test_version_4_is_version_1_with_near_straight_curves():
+    """Recipe stage11 trains on version 4 (pinned). A scan either is its version 1 scan byte for byte, or
+    differs only in curves squeezed to a 5-95% span of at most ~6% of the width: same size, calibration and
+    style, and a curve left alone keeps its truth exactly."""
+    assert _digest(synth.render_scan_v4) == "2553b6f3a32ad2cc415266f6ea9370d30d70188982a2bb8b4b8e8e31d6da59b8"
+    squeezed = 0
+    for i in range(40):
+        seed = synth.scan_seed(19, i)
+        v1, v4 = synth.render_scan(seed, height=400, width=200), synth.render_scan_v4(seed, height=400, width=200)
+        assert v1.calibration == v4.calibration and v1.ext == v4.ext and v1.image.shape == v4.image.shape
+        if v1.encoded == v4.encoded:
+            continue
+        squeezed += 1
+        for k in range(2):
+            if np.array_equal(v1.x_frac[:, k], v4.x_frac[:, k]):
+                continue
+            span = np.percentile(v4.x_frac[:, k], 95) - np.percentile(v4.x_frac[:, k], 5)
+            assert span <= 0.08, f"scan {i}: curve {k + 1} still spans {span:.3f} of the width"
+            assert set(np.unique(v4.mask)) >= {k + 1}, "a squeezed curve is still drawn and labelled"
+    assert 6 <= squeezed <= 22, f"{squeezed} of 40 tracks squeezed (P_NARROW = {synth.P_NARROW})"
