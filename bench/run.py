@@ -31,8 +31,8 @@ PLANS = {
     "full": [("segmenter_speed.py", ["--repeats", "3", "--threads", "1"]),
              ("batch_throughput.py", ["--n", "192", "--replicas", "1", "2"]),
              ("serve_load.py", ["--levels", "1", "8", "32", "--requests", "96", "--max-seconds", "90"])],
-    # quick: no 2-actor run and no 8-client level; three rounds of answers at 32 clients
-    "quick": [("segmenter_speed.py", ["--repeats", "1", "--threads", "1"]),
+    # quick: no batch 4, no 2-actor run and no 8-client level; three rounds of answers at 32 clients
+    "quick": [("segmenter_speed.py", ["--repeats", "1", "--threads", "1", "--batch-sizes", "1", "16"]),
               ("batch_throughput.py", ["--n", "64", "--replicas", "1", "--naive-n", "16"]),
               ("serve_load.py", ["--levels", "1", "32", "--requests", "96", "--rounds", "3", "--max-seconds", "25",
                                  "--warmup", "2"])],
