@@ -96,3 +96,18 @@ def test_thin_light_curve_as_light_as_the_grid_is_followed(digitiser):
     assert abs(int(gray[5, 2 * 30]) - int(np.median(gray[gray < 200]))) < 60  # the grid is as dark as the ink
     x, observed = trace(digitiser.segment([image])[0])
     assert np.abs(x[:, 0] - truth[:, 0]).max() < 0.02 and observed[:, 0].mean() >= 0.9
+
+
+@pytest.mark.parametrize("amplitude", [0.05, pytest.param(0.0, marks=pytest.mark.xfail(
+    strict=True, reason="a perfectly straight dark line is taken for a grid line: 0% observed, refused "
+                        "(shipped weights and stage 11 alike; model card, 'Stage 11')"))])
+def test_straight_solid_curve_off_the_grid_lines_is_followed(digitiser, amplitude):
+    """A solid curve at a (nearly) constant value, a dark straight vertical line between grid lines (a caliper
+    in gauge hole, a resistivity on a wide log scale): followed, not taken for a grid line. The foreign family
+    refuses curves spanning under 3% of the width 61% of the time (11 of 18)."""
+    from foreign.plot import Pen
+    wig = _wiggle()
+    image, truth = _plot(0.47 + amplitude * wig, 0.25 + wig,
+                         pens=[Pen((0.2, 0.1, 0.05), 1.5), Pen((0, 0, 0), 1.5, "--"), None])
+    x, observed = trace(digitiser.segment([image])[0])
+    assert np.abs(x[:, 0] - truth[:, 0]).max() < 0.01 and observed[:, 0].mean() >= 0.8
