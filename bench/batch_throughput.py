@@ -178,8 +178,7 @@ class CountingFS:
 def storage_cost(results: list, root: str, fs) -> dict:
     """Storage calls and bytes per request of the job's two storage steps (the is-committed check in
     prepare, contracts.commit), counted at the filesystem, against the contract's minimum: each object put
-    once, whole (the naive loop's writes). A local put is read back to verify it; an S3 put is verified by
-    the MD5 ETag the store answers with."""
+    once, whole (the naive loop's writes)."""
     import contracts
     counting = CountingFS(fs)
     for r in results:

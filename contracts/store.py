@@ -1,14 +1,10 @@
 """Committing results to a store and reading them back (any fsspec filesystem: local folders, S3, ...).
 
 commit: validate in memory -> put each object whole and verify it -> create the manifest last -> receipt.
-A put is verified by the store's own digest of what it now holds when it gives one (S3 answers a PUT with the
-object's ETag, the MD5 of the bytes it stored, for objects put whole without KMS encryption), otherwise by
-reading the object back.
 A request is committed iff its manifest exists and every object matches it; anything else under its prefix
 is a leftover of an interrupted attempt, overwritten by the next attempt and never trusted by `load`.
 """
 import contextlib
-import hashlib
 import json
 import logging
 import posixpath
@@ -142,30 +138,19 @@ def _checked_id(request_id: str) -> str:
 
 def _put_verified(fs, path: str, data: bytes):
     with _storage("write", path):
-        answer = fs.pipe_file(path, data)
-    if not stored_md5_matches(answer, data):
-        _verify(fs, path, data)
+        fs.pipe_file(path, data)
+    _verify(fs, path, data)
 
 
 def _create_manifest(fs, path: str, data: bytes):
     """Create-only: if another writer committed first, identical bytes mean the same result (success)."""
     try:
         with _storage("commit", path, passthrough=(FileExistsError,)):
-            answer = fs.pipe_file(path, data, mode="create")
+            fs.pipe_file(path, data, mode="create")
     except FileExistsError:
         if _read(fs, path) != data:
             raise ConflictError(f"{path} was committed concurrently with different content") from None
-        answer = None
-    if not stored_md5_matches(answer, data):
-        _verify(fs, path, data)
-
-
-def stored_md5_matches(answer, data: bytes) -> bool:
-    """True if the store's answer to a put carries its MD5 of the stored bytes (S3's ETag of a whole PUT) and
-    it is `data`'s. Anything else (no answer, a multipart or KMS ETag, a mismatch) is settled by reading back:
-    a mismatch is then reported with what the store really holds."""
-    etag = answer.get("ETag") if isinstance(answer, dict) else None
-    return isinstance(etag, str) and etag.strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    _verify(fs, path, data)
 
 
 def _verify(fs, path: str, data: bytes):

@@ -12,8 +12,6 @@ first two.
                                      never leaves one)
     truncate_on_put={"GR.csv": 1}    only the first half of the bytes is stored; returns normally
     corrupt_on_read={"GR.csv": 1}    cat_file returns the bytes with one byte flipped
-    answerless=True                  pipe_file returns None, as a store that gives no digest of what it stored
-                                     (every store but S3): commit then reads each put back
     crash_after_puts=N               N puts succeed, then the process "dies": the next put and every later
                                      call raise SimulatedCrash (a BaseException, so `except Exception` and
                                      retry loops do not swallow it, and cleanup in `finally` cannot write)
@@ -38,14 +36,12 @@ class FaultyFS(fsspec.AbstractFileSystem):
     protocol = "faulty"
 
     def __init__(self, inner: fsspec.AbstractFileSystem, *, raise_on_put=None, partial: bool = False,
-                 truncate_on_put=None, corrupt_on_read=None, answerless: bool = False,
-                 crash_after_puts: int | None = None):
+                 truncate_on_put=None, corrupt_on_read=None, crash_after_puts: int | None = None):
         super().__init__()
         self.inner = inner
         self.faults = {"raise_on_put": _as_sets(raise_on_put), "truncate_on_put": _as_sets(truncate_on_put),
                        "corrupt_on_read": _as_sets(corrupt_on_read)}
         self.partial = partial
-        self.answerless = answerless
         self.crash_after_puts = crash_after_puts
         self.calls: list[tuple[str, str]] = []
         self.puts_done = 0          # puts that returned normally (truncated ones included)
@@ -65,7 +61,7 @@ class FaultyFS(fsspec.AbstractFileSystem):
             raise OSError(f"FaultyFS: injected put failure for {path}")
         out = self.inner.pipe_file(path, value[: len(value) // 2] if truncate else value, mode=mode, **kwargs)
         self.puts_done += 1
-        return None if self.answerless else out
+        return out
 
     def cat_file(self, path, start=None, end=None, **kwargs):
         self._log("cat_file", path)

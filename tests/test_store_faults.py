@@ -4,7 +4,6 @@ Faults come from `FaultyFS` (tests/faults.py) wrapped around the filesystem comm
 `AtomicLocalFileSystem`, which a plain `LocalFileSystem` becomes inside `contracts`). Outcomes are checked
 with the plain filesystem (`store.resolve()`), and the retry runs on a healthy one.
 """
-import hashlib
 import socket
 import time
 
@@ -12,7 +11,7 @@ import pytest
 
 import contracts
 from contracts.format import MANIFEST
-from contracts.store import AtomicLocalFileSystem, stored_md5_matches
+from contracts.store import AtomicLocalFileSystem
 from faults import FaultyFS, SimulatedCrash
 from builders import make_result
 
@@ -45,7 +44,7 @@ def assert_retry_converges(store, result):
 # --- a put that fails, lands short, or reads back wrong: StorageError, nothing committed ------------------
 
 PUT_FAULTS = {  # each kind on another object (first, second, last); crashes below cover every position
-    "bad-read-back-GR.csv": (dict(corrupt_on_read={"GR.csv": 1}, answerless=True), "read back"),
+    "bad-read-back-GR.csv": (dict(corrupt_on_read={"GR.csv": 1}), "read back"),
     "truncated-ILD.csv": (dict(truncate_on_put={"ILD.csv": 1}), "read back"),
     "torn-put-mask.png": (dict(raise_on_put={"mask.png": 1}, partial=True), "injected put failure"),
 }
@@ -81,28 +80,6 @@ def test_crash_between_objects_commits_nothing(store, puts):
     assert_retry_converges(store, result)
 
 
-def test_s3_puts_are_verified_by_their_etag_not_read_back(store):
-    """S3 answers a whole PUT with the MD5 of what it stored: a match needs no read; a store that holds other
-    bytes (truncated) is caught by the mismatch and named by the read-back."""
-    if store.kind != "s3":
-        pytest.skip("local puts give no digest of what landed: they are read back (the tests above)")
-    result, fs = make_result(), faulty(store, corrupt_on_read={"*": (1, 2, 3, 4, 5, 6)})
-    assert contracts.commit(result, store.root, fs=fs).written
-    reads = [path for op, path in fs.calls if op == "cat_file"]
-    assert reads == [manifest_path(store, result)], "only the pre-commit manifest check reads"
-    assert contracts.read_objects(store.root, result.request_id, fs=store.fs) == contracts.serialise(result)
-
-
-def test_a_put_is_trusted_only_on_a_whole_object_md5():
-    data = b"depth,value\n"
-    md5 = hashlib.md5(data).hexdigest()
-    assert stored_md5_matches({"ETag": f'"{md5}"'}, data)
-    assert not stored_md5_matches({"ETag": f'"{md5}"'}, data + b"x")            # the store holds other bytes
-    assert not stored_md5_matches({"ETag": f'"{md5}-2"'}, data)                 # multipart: not an MD5 of the object
-    assert not stored_md5_matches({"ETag": '"6f1ed002ab5595859014ebf0951522d9"'}, data)   # KMS: opaque
-    assert not stored_md5_matches(None, data) and not stored_md5_matches({}, data)
-
-
 # --- faults on the manifest itself -------------------------------------------------------------------------
 
 def test_failed_manifest_put_commits_nothing(store):
@@ -118,7 +95,7 @@ def test_manifest_that_reads_back_wrong_is_not_acknowledged(store):
     so no receipt is given; the retry finds it committed and writes nothing."""
     result = make_result()
     with pytest.raises(contracts.StorageError, match="read back"):
-        contracts.commit(result, store.root, fs=faulty(store, corrupt_on_read={MANIFEST: 1}, answerless=True))
+        contracts.commit(result, store.root, fs=faulty(store, corrupt_on_read={MANIFEST: 1}))
     retry = faulty(store)
     assert contracts.commit(result, store.root, fs=retry).written is False
     assert [op for op, _ in retry.calls if op == "pipe_file"] == []
