@@ -156,6 +156,7 @@ class CountingFS:
 
     def __init__(self, inner):
         self.inner, self.calls, self.written, self.read = inner, 0, 0, 0
+        self.protocol = inner.protocol    # contracts verifies by listing on S3 only
 
     def _strip_protocol(self, path):
         return self.inner._strip_protocol(path)
@@ -173,6 +174,10 @@ class CountingFS:
     def exists(self, path, **k):
         self.calls += 1
         return self.inner.exists(path, **k)
+
+    def ls(self, path, **k):
+        self.calls += 1
+        return self.inner.ls(path, **k)
 
 
 def storage_cost(results: list, root: str, fs) -> dict:

@@ -1,10 +1,16 @@
 """Committing results to a store and reading them back (any fsspec filesystem: local folders, S3, ...).
 
-commit: validate in memory -> put each object whole and verify it -> create the manifest last -> receipt.
-A request is committed iff its manifest exists and every object matches it; anything else under its prefix
-is a leftover of an interrupted attempt, overwritten by the next attempt and never trusted by `load`.
+commit: validate in memory -> put each object whole -> verify them as the store now holds them -> create the
+manifest last and read it back -> receipt. A request is committed iff its manifest exists and every object
+matches it; anything else under its prefix is a leftover of an interrupted attempt, overwritten by the next
+attempt and never trusted by `load`.
+
+Verifying is a read from the store after the put, never the put's own answer (a gateway or a buggy store can
+acknowledge bytes it does not hold). On S3 one listing of the request's prefix vouches for every object whose
+ETag is the MD5 of the bytes written (what S3 stores for a single-part put); anything else is read back whole.
 """
 import contextlib
+import hashlib
 import json
 import logging
 import posixpath
@@ -70,12 +76,16 @@ def commit(result: Digitisation, root: str, *, fs=None) -> Receipt:
     if existing is not None and existing != objects[MANIFEST]:
         raise ConflictError(f"{keys[MANIFEST]} differs from this result's manifest (a different result, or a torn "
                             "manifest: `digitise audit` tells which); refusing to overwrite a commit")
-    if existing is not None and _all_match(fs, keys, objects):
+    puts = {keys[name]: data for name, data in objects.items() if name != MANIFEST}
+    if existing is not None and not _differing(fs, prefix, puts):
         log.debug("request %s already committed", result.request_id)
         return Receipt(result.request_id, keys, written=False)
-    for name, data in objects.items():
-        if name != MANIFEST:
-            _put_verified(fs, keys[name], data)
+    for path, data in puts.items():
+        with _storage("write", path):
+            fs.pipe_file(path, data)
+    if wrong := _differing(fs, prefix, puts):
+        path, landed = wrong
+        _refuse_landed(path, puts[path], landed)
     if existing is None:
         _create_manifest(fs, keys[MANIFEST], objects[MANIFEST])
     log.info("committed request %s (%d objects)", result.request_id, len(objects))
@@ -136,12 +146,6 @@ def _checked_id(request_id: str) -> str:
     return request_id
 
 
-def _put_verified(fs, path: str, data: bytes):
-    with _storage("write", path):
-        fs.pipe_file(path, data)
-    _verify(fs, path, data)
-
-
 def _create_manifest(fs, path: str, data: bytes):
     """Create-only: if another writer committed first, identical bytes mean the same result (success)."""
     try:
@@ -156,13 +160,39 @@ def _create_manifest(fs, path: str, data: bytes):
 def _verify(fs, path: str, data: bytes):
     landed = _read(fs, path, missing_ok=True)
     if landed != data:
-        got = "nothing" if landed is None else f"{len(landed)} bytes, sha256 {sha256(landed)[:12]}…"
-        raise StorageError(f"{path}: wrote {len(data)} bytes (sha256 {sha256(data)[:12]}…) but read back {got}; "
-                           "nothing was acknowledged, retry the request")
+        _refuse_landed(path, data, landed)
 
 
-def _all_match(fs, keys: dict[str, str], objects: dict[str, bytes]) -> bool:
-    return all(_read(fs, keys[n], missing_ok=True) == data for n, data in objects.items() if n != MANIFEST)
+def _refuse_landed(path: str, data: bytes, landed: bytes | None):
+    got = "nothing" if landed is None else f"{len(landed)} bytes, sha256 {sha256(landed)[:12]}…"
+    raise StorageError(f"{path}: wrote {len(data)} bytes (sha256 {sha256(data)[:12]}…) but read back {got}; "
+                       "nothing was acknowledged, retry the request")
+
+
+def _differing(fs, prefix: str, objects: dict[str, bytes]) -> tuple[str, bytes | None] | None:
+    """The first of `objects` (path -> bytes) the store does not hold as given, with what it holds; None if all
+    match. The prefix's S3 listing vouches for those whose ETag is their MD5; the rest are read back."""
+    md5s = _listed_md5s(fs, prefix)
+    for path, data in objects.items():
+        if md5s.get(path) == hashlib.md5(data, usedforsecurity=False).hexdigest():
+            continue
+        landed = _read(fs, path, missing_ok=True)
+        if landed != data:
+            return path, landed
+    return None
+
+
+def _listed_md5s(fs, prefix: str) -> dict[str, str]:
+    """path -> the ETag S3 lists for it, when that ETag is a plain MD5 (a single-part put without SSE-KMS or
+    SSE-C). Other stores' ETags (GCS, Azure) are not MD5s, and local files have none: {} (read back)."""
+    if "s3" not in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+        return {}
+    try:
+        with _storage("list", prefix, passthrough=(FileNotFoundError,)):
+            entries = fs.ls(prefix, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    return {e["name"]: etag for e in entries if len(etag := str(e.get("ETag", "")).strip('"')) == 32}
 
 
 def _read(fs, path: str, missing_ok: bool = False) -> bytes | None:

@@ -5,6 +5,7 @@ endpoint (the moto server), failing a seeded share of the calls on the wire.
     fs = s3fs.S3FileSystem(endpoint_url=proxy.url, config_kwargs={"read_timeout": 2})
     ...
     proxy.counts      # Counter: faults injected by kind; proxy.requests: calls seen
+    proxy.calls       # each call's request line without the HTTP version: "PUT /bucket/key"
     proxy.rate = 0    # pass everything through from now on
     proxy.stop()
 
@@ -40,6 +41,7 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.counts: Counter = Counter()
         self.requests = 0
+        self.calls: list[str] = []
         self.url: str | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="FaultProxy", daemon=True)
@@ -71,6 +73,7 @@ class FaultProxy:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             method, headers = _parse_head(head)
+            self.calls.append(head.split(b"\r\n", 1)[0].decode("latin-1").rsplit(" ", 1)[0])
             fault = self._draw(method)
             if headers.get("expect", "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -149,3 +149,63 @@ def test_local_root_that_cannot_be_created_is_a_storage_error(tmp_path):
     with pytest.raises(contracts.StorageError) as err:
         contracts.commit(make_result(), str(tmp_path / "file" / "results"))
     assert isinstance(err.value.__cause__, NotADirectoryError)
+
+
+# --- an S3 endpoint that acknowledges what it does not hold (tests/s3_proxy.py on the wire) -----------------
+
+@pytest.fixture
+def s3_through(s3_server, s3_bucket):
+    """(proxy, fs, root): a FaultProxy (faults off) in front of the moto server, s3fs on the proxy."""
+    from builders import make_s3fs
+    from s3_proxy import FaultProxy
+
+    with FaultProxy(s3_server, rate=0.0, kinds=("phantom_put",)) as proxy:
+        yield proxy, make_s3fs(proxy.url), f"s3://{s3_bucket}/results"
+
+
+class OnlyCall:
+    """A FaultProxy random stream that faults the n-th `method` call (its last logged) and no other."""
+    def __init__(self, n: int, method: str):
+        self.n, self.method, self.proxy = n, method, None
+
+    def random(self) -> float:
+        calls = [c for c in self.proxy.calls if c.startswith(self.method + " ")]
+        return 0.0 if self.proxy.calls[-1].startswith(self.method + " ") and len(calls) == self.n else 1.0
+
+    def choice(self, kinds):
+        return kinds[0]
+
+
+@pytest.mark.parametrize("put", [1, 2, 3, 4])
+def test_phantom_put_on_s3_is_not_acknowledged(s3_through, s3_fs, put):
+    """The put-th object's PUT is answered 200 with the right ETag but never stored: the listing after the puts
+    does not vouch for it, its read-back finds nothing, so no manifest and no receipt. (An earlier attempt at
+    trusting the PUT's own ETag committed over such a hole.)"""
+    proxy, fs, root = s3_through
+    result = make_result()
+    proxy.rng, proxy.rate = OnlyCall(put, "PUT"), 1.0
+    proxy.rng.proxy = proxy
+    with pytest.raises(contracts.StorageError, match="read back nothing"):
+        contracts.commit(result, root, fs=fs)
+    assert proxy.counts == {"phantom_put": 1}
+    proxy.rate = 0.0
+    assert not s3_fs.exists(f"{root.removeprefix('s3://')}/{result.request_id}/{MANIFEST}")
+    assert contracts.commit(result, root, fs=fs).written
+    assert contracts.audit(root, fs=fs).summary == {"committed": 1, "uncommitted": 0, "corrupt": 0}
+
+
+def test_on_s3_one_listing_verifies_the_objects_and_the_manifest_is_read_back(s3_through):
+    """A fresh commit's calls: no object is fetched after its PUT (the listing's ETags vouch for them, being
+    their MD5s); the manifest, the commit point, is read back whole."""
+    proxy, fs, root = s3_through
+    result = make_result()
+    contracts.commit(result, root, fs=fs)
+    objects = [n for n in contracts.serialise(result) if n != MANIFEST]
+    calls = [c.split("?")[0] if c.startswith("PUT") else c for c in proxy.calls]
+    assert sorted(c for c in calls if c.startswith("PUT")) == sorted(
+        f"PUT /{root.removeprefix('s3://')}/{result.request_id}/{n}" for n in objects + [MANIFEST])
+    reads = [c for c in calls if c.startswith(("GET", "HEAD"))]
+    assert not [c for c in reads if any(c.split("?")[0].endswith(f"/{n}") for n in objects)], reads
+    listings = [c for c in reads if "list-type=2" in c and MANIFEST not in c]   # s3fs lists a missing key too
+    assert len(listings) == 1 and result.request_id in listings[0], reads
+    assert calls[-1] == f"GET /{root.removeprefix('s3://')}/{result.request_id}/{MANIFEST}"
