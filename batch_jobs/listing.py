@@ -30,11 +30,13 @@ LISTING_SCHEMA = pa.schema([
 
 def open_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path inside it) for a folder, file:// or s3:// URL. S3 filesystems get no listings cache
-    (it would hold the whole archive's listing in memory, and answer `exists` from stale listings) and no
-    instance cache. Endpoint and credentials come from the usual AWS environment settings."""
+    (it would hold the whole archive's listing in memory, and answer `exists` from stale listings), no
+    instance cache, and read a whole object in one GET (with max_concurrency > 1 s3fs first sends a HEAD to
+    size a chunked download, which pays only past its 50 MB block: a scan or a result object is far under it).
+    Endpoint and credentials come from the usual AWS environment settings."""
     options = {}
     if get_protocol(url) in ("s3", "s3a"):
-        options = {"use_listings_cache": False, "skip_instance_cache": True}
+        options = {"use_listings_cache": False, "skip_instance_cache": True, "max_concurrency": 1}
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path.rstrip("/") or "/"
 

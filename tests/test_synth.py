@@ -213,25 +213,29 @@ def test_dashes_leave_gaps():
 # ----------------------------------------------------------------------------- generator version 2 (breadth)
 
 def _digest(render, n: int = 8) -> str:
+    """The pixels and the mask exactly; the truth to 1e-6 of the width. Its float math (numpy, libm) differs
+    in the last bits between CPUs: a 2026-12-05 machine gave other full-precision bytes than the one the
+    digests were first taken on, with every pixel and mask and the eval's figures to 1e-7 the same."""
     import hashlib
     h = hashlib.sha256()
     for i in range(n):
         s = render(synth.scan_seed(20261122, i), height=500, width=180)
-        for a in (s.image, s.mask, s.x_frac):
+        for a in (s.image, s.mask, np.round(s.x_frac, 6)):
             h.update(a.tobytes())
     return h.hexdigest()
 
 
 def test_version_1_scans_are_unchanged_by_the_breadth_option():
     """Recipes stages 1-6 and every `digitise synth` set (held-out eval, goldens) depend on these bytes: the
-    digest was taken at main 9587bcb, before generator version 2 existed (same numpy / OpenCV). If a library
-    upgrade changes it, check that main's generator gives the same new digest before updating it."""
-    assert _digest(synth.render_scan) == "6bab607809a68e72f62681345ff53926010a15596e11c6a5310ae421c75057bf"
+    digest was first taken at main 9587bcb, before generator version 2 existed, and retaken with the truth
+    rounded (`_digest`) on 2026-12-05, when 9587bcb gave the same. If a library upgrade changes it, check
+    that 9587bcb's generator gives the same new digest before updating it."""
+    assert _digest(synth.render_scan) == "22037e627a40de5ae854f4af8e07f48ccdcf7f0fd7ce6b0c2af90febdb48154e"
 
 
 def test_version_2_is_reproducible_and_pinned():
     """Recipe stage7 trains on these bytes (runs resume to the same weights only if they do not change)."""
-    assert _digest(synth.render_scan_broad) == "d9d9a1b7f8f1baeb8cea6b6e1ae65019ef067e2a595960900440ad25afcc6018"
+    assert _digest(synth.render_scan_broad) == "f5f28c52ac10fed0c670ce8af244800f44fe73b584148f23f4307b6c0fe13336"
     a = synth.render_scan_broad(11, height=400, width=200)
     b = synth.render_scan(11, height=400, width=200, breadth=True)
     assert a.encoded == b.encoded and np.array_equal(a.mask, b.mask)
@@ -239,7 +243,7 @@ def test_version_2_is_reproducible_and_pinned():
 
 def test_version_3_is_version_2_without_the_light_solid_third_line():
     """Recipe stage10 trains on version 3: pinned like version 2; the third line is never a light solid pen."""
-    assert _digest(synth.render_scan_v3, n=32) == "90ce9f67ee7dec766fec2983927837860f004073e455ddb71f427b2fbc7af050"   # scan 30 is where it differs from version 2
+    assert _digest(synth.render_scan_v3, n=32) == "b8e2a89425f18204c4c3b5aaf03a117d2a23f5caf137955644a8f841c051cb7c"   # scan 30 is where it differs from version 2
     kinds = {allow: {synth._third_kind(np.random.default_rng(i), allow) for i in range(200)}
              for allow in (True, False)}
     assert kinds[True] == {"dashdot", "dashdotdot", "longdash", "light"}
@@ -324,7 +328,7 @@ def test_version_4_is_version_1_with_near_straight_curves():
     """Recipe stage11 trains on version 4 (pinned). A scan either is its version 1 scan byte for byte, or
     differs only in curves squeezed to a 5-95% span of at most ~6% of the width: same size, calibration and
     style, and a curve left alone keeps its truth exactly."""
-    assert _digest(synth.render_scan_v4) == "2553b6f3a32ad2cc415266f6ea9370d30d70188982a2bb8b4b8e8e31d6da59b8"
+    assert _digest(synth.render_scan_v4) == "54e9e83f8bce0cb4f5b62429925b33f1194f661ebfef11007a4817cbb3a7386a"
     squeezed = 0
     for i in range(40):
         seed = synth.scan_seed(19, i)
