@@ -71,15 +71,18 @@ def only_results_under(root: Path) -> list[str]:
 # ----------------------------------------------------------------------------- the endpoint
 
 def test_corpus_against_the_endpoint(endpoint, cases, scan):
-    """Every case twice: the first pass settles what memory a replica keeps once it has seen every kind of
-    input (allocator arenas, per-shape kernels: their size depends on the machine), the second must not add
-    to it, as a leak of even a few MB a request would."""
+    """The corpus twice: the first pass settles what memory a replica keeps once it has seen every kind of
+    input (allocator arenas, per-shape kernels: their size depends on the machine); the second, built on
+    another scan so that its valid cases are new requests that reach the segmenter rather than answers
+    already committed, must not add to it, as a leak of even a few MB a request would."""
     url, box = endpoint
     warm = post_case(url, Case("warm", scan.encoded, calibration=json.dumps(scan.calibration)))
     assert warm.status_code == 200, warm.text
+    other = render_scan(1, height=400, width=200, style="clean")
     first, before = send_corpus(url, cases, scan), stats(url)
-    second, after = send_corpus(url, cases, scan), stats(url)
+    second, after = send_corpus(url, corpus(other), other), stats(url)
     assert [p for p in first + second if p] == []
+    assert after["segmenter"]["scans"] > before["segmenter"]["scans"], "the second pass never reached the model"
     assert requests.get(f"{url}/healthz", timeout=60).status_code == 200
     for replica in ("ingress", "segmenter"):
         assert after[replica]["pid"] == before[replica]["pid"], f"the {replica} replica restarted"
