@@ -154,6 +154,7 @@ def _create_manifest(fs, path: str, data: bytes):
     except FileExistsError:
         if _read(fs, path) != data:
             raise ConflictError(f"{path} was committed concurrently with different content") from None
+        return   # that read was the check: the manifest there is this one
     _verify(fs, path, data)
 
 

@@ -165,8 +165,8 @@ def s3_through(s3_server, s3_bucket):
 
 class OnlyCall:
     """A FaultProxy random stream that faults the n-th `method` call (its last logged) and no other."""
-    def __init__(self, n: int, method: str):
-        self.n, self.method, self.proxy = n, method, None
+    def __init__(self, proxy, n: int, method: str):
+        self.proxy, self.n, self.method = proxy, n, method
 
     def random(self) -> float:
         calls = [c for c in self.proxy.calls if c.startswith(self.method + " ")]
@@ -183,8 +183,7 @@ def test_phantom_put_on_s3_is_not_acknowledged(s3_through, s3_fs, put):
     trusting the PUT's own ETag committed over such a hole.)"""
     proxy, fs, root = s3_through
     result = make_result()
-    proxy.rng, proxy.rate = OnlyCall(put, "PUT"), 1.0
-    proxy.rng.proxy = proxy
+    proxy.rng, proxy.rate = OnlyCall(proxy, put, "PUT"), 1.0
     with pytest.raises(contracts.StorageError, match="read back nothing"):
         contracts.commit(result, root, fs=fs)
     assert proxy.counts == {"phantom_put": 1}
