@@ -50,11 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="where to write the averaged weights (+ .json sidecar)")
     s.set_defaults(func=commands.soup)
 
-    s = sub.add_parser("grow", help="a deeper/wider (or colour) segmenter computing the same function, to fine-tune")
+    s = sub.add_parser("grow", help="a deeper/wider (or colour) segmenter computing the same function, to fine-tune; "
+                                    "or one that averages its reading of the mirror image")
     s.add_argument("weights", help="weights file to grow")
     s.add_argument("--levels", type=int, help="stride-2 levels (at least the current; default: the current)")
     s.add_argument("--max-width", type=int, help="channel cap (at least the current; default: the current)")
     s.add_argument("--colour", action="store_true", help="read B, G, R instead of grey (same function on grey)")
+    s.add_argument("--mirror-average", choices=("on", "off"),
+                   help="in eval, also read the left-right mirror image and average (twice the compute; "
+                        "default: as the weights)")
     s.add_argument("--seed", type=int, default=0, help="seeds the new channels' initial weights")
     s.add_argument("--out", required=True, help="where to write the grown weights (+ .json sidecar)")
     s.set_defaults(func=commands.grow)

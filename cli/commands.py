@@ -61,6 +61,8 @@ def grow(args) -> int:
     config = dataclasses.replace(model.config, levels=args.levels or model.config.levels,
                                  max_width=args.max_width or model.config.max_width,
                                  in_channels=3 if args.colour else model.config.in_channels)
+    if args.mirror_average:
+        config = dataclasses.replace(config, mirror_average=args.mirror_average == "on")
     try:
         bigger = grow(model, config, seed=args.seed)
     except ValueError as e:

@@ -30,6 +30,7 @@ class SegmenterConfig:
     base: int = 8        # channels at full resolution
     levels: int = 4      # number of stride-2 down steps; inputs must be multiples of 2 ** levels
     max_width: int = 64  # channel cap for the deepest levels
+    mirror_average: bool = False  # in eval mode, also read the left-right mirror image and average (below)
 
     def widths(self) -> list[int]:
         """Channels at each level, full resolution first; len == levels + 1."""
@@ -97,7 +98,20 @@ class Segmenter(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, in_channels, h, w) float32, ink high -> logits (B, n_classes, h, w)."""
+        """x: (B, in_channels, h, w) float32, ink high -> logits (B, n_classes, h, w).
+
+        With ``config.mirror_average`` in eval mode, the logits are the log of the mean of two views' class
+        probabilities: the image's and its left-right mirror's (mirrored back). A mirrored track is still a
+        track (a solid curve stays solid, a dashed one dashed), so the two views' errors differ while their
+        answers should not; their mean is a steadier reading of faint and broken strokes, for twice the
+        compute. Softmax of these logits is that mean, so callers read probabilities as before."""
+        if not (self.config.mirror_average and not self.training):
+            return self._logits(x)
+        p = torch.softmax(self._logits(x).float(), dim=1)
+        p_mirror = torch.softmax(self._logits(x.flip(-1)).float(), dim=1).flip(-1)
+        return torch.log(((p + p_mirror) / 2).clamp_min(1e-30))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         m = self.config.multiple
         assert x.shape[-2] % m == 0 and x.shape[-1] % m == 0, \
             f"input {tuple(x.shape[-2:])} must be a multiple of {m} in h and w; pad with zeros first"
@@ -126,7 +140,8 @@ def grow(model: Segmenter, config: SegmenterConfig, seed: int = 0) -> Segmenter:
     starting over (Net2Net-style).
     Old weights sit in the top-left slice of each new tensor; new channels start random (seeded), but no
     old channel reads them; the new deeper levels enter through the 1x1 projection of the up-step to the
-    old bottom level, which starts at zero (the old bottleneck becomes that up-step's conv)."""
+    old bottom level, which starts at zero (the old bottleneck becomes that up-step's conv).
+    ``config.mirror_average`` is taken as given (a different function in eval mode, from the same tensors)."""
     old = model.config
     same = (config.n_classes, config.base) == (old.n_classes, old.base)
     inputs = config.in_channels == old.in_channels or (old.in_channels, config.in_channels) == (1, 3)

@@ -71,7 +71,7 @@ class TracingParams:
     """
 
     min_coverage: float = 0.5
-    min_prob: float = 0.5
+    min_prob: float = 0.45
     move_cost_ink: float = 0.02
     move_cost_paper: float = 0.03
     refine_px: int = 32

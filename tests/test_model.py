@@ -8,6 +8,7 @@ import torch
 from digitiser import checkpoint as ckpt
 from cli import main
 from digitiser.model import Segmenter, SegmenterConfig, grow
+from digitiser.predictor import DEFAULT_WEIGHTS
 
 SMALL = SegmenterConfig(base=4, levels=2, max_width=8)
 
@@ -82,7 +83,7 @@ def test_model_version_is_sha256_of_the_weights_file(tmp_path):
     version = ckpt.save_weights(_model(), SMALL, tmp_path / "w.pt")
     sidecar = json.loads((tmp_path / "w.pt.json").read_text())
     assert version == ckpt.sha256_file(tmp_path / "w.pt") == sidecar["sha256"]
-    assert sidecar["n_classes"] == 3 and sidecar["config"] == SMALL.__dict__
+    assert sidecar["n_classes"] == 3 and SegmenterConfig(**sidecar["config"]) == SMALL
 
 
 def test_load_segmenter_round_trips_weights_and_outputs(tmp_path):
@@ -213,6 +214,41 @@ def test_cli_grow_writes_weights_that_pass_the_preflight(tmp_path, capsys):
     assert "cannot grow" in capsys.readouterr().err
     assert main(["grow", args[0], "--colour", "--out", str(tmp_path / "colour.pt")]) == 0   # levels, width kept
     assert ckpt.load_segmenter(tmp_path / "colour.pt")[0].config == dataclasses.replace(SMALL, in_channels=3)
+
+
+def test_mirror_average_reads_the_mean_of_both_views_and_is_mirror_symmetric():
+    plain = _trained_looking(_model())
+    averaging = Segmenter(dataclasses.replace(SMALL, mirror_average=True)).eval()
+    averaging.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        p = torch.softmax(averaging(x), dim=1)
+        one, mirrored = torch.softmax(plain(x), dim=1), torch.softmax(plain(x.flip(-1)), dim=1).flip(-1)
+        assert torch.allclose(p, (one + mirrored) / 2, atol=1e-6)
+        assert not torch.allclose(p, one, atol=1e-3)          # the mirror view really counts
+        # a mirrored track is read as the mirror of the track's reading
+        assert torch.allclose(torch.softmax(averaging(x.flip(-1)), dim=1), p.flip(-1), atol=1e-6)
+    averaging.train()   # training reads one view: the loss sees the plain logits
+    assert torch.equal(averaging(x), plain.train()(x))
+
+
+def test_mirror_average_is_part_of_the_weights_and_their_version(tmp_path, capsys):
+    ckpt.save_weights(_trained_looking(_model()), SMALL, tmp_path / "plain.pt")
+    assert main(["grow", str(tmp_path / "plain.pt"), "--mirror-average", "on", "--out", str(tmp_path / "m.pt")]) == 0
+    (plain, v_plain), (mirror, v_mirror) = (ckpt.load_segmenter(tmp_path / n) for n in ("plain.pt", "m.pt"))
+    assert mirror.config == dataclasses.replace(SMALL, mirror_average=True) and v_mirror != v_plain
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), mirror.state_dict().values()))
+    assert main(["grow", str(tmp_path / "m.pt"), "--mirror-average", "off", "--out", str(tmp_path / "back.pt")]) == 0
+    assert ckpt.load_segmenter(tmp_path / "back.pt")[1] == v_plain   # same tensors, same config: same bytes
+
+
+def test_the_shipped_weights_are_stage_6_reading_both_views():
+    """The shipped file is stage 6's tensors (model version 55430149d481, model card) with mirror averaging on:
+    turning it off gives stage 6's bytes back, which the later recipes start from."""
+    shipped, _ = ckpt.load_segmenter(DEFAULT_WEIGHTS)
+    assert shipped.config.mirror_average
+    plain = dataclasses.replace(shipped.config, mirror_average=False)
+    assert ckpt.hashlib.sha256(ckpt.weights_bytes(shipped, plain)).hexdigest().startswith("55430149d481")
 
 
 def test_a_grey_network_grown_to_colour_reads_colour_as_it_read_grey():
