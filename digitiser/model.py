@@ -105,7 +105,7 @@ class Segmenter(nn.Module):
         track (a solid curve stays solid, a dashed one dashed), so the two views' errors differ while their
         answers should not; their mean is a steadier reading of faint and broken strokes, for twice the
         compute. Softmax of these logits is that mean, so callers read probabilities as before."""
-        if not (self.config.mirror_average and not self.training):
+        if self.training or not self.config.mirror_average:
             return self._logits(x)
         p = torch.softmax(self._logits(x).float(), dim=1)
         p_mirror = torch.softmax(self._logits(x.flip(-1)).float(), dim=1).flip(-1)
