@@ -193,6 +193,10 @@ def _listed_md5s(fs, prefix: str) -> dict[str, str]:
             entries = fs.ls(prefix, detail=True, refresh=True)
     except FileNotFoundError:
         return {}
+    finally:
+        # a one-time check, not a cache: left in s3fs's listings cache, it would answer a later read of an
+        # object created since (another writer's manifest) with "no such file"
+        fs.invalidate_cache(prefix)
     return {e["name"]: etag for e in entries if len(etag := str(e.get("ETag", "")).strip('"')) == 32}
 
 

@@ -208,3 +208,27 @@ def test_on_s3_one_listing_verifies_the_objects_and_the_manifest_is_read_back(s3
     listings = [c for c in reads if "list-type=2" in c and MANIFEST not in c]   # s3fs lists a missing key too
     assert len(listings) == 1 and result.request_id in listings[0], reads
     assert calls[-1] == f"GET /{root.removeprefix('s3://')}/{result.request_id}/{MANIFEST}"
+
+
+def test_a_manifest_committed_by_another_writer_after_our_listing_is_read_not_taken_for_missing(
+        s3_server, s3_bucket):
+    """Two writers of one request: the other creates the manifest between our listing of the prefix and our
+    create. Ours is refused as existing, and the read that checks it must reach the store: an s3fs with its
+    listings cache on (fsspec's default) would answer it from our listing, which lacks the manifest ("vanished
+    while being read": a CI failure of the two-process test)."""
+    import s3fs
+
+    from builders import make_s3fs
+    root, result = f"s3://{s3_bucket}/results", make_result()
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server, skip_instance_cache=True)   # listings cached, as by default
+    listing = fs.ls
+
+    def ls_then_the_other_writer_commits(path, *args, **kwargs):
+        entries = listing(path, *args, **kwargs)
+        contracts.commit(result, root, fs=make_s3fs(s3_server))
+        return entries
+
+    fs.ls = ls_then_the_other_writer_commits
+    receipt = contracts.commit(result, root, fs=fs)
+    assert receipt.request_id == result.request_id
+    assert contracts.audit(root, fs=make_s3fs(s3_server)).summary == {"committed": 1, "uncommitted": 0, "corrupt": 0}
