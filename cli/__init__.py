@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="weights file (default: the shipped weights)")
     s.add_argument("--json", help="write the report here")
     s.add_argument("--qc", help="folder for QC overlays of the worst scans")
+    s.add_argument("--perfect-segmenter", action="store_true",
+                   help="trace the truth masks instead of the segmenter's output: the tracer's own floor")
     s.set_defaults(func=commands.evaluate)
 
     s = sub.add_parser("batch", help="convert an archive: SRC listing -> DST results root (Ray Data)")

@@ -76,7 +76,8 @@ def grow(args) -> int:
 def evaluate(args) -> int:
     from digitiser import evaluate
     from digitiser.metrics import format_table
-    summary = evaluate.run(args.dir, weights=args.weights, json_path=args.json, qc_dir=args.qc)
+    summary = evaluate.run(args.dir, weights=args.weights, json_path=args.json, qc_dir=args.qc,
+                           perfect_segmenter=args.perfect_segmenter)
     print(format_table(summary))
     return 0
 

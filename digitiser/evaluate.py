@@ -5,7 +5,12 @@ or the failure, the scan's width and height in px and the kind of its pixels (co
 black and white, as a 1-bit scan decodes; the summary breaks the means down by width and by pixels), and how
 legible each curve is by its truth (failures on scans whose curve is hidden are counted apart). The summary
 goes to stdout as a table and to --json (with the per-scan records and the tracing parameters); --qc writes
-overlays of the worst scans.
+overlays of the worst scans. Each record also has the truth's roughness (`metrics.roughness`), and the summary a
+breakdown by it.
+
+`--perfect-segmenter` traces the truth masks instead of the segmenter's probabilities: what the tracer and the
+family's drawing alone leave (a floor no segmenter can go under with this tracer), so that a figure can be split
+into the segmenter's share and the tracer's.
 """
 import json
 import logging
@@ -17,7 +22,7 @@ import numpy as np
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.metrics import legible_fraction, qc_overlay, scan_record, summarise
+from digitiser.metrics import legible_fraction, qc_overlay, roughness, scan_record, summarise
 from digitiser.predictor import MAX_BATCH, Digitiser
 from digitiser.scale import to_fractions
 
@@ -35,30 +40,32 @@ def image_for(truth: Path) -> Path:
     return found[0]
 
 
-def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5) -> dict:
-    """Score every scan with ground truth in `folder`; returns the summary (see metrics.summarise)."""
+def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5, perfect_segmenter: bool = False) -> dict:
+    """Score every scan with ground truth in `folder`; returns the summary (see metrics.summarise).
+    perfect_segmenter: trace each scan's truth mask instead of the segmenter's probabilities."""
     truths = truth_files(folder)
     assert truths, f"no *.truth.npz files in {folder}: make some with `digitise synth {folder} --n 300`"
     records, t0 = [], time.monotonic()
     for start in range(0, len(truths), MAX_BATCH):
-        records += _evaluate_batch(truths[start:start + MAX_BATCH], digitiser)
+        records += _evaluate_batch(truths[start:start + MAX_BATCH], digitiser, perfect_segmenter)
         log.info("eval: %d/%d scans (%.2f s/scan)", len(records), len(truths), (time.monotonic() - t0) / len(records))
     summary = summarise(records, worst_k=worst_k, min_coverage=digitiser.tracing.min_coverage)
     summary["seconds_per_scan"] = (time.monotonic() - t0) / len(truths)
     summary["model_version"] = digitiser.model_version
+    summary["probabilities"] = "truth masks" if perfect_segmenter else "segmenter"
     summary["tracing"] = digitiser.tracing.to_dict()
     summary["per_scan"] = records  # so a changed figure can be traced to the scans that changed it
     if qc_dir:
-        _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir))
+        _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir), perfect_segmenter)
     return summary
 
 
-def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
+def _evaluate_batch(truths: list[Path], digitiser: Digitiser, perfect_segmenter: bool) -> list[dict]:
     scans = [decode_scan(image_for(t).read_bytes()) for t in truths]
     cals = [contracts.Calibration.from_dict(json.loads(t.with_name(image_for(t).stem + ".json").read_text()))
             for t in truths]
     records = []
-    for t, scan, cal, probs in zip(truths, scans, cals, digitiser.segment_scans(scans)):
+    for t, scan, cal, probs in zip(truths, scans, cals, _probabilities(truths, scans, digitiser, perfect_segmenter)):
         truth = np.load(t)
         scan_id = t.name[: -len(".truth.npz")]
         legible = legible_fraction(truth["mask"], truth["x_frac"], digitiser.tracing.observe_px)
@@ -69,8 +76,17 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser) -> list[dict]:
         else:
             rec = scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
                               pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
-        records.append({**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan)})
+        records.append({**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan),
+                        "roughness": roughness(truth["x_frac"])})
     return records
+
+
+def _probabilities(truths: list[Path], scans, digitiser: Digitiser, perfect_segmenter: bool) -> list[np.ndarray]:
+    """The segmenter's class probabilities of each scan, or (perfect_segmenter) its truth mask as certainties."""
+    if not perfect_segmenter:
+        return digitiser.segment_scans(scans)
+    masks = [np.load(t)["mask"] for t in truths]
+    return [np.stack([m == c for c in range(3)]).astype(np.float32) for m in masks]
 
 
 def pixel_kind(scan) -> str:
@@ -85,13 +101,13 @@ def _fractions(result: contracts.Digitisation, cal: contracts.Calibration) -> np
     return np.stack([to_fractions(result.curves[c.name], c.left, c.right, c.scale) for c in cal.curves], axis=1)
 
 
-def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):
+def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path, perfect_segmenter: bool):
     qc_dir.mkdir(parents=True, exist_ok=True)
     for scan_id in worst_ids:
         truth_path = Path(folder) / f"{scan_id}.truth.npz"
         scan = decode_scan(image_for(truth_path).read_bytes())
         cal = contracts.Calibration.from_dict(json.loads((Path(folder) / f"{scan_id}.json").read_text()))
-        probs = digitiser.segment_scans([scan])[0]
+        probs = _probabilities([truth_path], [scan], digitiser, perfect_segmenter)[0]
         try:
             pred = _fractions(digitiser.finish(scan, cal, probs), cal)
         except ValueError:
@@ -101,10 +117,10 @@ def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path):
 
 
 def run(folder: str | Path, weights: str | Path | None = None, json_path: str | Path | None = None,
-        qc_dir: str | Path | None = None) -> dict:
+        qc_dir: str | Path | None = None, perfect_segmenter: bool = False) -> dict:
     """`digitise eval`: evaluate `weights` (None: the shipped ones) on `folder`; the summary is returned and,
     with json_path, written there as JSON. The caller prints `format_table(summary)`."""
-    summary = evaluate(folder, Digitiser(weights), qc_dir=qc_dir)
+    summary = evaluate(folder, Digitiser(weights), qc_dir=qc_dir, perfect_segmenter=perfect_segmenter)
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

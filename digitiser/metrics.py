@@ -17,6 +17,9 @@ from digitiser.tracing import observe_radius
 
 WIDTH_BINS = (150, 250, 400)  # px: per-width breakdown edges (narrow tracks have a larger sub-pixel floor)
 PIXEL_KINDS = ("colour", "grey", "bilevel")   # what a scan decodes to (evaluate.pixel_kind)
+# fraction of width: per-roughness breakdown edges (a curve that moves further between depth points than a
+# stroke is wide is drawn as near-horizontal strokes, whose value at a depth point a scan hardly shows)
+ROUGHNESS_BINS = (0.005, 0.01, 0.02, 0.05)
 SWAP_TOL = 0.01  # fraction of track width: closer curves cannot be told apart, so no swap is counted
 _RED, _BLUE, _GREEN = (0, 0, 255), (255, 0, 0), (0, 170, 0)  # BGR
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel drawing
@@ -171,15 +174,31 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["by_width"] = by_width(per_scan)
     if any("pixels" in r for r in per_scan):
         out["by_pixels"] = by_pixels(per_scan)
+    if any("roughness" in r for r in per_scan):
+        out["by_roughness"] = _binned(per_scan, "roughness", ROUGHNESS_BINS)
     return out
 
 
 def by_width(per_scan: list[dict], edges=WIDTH_BINS) -> list[dict]:
     """The same means per track-width bin (records with ``width`` in px): [{"lo", "hi", "n_scans", "n_failed",
     "mae_1", "mae_2", "p95_1", "p95_2", "swap_rate"}], bins [lo, hi) from ``edges``, hi None for the last."""
+    return _binned(per_scan, "width", edges)
+
+
+def roughness(true_x) -> float:
+    """How far the truth moves between neighbouring depth points: the median of |x[k+1] - x[k]| (fraction of
+    width) of its rougher curve. Own-generator scans stay under 0.02; real logs plotted at a compressed depth
+    scale often do not (a curve of near-horizontal strokes)."""
+    steps = np.abs(np.diff(np.asarray(true_x, float), axis=0))
+    medians = [np.median(s[np.isfinite(s)]) for s in steps.T if np.isfinite(s).any()]
+    return float(max(medians)) if medians else 0.0
+
+
+def _binned(per_scan: list[dict], key: str, edges) -> list[dict]:
+    """Group means of the records that have `key`, in bins [lo, hi) from `edges` (0 first, hi None last)."""
     bounds = [0, *edges, None]
-    return [{"lo": lo, "hi": hi, **_group_means([r for r in per_scan if "width" in r and r["width"] >= lo
-                                                  and (hi is None or r["width"] < hi)])}
+    return [{"lo": lo, "hi": hi, **_group_means([r for r in per_scan if key in r and r[key] >= lo
+                                                  and (hi is None or r[key] < hi)])}
             for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
@@ -223,7 +242,9 @@ def format_table(summary: dict) -> str:
                      f"({pct(s['failure_fraction_legible'], 1)})")
     groups = [("width (px)", s.get("by_width") or [],
                lambda b: f"{b['lo']}-{b['hi'] - 1}" if b["hi"] is not None else f">={b['lo']}"),
-              ("pixels", s.get("by_pixels") or [], lambda b: b["pixels"])]
+              ("pixels", s.get("by_pixels") or [], lambda b: b["pixels"]),
+              ("roughness", s.get("by_roughness") or [],
+               lambda b: f"{b['lo']}-{b['hi']}" if b["hi"] is not None else f">={b['lo']}")]
     for title, rows, label in groups:
         if rows:
             lines.append(f"{title:12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")

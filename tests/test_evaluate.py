@@ -35,3 +35,18 @@ def test_pixel_kind_tells_colour_grey_and_bilevel_scans_apart():
     assert pixel_kind(png(np.where(page > 128, 255, 0).astype(np.uint8))) == "bilevel"
     assert pixel_kind(png(cv2.merge([page, page, np.full_like(page, 90)]))) == "colour"
     assert pixel_kind(png(cv2.merge([page] * 3))) == "grey"   # a grey page saved as RGB
+
+
+def test_a_perfect_segmenter_traces_the_truth_masks(tmp_path):
+    """--perfect-segmenter: the tracer reads the truth mask, so the masks agree exactly and what error is left is
+    the tracer's own (a floor for any segmenter); each record carries the truth's roughness."""
+    data, report = tmp_path / "eval", tmp_path / "floor.json"
+    write_dataset(str(data), n=3, seed=11)
+    assert main(["eval", str(data), "--perfect-segmenter", "--json", str(report)]) == 0
+    s = json.loads(report.read_text())
+    assert s["probabilities"] == "truth masks" and s["n_scans"] == 3
+    traced = [r for r in s["per_scan"] if not r["failed"]]
+    assert traced and all(r["iou_1"] == 1.0 and r["iou_2"] == 1.0 for r in traced)
+    assert s["mae_1"] < 0.01 and s["mae_2"] < 0.01
+    assert all(0.0 <= r["roughness"] < 0.05 for r in s["per_scan"])
+    assert sum(b["n_scans"] for b in s["by_roughness"]) == 3

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from digitiser.metrics import (curve_errors, format_table, iou_per_class, legible_fraction, qc_overlay, scan_record,
-                               summarise, swap_rate)
+from digitiser.metrics import (curve_errors, format_table, iou_per_class, legible_fraction, qc_overlay, roughness,
+                               scan_record, summarise, swap_rate)
 from digitiser.tracing import CurveNotFound
 
 
@@ -121,6 +121,22 @@ def test_means_are_broken_down_by_the_kind_of_pixels():
     colour = s["by_pixels"][0]
     assert colour["n_scans"] == 2 and colour["n_failed"] == 1 and colour["mae_1"] == recs[0]["mae_1"]
     assert "pixels" in format_table(s) and "colour" in format_table(s)
+
+
+def test_roughness_is_the_median_move_between_depth_points_of_the_rougher_curve():
+    k = np.arange(300)
+    zigzag = 0.5 + 0.05 * (k % 2)                     # moves 0.05 of the width at every depth point
+    smooth = 0.2 + 0.1 * k / 299                      # 0.1 over the whole depth
+    x = np.stack([smooth, zigzag], axis=1)
+    assert roughness(x) == pytest.approx(0.05)
+    assert roughness(np.stack([smooth, smooth], axis=1)) == pytest.approx(0.1 / 299)
+    x[::2, 1] = np.nan                                 # no truth at every other point: no step to measure there
+    assert roughness(x) == pytest.approx(0.1 / 299)
+    recs = [{**r, "roughness": v} for r, v in zip(records(), (0.001, 0.03, 0.2))]
+    s = summarise(recs)
+    assert [b["n_scans"] for b in s["by_roughness"]] == [1, 0, 0, 1, 1]
+    assert s["by_roughness"][0]["mae_1"] == recs[0]["mae_1"] and s["by_roughness"][4]["n_failed"] == 1
+    assert "roughness" in format_table(s) and ">=0.05" in format_table(s)
 
 
 def test_format_table_empty():
