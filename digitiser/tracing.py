@@ -74,7 +74,7 @@ class TracingParams:
     min_prob: float = 0.45
     move_cost_ink: float = 0.02
     move_cost_paper: float = 0.03
-    refine_px: int = 32
+    refine_px: int = 96   # a near-horizontal stroke (a rough log at a compressed depth scale) is read whole
     refine_min_prob: float = 0.05
     observe_px: float = 6.0
     together_px: float = 15.0

@@ -255,7 +255,8 @@ def off_scale_scene(h=2000, w=300):
 
 def test_curve_run_off_the_scale_is_pinned_to_the_edge():
     """Between its runs into the left edge the curve is read on the edge column, not bridged straight
-    across the track (150 px off), and those points are not counted as observed."""
+    across the track (from the centres of the runs along the rows, 60 px off), and those points are not counted
+    as observed."""
     h, w, x1, a1, a2 = off_scale_scene()
     yk = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
     pinned = (yk > 520) & (yk < 1280)
@@ -263,7 +264,7 @@ def test_curve_run_off_the_scale_is_pinned_to_the_edge():
     assert np.allclose(x_frac[pinned, 0] * w, 0.5)
     assert not observed[pinned, 0].any() and observed[(yk < 490) | (yk > 1310), 0].all()
     straight, _ = trace(probs_from(a1, a2), TracingParams(pin_px=0))
-    assert (straight[pinned, 0] * w > 100).all()
+    assert (straight[pinned, 0] * w > 40).all()   # bridged across the track, from the runs' centres
 
 
 def test_curve_entering_from_the_edge_at_the_top_is_pinned_above():
