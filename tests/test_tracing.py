@@ -267,6 +267,19 @@ def test_curve_run_off_the_scale_is_pinned_to_the_edge():
     assert (straight[pinned, 0] * w > 40).all()   # bridged across the track, from the runs' centres
 
 
+def test_a_rough_curves_rows_of_long_strokes_are_centred_whole():
+    """A log plotted at a compressed depth scale moves 50 px between rows: each row holds a 100-px stroke. The
+    centre of a row is that of its whole stroke (at refine_px 32 the window around the path cut it: 26 px off)."""
+    h, w = 200, 300
+    planes = np.zeros((2, h, w), np.float32)
+    for r in range(h):
+        a, b = (60, 160) if r % 2 == 0 else (110, 210)
+        planes[0, r, a:b + 1] = 0.9
+    planes[1, :, 260] = 0.9
+    rows, x, _ = trace_planes(planes)[0]
+    assert rows.size == h and np.abs(x - np.where(rows % 2 == 0, 110.5, 160.5)).max() < 0.01
+
+
 def test_curve_entering_from_the_edge_at_the_top_is_pinned_above():
     h, w = 1500, 300
     y = np.arange(h)
