@@ -64,9 +64,10 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser, perfect_segmenter:
     scans = [decode_scan(image_for(t).read_bytes()) for t in truths]
     cals = [contracts.Calibration.from_dict(json.loads(t.with_name(image_for(t).stem + ".json").read_text()))
             for t in truths]
+    loaded = [np.load(t) for t in truths]
+    probabilities = _probabilities([truth["mask"] for truth in loaded], scans, digitiser, perfect_segmenter)
     records = []
-    for t, scan, cal, probs in zip(truths, scans, cals, _probabilities(truths, scans, digitiser, perfect_segmenter)):
-        truth = np.load(t)
+    for t, truth, scan, cal, probs in zip(truths, loaded, scans, cals, probabilities):
         scan_id = t.name[: -len(".truth.npz")]
         legible = legible_fraction(truth["mask"], truth["x_frac"], digitiser.tracing.observe_px)
         try:
@@ -81,11 +82,10 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser, perfect_segmenter:
     return records
 
 
-def _probabilities(truths: list[Path], scans, digitiser: Digitiser, perfect_segmenter: bool) -> list[np.ndarray]:
+def _probabilities(masks: list[np.ndarray], scans, digitiser: Digitiser, perfect_segmenter: bool) -> list[np.ndarray]:
     """The segmenter's class probabilities of each scan, or (perfect_segmenter) its truth mask as certainties."""
     if not perfect_segmenter:
         return digitiser.segment_scans(scans)
-    masks = [np.load(t)["mask"] for t in truths]
     return [np.stack([m == c for c in range(3)]).astype(np.float32) for m in masks]
 
 
@@ -107,12 +107,13 @@ def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path, perfe
         truth_path = Path(folder) / f"{scan_id}.truth.npz"
         scan = decode_scan(image_for(truth_path).read_bytes())
         cal = contracts.Calibration.from_dict(json.loads((Path(folder) / f"{scan_id}.json").read_text()))
-        probs = _probabilities([truth_path], [scan], digitiser, perfect_segmenter)[0]
+        truth = np.load(truth_path)
+        probs = _probabilities([truth["mask"]], [scan], digitiser, perfect_segmenter)[0]
         try:
             pred = _fractions(digitiser.finish(scan, cal, probs), cal)
         except ValueError:
             pred = np.full((contracts.N_DEPTH, 2), np.nan)
-        cv2.imwrite(str(qc_dir / f"{scan_id}.qc.png"), qc_overlay(scan.gray, pred, np.load(truth_path)["x_frac"]))
+        cv2.imwrite(str(qc_dir / f"{scan_id}.qc.png"), qc_overlay(scan.gray, pred, truth["x_frac"]))
     log.info("wrote %d QC overlays to %s", len(worst_ids), qc_dir)
 
 
