@@ -81,6 +81,10 @@ class TrainConfig:
     # seeded init. The sha256 pins the file, so the config still names exactly one result.
     init_weights: str | None = None
     init_sha256: str | None = None
+    # ... and keep what they read right: where the init weights' own reading of a training pixel is its label,
+    # add anchor_weight x the KL divergence of this model's class probabilities from theirs (0 = off). Every CPU
+    # fine-tune without it lost curve 1 while learning its new data (MODEL_CARD.md, stages 10-14).
+    anchor_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -240,6 +244,13 @@ def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.T
     return ce + cfg.dice_weight * dice.mean()
 
 
+def anchor_loss(logits: torch.Tensor, anchor_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean KL(anchor || model) over the pixels the anchor (the init weights, frozen) classifies as labelled."""
+    kept = (anchor_logits.argmax(1) == y).to(logits.dtype)                          # (B, h, w)
+    kl = (anchor_logits.softmax(1) * (anchor_logits.log_softmax(1) - logits.log_softmax(1))).sum(1)
+    return (kl * kept).sum() / kept.sum().clamp(min=1.0)
+
+
 def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """F.cross_entropy(logits, y, weight=weight), reduced with deterministic ops (per-pixel loss, then sums)."""
     w = weight[y]
@@ -317,6 +328,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
     torch.manual_seed(cfg.seed)
     # a resume takes the weights from its checkpoint: the init file is read (and must exist) only at the start
     model = (Segmenter(cfg.model) if existing else _initial_model(cfg)).to(device)
+    anchor = _anchor_model(cfg, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if existing:
@@ -339,7 +351,13 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
     for step, (x, y) in enumerate(batches(cfg, start, data_workers), start=start):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = seg_loss(model(x.to(device)), y.to(device), cfg)
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss = seg_loss(logits, y, cfg)
+        if anchor is not None:
+            with torch.no_grad():
+                anchor_logits = anchor(x)
+            loss = loss + cfg.anchor_weight * anchor_loss(logits, anchor_logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -378,6 +396,18 @@ def _initial_model(cfg: TrainConfig) -> Segmenter:
         raise TrainConfigError(f"init_weights {cfg.init_weights} is a {model.config}, the config asks {cfg.model}")
     log.info("fine-tuning from %s (model version %s)", cfg.init_weights, version[:12])
     return model.train()
+
+
+def _anchor_model(cfg: TrainConfig, device) -> Segmenter | None:
+    """The init weights, frozen in eval mode, when anchor_weight asks for them (also on a resume)."""
+    if cfg.anchor_weight <= 0:
+        return None
+    if cfg.init_weights is None:
+        raise TrainConfigError("anchor_weight needs init_weights (the model whose readings it keeps)")
+    anchor = _initial_model(cfg).to(device).eval()
+    for p in anchor.parameters():
+        p.requires_grad_(False)
+    return anchor
 
 
 def _log_iou(model, cfg, cache, device, step) -> np.ndarray:

@@ -239,6 +239,15 @@ def test_the_deterministic_cross_entropy_equals_torchs_weighted_mean():
                                torch.nn.functional.cross_entropy(logits, y, weight=weight))
 
 
+def test_the_anchor_holds_only_the_pixels_the_init_weights_read_right():
+    y = torch.randint(0, 3, (2, 16, 16))
+    right = torch.nn.functional.one_hot(y, 3).permute(0, 3, 1, 2).float() * 4
+    assert tr.anchor_loss(right, right, y) == 0                    # the same reading costs nothing
+    assert tr.anchor_loss(-right, right, y) > 1                    # leaving a right reading costs
+    wrong = torch.nn.functional.one_hot((y + 1) % 3, 3).permute(0, 3, 1, 2).float() * 4
+    assert tr.anchor_loss(right, wrong, y) == 0                    # leaving a wrong one is free
+
+
 # ----------------------------------------------------------------------------- training runs
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh runs it there)")
@@ -311,6 +320,26 @@ def test_resuming_a_fine_tune_does_not_need_the_init_file(tmp_path):
     (tmp_path / "part" / "segmenter.pt").unlink()
     parent.unlink()   # the checkpoint holds the weights now
     assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == full
+
+
+def test_an_anchored_fine_tune_stays_nearer_its_init_and_resumes_to_the_same_bytes(tmp_path):
+    parent = tr.train(tiny_config(steps=4), tmp_path / "parent")
+    init = dict(init_weights=str(parent), init_sha256=ckpt.sha256_file(parent), seed=1, lr=0.03)
+    free = tr.train(tiny_config(steps=12, **init), tmp_path / "free")
+    cfg = tiny_config(steps=12, anchor_weight=50.0, **init)
+    anchored = tr.train(cfg, tmp_path / "anchored")
+    x, y = tr.make_batch(cfg, 100, tr.ScanCache(tr.resolve_source(cfg.data_source), None, capacity=2))
+    with torch.no_grad():
+        parent_logits = ckpt.load_segmenter(parent)[0](x)
+        drift = lambda path: float(tr.anchor_loss(ckpt.load_segmenter(path)[0](x), parent_logits, y))  # noqa: E731
+    assert drift(anchored) < 0.5 * drift(free)   # what the parent read right, it still reads (nearly) so
+    tr.train(cfg, tmp_path / "part")
+    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
+        Path(str(p) + ".sha256").unlink()
+    (tmp_path / "part" / "segmenter.pt").unlink()
+    assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == anchored.read_bytes()
+    with pytest.raises(tr.TrainConfigError, match="anchor_weight needs init_weights"):
+        tr.train(tiny_config(anchor_weight=1.0), tmp_path / "no_init")
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
