@@ -83,7 +83,8 @@ class TrainConfig:
     init_sha256: str | None = None
     # ... and keep what they read right: where the init weights' own reading of a training pixel is its label,
     # add anchor_weight x the KL divergence of this model's class probabilities from theirs (0 = off). Every CPU
-    # fine-tune without it lost curve 1 while learning its new data (MODEL_CARD.md, stages 10-14).
+    # fine-tune without it lost curve 1 while learning its new data (MODEL_CARD.md, stages 10-14). Scale: the
+    # mean KL over nearly all pixels of a crop is ~1e-3 after such a fine-tune, so 100 weighs it like the loss.
     anchor_weight: float = 0.0
 
     @classmethod
@@ -347,7 +348,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
              model.num_params(), cfg.steps, cfg.batch_size, cfg.crop, device,
              f"{data_workers} data workers" if data_workers > 0 else "batches made in-process")
     model.train()
-    t0, loss_sum, n_loss = time.monotonic(), 0.0, 0
+    t0, loss_sum, anchor_sum, n_loss = time.monotonic(), 0.0, 0.0, 0
     for step, (x, y) in enumerate(batches(cfg, start, data_workers), start=start):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -357,7 +358,9 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         if anchor is not None:
             with torch.no_grad():
                 anchor_logits = anchor(x)
-            loss = loss + cfg.anchor_weight * anchor_loss(logits, anchor_logits, y)
+            held = cfg.anchor_weight * anchor_loss(logits, anchor_logits, y)
+            loss = loss + held
+            anchor_sum += held.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -366,9 +369,10 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         loss_sum, n_loss = loss_sum + loss.item(), n_loss + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             rate = (done - start) / (time.monotonic() - t0)
-            log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s ETA %s", done, cfg.steps, loss_sum / n_loss,
+            of_it = f" (anchor {anchor_sum / n_loss:.4f})" if anchor is not None else ""
+            log.info("step %d/%d loss %.4f%s lr %.2e %.2f steps/s ETA %s", done, cfg.steps, loss_sum / n_loss, of_it,
                      lr_at(step, cfg), rate, _hms((cfg.steps - done) / rate))
-            loss_sum, n_loss = 0.0, 0
+            loss_sum, anchor_sum, n_loss = 0.0, 0.0, 0
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             _log_iou(model, cfg, eval_cache, device, done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -407,6 +411,7 @@ def _anchor_model(cfg: TrainConfig, device) -> Segmenter | None:
     anchor = _initial_model(cfg).to(device).eval()
     for p in anchor.parameters():
         p.requires_grad_(False)
+    log.info("anchored to those weights' right readings (anchor_weight %g)", cfg.anchor_weight)
     return anchor
 
 
