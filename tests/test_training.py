@@ -208,16 +208,20 @@ def test_a_recipe_overrides_the_recipe_it_extends(tmp_path):
 
 
 def test_the_shipped_weights_recipe_pins_its_lineage():
-    """stage6.json made the shipped weights: its chain of `extends` reaches a seeded init (stage1), each
-    fine-tune pinned by the sha256 of the stage before."""
-    chain, path = [], RECIPES / "stage6.json"
+    """stage16.json made the shipped weights: its chain of `extends` reaches a seeded init (stage1), it starts
+    from stage 6 and each stage to stage 6 from the one before, each pinned by the sha256 of its parent."""
+    chain, path = [], RECIPES / "stage16.json"
     while path:
         chain.append(path.stem)
         raw = json.loads(path.read_text())
         path = RECIPES / raw["extends"] if "extends" in raw else None
-    assert chain == ["stage6", "stage5", "stage4", "stage3", "stage2", "stage1"]
+    assert chain == ["stage16", "stage12", "stage11", "stage7", "stage6", "stage5", "stage4", "stage3", "stage2",
+                     "stage1"]
     assert tr.load_config(RECIPES / "stage1.json").init_weights is None
     assert tr.load_config(RECIPES / "stage6.json").init_sha256.startswith("3b0373db1f6d")
+    stage16 = tr.load_config(RECIPES / "stage16.json")
+    assert stage16.init_sha256.startswith("55430149d481") and stage16.anchor_weight == 100.0
+    assert stage16.data_source == "digitiser.synth:render_scan_v4"
 
 
 def test_unknown_config_field_is_refused():
