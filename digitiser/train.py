@@ -327,7 +327,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
                                f"pass --resume to continue, or choose a new --out folder")
     device = _setup_determinism(cfg)
     torch.manual_seed(cfg.seed)
-    # a resume takes the weights from its checkpoint: the init file is read (and must exist) only at the start
+    # a resume takes the weights from its checkpoint: the init file is read (and must exist) only at the start,
+    # or throughout when the run is anchored to it
     model = (Segmenter(cfg.model) if existing else _initial_model(cfg)).to(device)
     anchor = _anchor_model(cfg, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
