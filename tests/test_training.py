@@ -254,15 +254,21 @@ def test_the_anchor_holds_only_the_pixels_the_init_weights_read_right():
 
 # ----------------------------------------------------------------------------- training runs
 
+def _as_if_stopped_at_the_first_checkpoint(run: Path) -> None:
+    """Leave a finished run folder as a run killed after its first kept checkpoint: the later ones unsealed
+    (their .sha256 gone) and no final weights."""
+    for p in ckpt.list_checkpoints(run)[1:]:
+        Path(str(p) + ".sha256").unlink()
+    (run / "segmenter.pt").unlink()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh runs it there)")
 def test_training_on_cuda_is_seeded_and_resumable(tmp_path):
     cfg = tiny_config(steps=12, device="cuda")
     full = tr.train(cfg, tmp_path / "full").read_bytes()
     assert tr.train(cfg, tmp_path / "again").read_bytes() == full
     tr.train(cfg, tmp_path / "part")
-    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
-        Path(str(p) + ".sha256").unlink()
-    (tmp_path / "part" / "segmenter.pt").unlink()
+    _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
     assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == full
 
 
@@ -319,9 +325,7 @@ def test_resuming_a_fine_tune_does_not_need_the_init_file(tmp_path):
     cfg = tiny_config(steps=12, seed=1, init_weights=str(parent), init_sha256=ckpt.sha256_file(parent))
     full = tr.train(cfg, tmp_path / "full").read_bytes()
     tr.train(cfg, tmp_path / "part")
-    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
-        Path(str(p) + ".sha256").unlink()
-    (tmp_path / "part" / "segmenter.pt").unlink()
+    _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
     parent.unlink()   # the checkpoint holds the weights now
     assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == full
 
@@ -338,9 +342,7 @@ def test_an_anchored_fine_tune_stays_nearer_its_init_and_resumes_to_the_same_byt
         drift = lambda path: float(tr.anchor_loss(ckpt.load_segmenter(path)[0](x), parent_logits, y))  # noqa: E731
     assert drift(anchored) < 0.5 * drift(free)   # what the parent read right, it still reads (nearly) so
     tr.train(cfg, tmp_path / "part")
-    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
-        Path(str(p) + ".sha256").unlink()
-    (tmp_path / "part" / "segmenter.pt").unlink()
+    _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
     assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == anchored.read_bytes()
     with pytest.raises(tr.TrainConfigError, match="anchor_weight needs init_weights"):
         tr.train(tiny_config(anchor_weight=1.0), tmp_path / "no_init")
@@ -361,9 +363,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
 def test_resume_from_a_middle_checkpoint_matches(tmp_path):
     full = tr.train(tiny_config(steps=12), tmp_path / "full").read_bytes()
     tr.train(tiny_config(steps=12), tmp_path / "part")
-    for p in ckpt.list_checkpoints(tmp_path / "part")[1:]:  # keep only step 8: as if stopped there
-        Path(str(p) + ".sha256").unlink()
-    (tmp_path / "part" / "segmenter.pt").unlink()
+    _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
     assert tr.train(tiny_config(steps=12), tmp_path / "part", resume=True).read_bytes() == full
 
 
