@@ -2,8 +2,10 @@
 
 Rows stream into a local temporary Parquet file as the job's output arrives (the driver never holds the
 archive's rows in memory); when the job ends, also on failure, the finished file is put whole through
-fsspec (atomic locally, one PUT on S3), so a reader sees the whole ledger or none.
+fsspec (atomic locally, one PUT on S3), so a reader sees the whole ledger or none. A driver killed outright
+(SIGKILL, a lost node) cannot remove its temporary file: the next job on the machine does (`_sweep_orphans`).
 """
+import glob
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 PUT_ATTEMPTS = 4
 LEDGER_FOLDER = "_ledger"   # not a request id, so audits and loads never mistake it for a result
 ROW_GROUP = 4096            # rows buffered before they go to the file (the job's rows arrive one or a few at a time)
+TMP_PREFIX = "digitise-ledger-"   # + the driver's pid: whose temporary ledger it is
 
 
 def ledger_path(dst_base: str, job_id: str) -> str:
@@ -49,7 +52,8 @@ class LedgerWriter:
 
     def __init__(self, metadata: dict):
         schema = LEDGER_SCHEMA.with_metadata({"digitise_batch": json.dumps(metadata, sort_keys=True)})
-        fd, self._tmp = tempfile.mkstemp(prefix="ledger-", suffix=".parquet")
+        _sweep_orphans(tempfile.gettempdir())
+        fd, self._tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".parquet")
         os.close(fd)
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         self._schema = schema
@@ -96,3 +100,26 @@ class LedgerWriter:
         if os.path.exists(self._tmp):
             os.unlink(self._tmp)
         return False
+
+
+def _sweep_orphans(folder: str):
+    """Remove the temporary ledgers of drivers that are gone (a live pid's file is left, even if the pid was
+    reused: at worst a file stays until a later sweep)."""
+    for path in glob.glob(os.path.join(folder, f"{TMP_PREFIX}*.parquet")):
+        pid = os.path.basename(path)[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(path)
+                log.info("removed %s, the temporary ledger of a driver that is gone", path)
+            except OSError:   # another driver swept it first, or not ours to remove
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True

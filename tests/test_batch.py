@@ -7,6 +7,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import tifffile
 import contracts
 from batch_jobs import COMMITTED, FAILED, LEDGER_FOLDER, SKIPPED, JobConfig, JobError, convert
 from batch_jobs.job import LISTING_CPUS
+from batch_jobs.ledger import TMP_PREFIX, LedgerWriter
 from batch_jobs.listing import ScanListingDatasource, iter_scans, open_fs
 from batch_jobs.stages import PENDING, ROW_SCHEMA, commit_batch, prepare_batch
 from builders import CALIBRATION, TRACING, child_processes, make_result
@@ -297,6 +299,21 @@ def test_local_job_ledger_records_ids_sizes_and_timings(local_mixed):
     assert all(g0[k] is not None and g0[k] >= 0 for k in ("read_s", "decode_s", "segment_s", "trace_s", "commit_s"))
 
 
+def test_the_next_job_removes_the_temporary_ledger_of_a_driver_that_is_gone(tmp_path, monkeypatch):
+    """A driver killed outright leaves its temporary ledger behind (as large as its rows so far): the next
+    job's ledger sweeps the files of pids that are gone, and leaves a live driver's file alone."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{TMP_PREFIX}{int(gone.stdout)}-x1.parquet"
+    live = tmp_path / f"{TMP_PREFIX}{os.getppid()}-x2.parquet"   # pytest's parent: alive, not this process
+    for f in (dead, live):
+        f.write_bytes(b"PAR1")
+    with LedgerWriter({"job_id": "j"}) as ledger:
+        assert not dead.exists() and live.exists()
+        assert Path(ledger._tmp).name.startswith(f"{TMP_PREFIX}{os.getpid()}-")
+    assert sorted(tmp_path.iterdir()) == [live]   # its own file went at the end of the job
+
+
 def test_local_job_results_are_committed_and_audit_clean(local_mixed):
     report = contracts.audit(local_mixed["dst"])
     assert report.ok and report.summary == {"committed": 3, "uncommitted": 0, "corrupt": 0}
@@ -453,9 +470,12 @@ def test_killed_worker_and_driver_then_rerun_commits_every_scan_once(ray_local, 
     out = proc.communicate()[0]
     assert first and more and len(more) < n, f"not killed mid-job: {first}, {more}\n{out[-3000:]}"
     done = manifests()   # what the killed runs committed: the re-run must redo none of it
+    orphans = lambda: list(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{proc.pid}-*.parquet"))   # noqa: E731
+    assert orphans(), "the killed driver left no temporary ledger (the sweep below would test nothing)"
     resumed = _cli(*args)
     out = resumed.communicate(timeout=240)[0]
     assert resumed.returncode == 0, out[-3000:]
+    assert orphans() == []   # the re-run removed it
     ledger_uri = next(line.split("ledger: ", 1)[1] for line in out.splitlines() if line.startswith("  ledger: "))
     rows = read_ledger(ledger_uri).to_pylist()
     statuses = [r["status"] for r in rows]
