@@ -9,6 +9,7 @@ uninterrupted one (CPU, same `threads`; torch deterministic algorithms on).
 Run folder: config.json (the TrainConfig), ckpt_NNNNNN.pt + .sha256 (the last `keep_checkpoints`),
 segmenter.pt + segmenter.pt.json (final shipped weights, see checkpoint.save_weights).
 """
+import copy
 import dataclasses
 import importlib
 import itertools
@@ -330,7 +331,9 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
     # a resume takes the weights from its checkpoint: the init file is read (and must exist) only at the start,
     # or throughout when the run is anchored to it
     model = (Segmenter(cfg.model) if existing else _initial_model(cfg)).to(device)
-    anchor = _anchor_model(cfg, device)
+    if cfg.init_weights is not None and not existing:
+        log.info("fine-tuning from %s (model version %s)", cfg.init_weights, cfg.init_sha256[:12])
+    anchor = _anchor_model(cfg, device, start=None if existing else model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if existing:
@@ -399,20 +402,20 @@ def _initial_model(cfg: TrainConfig) -> Segmenter:
                                f"the config pins {cfg.init_sha256}")
     if model.config != cfg.model:
         raise TrainConfigError(f"init_weights {cfg.init_weights} is a {model.config}, the config asks {cfg.model}")
-    log.info("fine-tuning from %s (model version %s)", cfg.init_weights, version[:12])
     return model.train()
 
 
-def _anchor_model(cfg: TrainConfig, device) -> Segmenter | None:
-    """The init weights, frozen in eval mode, when anchor_weight asks for them (also on a resume)."""
+def _anchor_model(cfg: TrainConfig, device, start: Segmenter | None) -> Segmenter | None:
+    """The init weights, frozen in eval mode, when anchor_weight asks for them: a copy of `start` (the model
+    as a fresh run begins), or read again from the init file on a resume."""
     if cfg.anchor_weight <= 0:
         return None
     if cfg.init_weights is None:
         raise TrainConfigError("anchor_weight needs init_weights (the model whose readings it keeps)")
-    anchor = _initial_model(cfg).to(device).eval()
+    anchor = (copy.deepcopy(start) if start is not None else _initial_model(cfg)).to(device).eval()
     for p in anchor.parameters():
         p.requires_grad_(False)
-    log.info("anchored to those weights' right readings (anchor_weight %g)", cfg.anchor_weight)
+    log.info("anchored to %s's right readings (anchor_weight %g)", cfg.init_weights, cfg.anchor_weight)
     return anchor
 
 
