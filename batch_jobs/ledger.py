@@ -117,9 +117,9 @@ def _sweep_orphans(folder: str):
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:   # another user's process
-        return True
+    except PermissionError:   # another user's process: alive
+        pass
     return True

@@ -329,7 +329,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
     device = _setup_determinism(cfg)
     torch.manual_seed(cfg.seed)
     # a resume takes the weights from its checkpoint: the init file is read (and must exist) only at the start,
-    # or throughout when the run is anchored to it
+    # and on a resume only when the run is anchored to it
     model = (Segmenter(cfg.model) if existing else _initial_model(cfg)).to(device)
     if cfg.init_weights is not None and not existing:
         log.info("fine-tuning from %s (model version %s)", cfg.init_weights, cfg.init_sha256[:12])
