@@ -20,11 +20,15 @@ import cv2
 import numpy as np
 
 from digitiser import shape_scales as scales
+from digitiser.scale import to_values
 
 log = logging.getLogger(__name__)
 
 N_SAMPLES = 384                 # depth samples per bank window
 BANK_PATH = Path(__file__).resolve().parent / "data" / "curve_bank.npz"
+RAW_SAMPLES = 1200              # LAS samples per window of the raw bank: as logged, neither smoothed nor resampled
+RAW_BANK_PATH = BANK_PATH.with_name("curve_bank_raw.npz")
+ROUGH_ROWS_PER_SAMPLE = (0.5, 2.0)   # rough tracks: a log plotted at a compressed depth scale
 LAS_DIR = Path(os.environ.get("DIGITISER_LAS_DIR", "../shared/data/las"))   # only build_curve_bank reads it
 
 # Curve pairs plotted together in practice: (file, curve 1, curve 2, same scale for both?)
@@ -69,17 +73,20 @@ def _read_las(path: Path):
     return las, order, "ft" if unit.startswith("f") else "m"
 
 
-def _window(depth_ok: np.ndarray, v: np.ndarray, rng: np.random.Generator):
-    """One random window of both curves where both are valid, resampled to N_SAMPLES; None if no room."""
+def _window(depth_ok: np.ndarray, v: np.ndarray, rng: np.random.Generator, raw: int | None = None):
+    """One random window of both curves where both are valid: 120-1000 samples resampled to N_SAMPLES, or
+    with `raw`, exactly `raw` samples as logged. None if no room."""
     runs = np.flatnonzero(np.diff(np.r_[0, depth_ok.astype(np.int8), 0]))
     starts, ends = runs[::2], runs[1::2]
-    good = ends - starts >= 120
+    good = ends - starts >= (raw or 120)
     if not good.any():
         return None
     k = rng.choice(np.flatnonzero(good))
-    length = int(min(ends[k] - starts[k], rng.integers(120, 1000)))
+    length = raw or int(min(ends[k] - starts[k], rng.integers(120, 1000)))
     i0 = int(rng.integers(starts[k], ends[k] - length + 1))
     seg = v[:, i0:i0 + length]
+    if raw:
+        return seg.copy(), (i0, i0 + length - 1)
     box = max(1, length // N_SAMPLES)
     if box > 1:   # anti-alias before decimating
         kernel = np.ones(box) / box
@@ -89,7 +96,7 @@ def _window(depth_ok: np.ndarray, v: np.ndarray, rng: np.random.Generator):
 
 
 def build_curve_bank(las_dir: Path | None = None, out: Path | None = None, per_pair: int = 24, seed: int = 0,
-                     pairs: list | None = None) -> Path:
+                     pairs: list | None = None, raw: int | None = None) -> Path:
     """Extract random windows of real curve pairs from the LAS files into a compact .npz bank.
 
     Args:
@@ -97,6 +104,8 @@ def build_curve_bank(las_dir: Path | None = None, out: Path | None = None, per_p
         out: bank file to write (default BANK_PATH, the shipped digitiser/data/curve_bank.npz).
         per_pair: windows per curve pair.
         pairs: [(file, curve 1, curve 2, shared scale)], default PAIRS.
+        raw: windows of exactly this many samples as logged (the raw bank), instead of 120-1000 samples
+            resampled to N_SAMPLES; a pair without such a valid stretch is left out, with a warning.
     Values are stored quantised to uint16 between per-window lo/hi (log10 of the value for
     resistivities), so the bank stays well under 1 MB. Returns the path written.
     """
@@ -125,13 +134,13 @@ def build_curve_bank(las_dir: Path | None = None, out: Path | None = None, per_p
         depth = np.asarray(las.index, np.float64)[order]
         typical.append(np.percentile(v[:, ok], [2, 98], axis=1).T if ok.any() else np.zeros((2, 2)))
         for _ in range(per_pair):
-            got = _window(ok, v, rng)
+            got = _window(ok, v, rng, raw)
             if got is None:
                 log.warning("no valid window for %s %s/%s", fname, c1, c2)
                 break
             w, (i0, i1) = got
             if c1 == c2:   # single-curve entry: second curve is the same log a stretch further down
-                w2 = _window(ok, v, rng)[0]
+                w2 = _window(ok, v, rng, raw)[0]
                 w[1] = w2[1]
             lo.append(w.min(1))
             hi.append(np.maximum(w.max(1), w.min(1) + 1e-6))
@@ -168,13 +177,16 @@ def load_bank(path: Path | None = None):
     return _load_bank(str(path or BANK_PATH))
 
 
-def _bank_pair(bank: dict, rng: np.random.Generator, n_rows: int) -> CurvePair:
+def _bank_pair(bank: dict, rng: np.random.Generator, n_rows: int, rows_per_sample=(2, 10),
+               min_samples: int = N_SAMPLES // 4) -> CurvePair:
+    """A random window of the bank, zoomed to `rows_per_sample` (uniform in the range) where it has room.
+    The default, 2 to 10 image rows per (smoothed) sample, is logs sampled every 15 cm plotted at 1:200-1:1000."""
     i = int(rng.integers(len(bank["q"])))
     p = int(bank["pair"][i])
     w = bank["lo"][i][:, None] + bank["q"][i].astype(np.float64) / 65535 * (bank["hi"][i] - bank["lo"][i])[:, None]
-    # vertical zoom: 2 to 10 image rows per sample, as logs sampled every 15 cm plotted at 1:200-1:1000
-    n = int(np.clip(n_rows / rng.uniform(2, 10), N_SAMPLES // 4, N_SAMPLES))
-    i0 = int(rng.integers(0, N_SAMPLES - n + 1))
+    n_bank = w.shape[1]
+    n = int(np.clip(n_rows / rng.uniform(*rows_per_sample), min_samples, n_bank))
+    i0 = int(rng.integers(0, n_bank - n + 1))
     w = w[:, i0:i0 + n]
     if rng.random() < 0.5:
         w = w[:, ::-1]                                            # also read the log bottom-up
@@ -232,6 +244,37 @@ def sample_pair(rng: np.random.Generator, n_rows: int = 1000, bank_path: Path | 
         pair = _bank_pair(bank, rng, n_rows)
     else:   # about 2 rows per sample keeps bed boundaries sharp at any image height
         pair = layered_pair(rng, int(np.clip(n_rows // 2, 256, 2048)))
+    return _together_or_off_scale(pair, rng)
+
+
+def rough_pair(rng: np.random.Generator, n_rows: int = 1000, bank_path: Path | None = None) -> CurvePair | None:
+    """A pair of real curves as logged (the raw bank) at 0.8-2.5 image rows per sample: a log plotted at a
+    compressed depth scale, whose curves move across much of the track between neighbouring rows (a tall
+    track gets fewer rows' worth of roughness: at most RAW_SAMPLES samples). None without the raw bank."""
+    bank = load_bank(bank_path or RAW_BANK_PATH)
+    if bank is None:
+        return None
+    pair = _bank_pair(bank, rng, n_rows, ROUGH_ROWS_PER_SAMPLE, min_samples=120)
+    if rng.random() < 0.6:
+        _narrow_scale(pair, float(np.exp(rng.uniform(np.log(1.5), np.log(4.0)))))
+    return _together_or_off_scale(pair, rng)
+
+
+def _narrow_scale(pair: CurvePair, k: float) -> None:
+    """Plot both curves on scales up to k times narrower, about their middle, as a log printed on a scale that
+    suits its quiet stretches: excursions run off scale, along the edge, but each curve stays on the scale at
+    3/4 of its samples at least. The calibration follows (in place)."""
+    c = float(np.clip(np.median(pair.f), 0.2, 0.8))
+    while k > 1.05 and (np.abs(c + k * (pair.f - c) - 0.5) <= 0.5).mean(axis=1).min() < 0.75:
+        k *= 0.9
+    ends = np.array([c - c / k, c + (1 - c) / k])
+    for curve in pair.curves:
+        curve["left"], curve["right"] = (float(v) for v in to_values(ends, curve["left"], curve["right"],
+                                                                     curve["scale"]))
+    pair.f[:] = c + k * (pair.f - c)
+
+
+def _together_or_off_scale(pair: CurvePair, rng: np.random.Generator) -> CurvePair:
     if rng.random() < 0.2:
         _run_together(pair.f, rng)
     if rng.random() < 0.15:   # push one curve partly off the scale: it is clipped at the edge
@@ -265,4 +308,6 @@ def resample_rows(f: np.ndarray, h: int, rng: np.random.Generator) -> np.ndarray
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build_curve_bank(sys.argv[1] if len(sys.argv) > 1 else None)
+    las = sys.argv[1] if len(sys.argv) > 1 else None
+    build_curve_bank(las)
+    build_curve_bank(las, RAW_BANK_PATH, per_pair=6, raw=RAW_SAMPLES)

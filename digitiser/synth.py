@@ -5,7 +5,7 @@ solid, curve 2 dashed or dotted, over a linear or logarithmic grid with depth li
 with annotations, blur, noise, specks, JPEG artefacts, page skew, or thresholded to a 1-bit CCITT G4
 TIFF. Curve shapes come from real logs (`curve_shapes`) or random layered beds.
 
-Three generator versions. `render_scan` (version 1, the default of `digitise synth` and of training recipes
+Generator versions. `render_scan` (version 1, the default of `digitise synth` and of training recipes
 stages 1-6) is frozen: its scans are byte-identical for a seed. `render_scan_broad` (version 2, "breadth",
 issue 18 step 4; recipe stage7) draws the same scan and adds what the foreign evaluation family showed the
 segmenter had not seen: a third line that is neither curve (dash-dot, dash-dot-dot, long dash or a light
@@ -19,6 +19,11 @@ real log does on a scale much wider than its values (a caliper in gauge hole, a 
 log scale). The foreign family fails such curves 61% of the time (curve 1 spanning < 3% of the width: 11 of
 18), the segmenter taking a straight line for a grid line. Its extra randomness has its own stream
 (`default_rng([seed, 19])`), so every other pixel of a version 4 scan is its version 1 scan's.
+`render_scan_v5` (version 5, recipe stage24) is version 4 with rough curves: in about a third of the tracks the
+pair is a window of real logs as logged (`curve_shapes.rough_pair`: the raw bank, no smoothing or resampling)
+plotted at 0.8-2.5 image rows per sample, so a curve crosses much of the track between neighbouring rows, as a
+real log printed at a compressed depth scale does. The foreign family's floor comes from such curves (a third
+of its scans; the own family had 2 of 300). Its extra randomness has its own stream (`default_rng([seed, 24])`).
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -56,6 +61,7 @@ _STYLE_P_BROAD = {"gray": 0.35, "color": 0.35, "bilevel": 0.25, "clean": 0.05}
 P_THIRD = 0.33                  # breadth: chance a track has a third line (not a curve, labelled background)
 P_NARROW = 0.33                 # version 4: chance a track has a near-straight curve
 NARROW_SPAN = (0.004, 0.06)     # ... whose 5-95% span is log-uniform in this range (fractions of width)
+P_ROUGH = 0.3                   # version 5: chance a track's curves are real logs as logged, at a compressed scale
 P_LIGHT_PEN = 0.2               # breadth: chance one curve is a thin light pen (1-1.4 px, light colour / grey)
 # light pens: BGR inks whose grey (0.299 R + 0.587 G + 0.114 B) is 76-150, e.g. pure red 76, orange 151
 # (each channel is kept >= 60 under the paper's, so on a tinted paper the grey may drop to ~45); a 1-1.4 px
@@ -262,8 +268,9 @@ def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
                 style: str | None = None, breadth: bool = False, light_third: bool = True,
-                narrow: bool = False) -> SynthScan:
-    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth, light_third, narrow).
+                narrow: bool = False, rough: bool = False) -> SynthScan:
+    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth, light_third, narrow,
+    rough).
 
     Args:
         seed: any non-negative int.
@@ -274,6 +281,7 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
         light_third: with breadth, whether the third line may be a light thin solid pen (version 2) or is
             always dashed (version 3, `render_scan_v3`).
         narrow: near-straight curves in some tracks (version 4 with breadth False, `render_scan_v4`).
+        rough: rough curves in some tracks (version 5 with narrow, `render_scan_v5`).
     """
     rng = np.random.default_rng(seed)
     rng_b = np.random.default_rng([seed, 18]) if breadth else None
@@ -289,6 +297,8 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     if light is not None:
         pens[light[0]] = light[1]
     pair = curve_shapes.sample_pair(rng, h)
+    if rough:
+        pair = _rough_curves(pair, h, np.random.default_rng([seed, 24]))
     if narrow:
         _narrow_curves(pair.f, np.random.default_rng([seed, 19]))
     skew = _skew(look, h, w)
@@ -333,6 +343,13 @@ def _narrow_curves(f: np.ndarray, rng: np.random.Generator) -> None:
         f[k] = np.clip(mid, 0.03, 0.97) + (f[k] - mid) * min(1.0, target / span)
 
 
+def _rough_curves(pair: curve_shapes.CurvePair, h: int, rng: np.random.Generator) -> curve_shapes.CurvePair:
+    """Version 5: in P_ROUGH of the tracks, the pair is replaced by one from the raw bank (`rough_pair`)."""
+    if rng.random() >= P_ROUGH:
+        return pair
+    return curve_shapes.rough_pair(rng, h) or pair
+
+
 def render_scan_broad(seed: int, *, height: int | None = None, width: int | None = None,
                       style: str | None = None) -> SynthScan:
     """Generator version 2 ("breadth", issue 18 step 4): `render_scan(..., breadth=True)`. A training
@@ -352,6 +369,12 @@ def render_scan_v4(seed: int, *, height: int | None = None, width: int | None = 
                    style: str | None = None) -> SynthScan:
     """Generator version 4 (recipe stage11): version 1 with near-straight curves in a third of the tracks."""
     return render_scan(seed, height=height, width=width, style=style, narrow=True)
+
+
+def render_scan_v5(seed: int, *, height: int | None = None, width: int | None = None,
+                   style: str | None = None) -> SynthScan:
+    """Generator version 5 (recipe stage24): version 4 with rough curves in P_ROUGH of the tracks."""
+    return render_scan(seed, height=height, width=width, style=style, narrow=True, rough=True)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

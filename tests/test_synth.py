@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from digitiser import curve_shapes, g4tiff, strokes, synth
+from digitiser import curve_shapes, g4tiff, metrics, strokes, synth
+from digitiser.scale import to_fractions, to_values
 
 SIZE = {"height": 600, "width": 240}
 
@@ -171,9 +172,12 @@ def test_write_dataset_in_parallel_writes_the_same_files(tmp_path):
 def test_renders_without_las_folder_or_bank(monkeypatch, tmp_path):
     monkeypatch.setattr(curve_shapes, "LAS_DIR", tmp_path / "no_las")
     monkeypatch.setattr(curve_shapes, "BANK_PATH", tmp_path / "no_bank.npz")
+    monkeypatch.setattr(curve_shapes, "RAW_BANK_PATH", tmp_path / "no_raw_bank.npz")
     assert curve_shapes.sample_pair(np.random.default_rng(0)).source == "layered"
-    s = synth.render_scan(3, **SIZE)
-    assert set(np.unique(s.mask)) == {0, 1, 2}
+    assert curve_shapes.rough_pair(np.random.default_rng(0)) is None
+    for render in (synth.render_scan, synth.render_scan_v5):
+        s = render(3, **SIZE)
+        assert set(np.unique(s.mask)) == {0, 1, 2}
     with pytest.raises(FileNotFoundError, match="LAS folder"):
         curve_shapes.build_curve_bank(out=tmp_path / "bank.npz")
 
@@ -187,10 +191,27 @@ def test_bank_builds_from_las(tmp_path):
     assert curve_shapes.load_bank(out)["q"].shape == (3, 2, curve_shapes.N_SAMPLES)
 
 
-def test_shipped_bank_is_small_and_loads():
+@pytest.mark.skipif(not curve_shapes.LAS_DIR.is_dir(), reason="no LAS files next to the project")
+def test_raw_bank_holds_the_log_as_logged(tmp_path):
+    """A raw window is consecutive LAS samples, not smoothed or resampled: it is found in the log itself."""
+    pairs = [("lasio_6038187_v1.2.las", "GAMN", "DFAR", False)]
+    out = curve_shapes.build_curve_bank(out=tmp_path / "raw.npz", per_pair=2, pairs=pairs, raw=300)
+    bank = curve_shapes.load_bank(out)
+    assert bank["q"].shape == (2, 2, 300)
+    las, order, _ = curve_shapes._read_las(curve_shapes.LAS_DIR / pairs[0][0])
+    gamn = np.nan_to_num(np.asarray(las["GAMN"], np.float64)[order], nan=np.inf)
+    window = bank["lo"][0][0] + bank["q"][0][0] / 65535 * (bank["hi"][0][0] - bank["lo"][0][0])
+    i0 = int(np.argmin([np.abs(gamn[i:i + 300] - window).max() for i in range(len(gamn) - 299)]))
+    assert np.abs(gamn[i0:i0 + 300] - window).max() <= 1e-4 * (window.max() - window.min()) + 1e-3
+
+
+def test_shipped_banks_are_small_and_load():
     assert curve_shapes.BANK_PATH.stat().st_size < 1_000_000
+    assert curve_shapes.RAW_BANK_PATH.stat().st_size < 600_000
     bank = curve_shapes.load_bank()
     assert bank is not None and len(bank["q"]) >= 100
+    raw = curve_shapes.load_bank(curve_shapes.RAW_BANK_PATH)
+    assert raw["q"].shape[1:] == (2, curve_shapes.RAW_SAMPLES) and len(raw["q"]) >= 100
 
 
 @pytest.mark.parametrize("pen", [1.0, 2.0, 2.5, 4.0])
@@ -344,3 +365,43 @@ def test_version_4_is_version_1_with_near_straight_curves():
             assert span <= 0.08, f"scan {i}: curve {k + 1} still spans {span:.3f} of the width"
             assert set(np.unique(v4.mask)) >= {k + 1}, "a squeezed curve is still drawn and labelled"
     assert 6 <= squeezed <= 22, f"{squeezed} of 40 tracks squeezed (P_NARROW = {synth.P_NARROW})"
+
+
+def test_version_5_is_version_4_with_rough_curves():
+    """Recipe stage24 trains on version 5 (pinned). A scan either is its version 4 scan byte for byte, or its
+    curves are a real pair as logged at a compressed depth scale (and the draws after the curves, such as the
+    grid and the file type, come out otherwise): rougher between depth points than version
+    4's, with a calibration that reads the drawn truth back, and each curve on the scale at 3/4 of the depth
+    points at least unless the version-1 off-scale push moved it."""
+    assert _digest(synth.render_scan_v5) == "559eb125258e4648d2bc0aec4ffad92e9e58caa20d346c29d2912ae22888cde1"
+    rough, rough_moves, v4_moves = 0, [], []
+    for i in range(60):
+        seed = synth.scan_seed(24, i)
+        v4, v5 = synth.render_scan_v4(seed, height=400, width=200), synth.render_scan_v5(seed, height=400, width=200)
+        assert v4.image.shape == v5.image.shape
+        v4_moves.append(metrics.roughness(v4.x_frac))
+        if v4.encoded == v5.encoded:
+            continue
+        rough += 1
+        rough_moves.append(metrics.roughness(v5.x_frac))
+        for k, c in enumerate(v5.calibration["curves"]):
+            assert np.allclose(to_fractions(v5.values[:, k], c["left"], c["right"], c["scale"]), v5.x_frac[:, k])
+        assert set(np.unique(v5.mask)) == {0, 1, 2}
+    assert 10 <= rough <= 30, f"{rough} of 60 tracks rough (P_ROUGH = {synth.P_ROUGH})"
+    assert np.median(rough_moves) > 2 * np.median(v4_moves)
+    assert np.mean(np.array(rough_moves) >= 0.03) >= 0.2     # version 4: none of 300 held-out scans
+
+
+def test_a_narrowed_scale_keeps_each_curve_on_it_at_three_quarters_of_the_samples():
+    rng = np.random.default_rng(5)
+    f = np.stack([0.5 + 0.3 * np.sin(np.linspace(0, 20, 500)) + rng.normal(0, 0.05, 500),
+                  0.4 + 0.1 * rng.standard_normal(500)])
+    pair = curve_shapes.CurvePair(f.copy(), [{"name": "GR", "left": 0.0, "right": 150.0, "scale": "linear"},
+                                             {"name": "ILD", "left": 0.2, "right": 2000.0, "scale": "log"}],
+                                  False, "m", "test")
+    values = [to_values(f[k], c["left"], c["right"], c["scale"]) for k, c in enumerate(pair.curves)]
+    curve_shapes._narrow_scale(pair, 4.0)
+    assert ((pair.f >= 0) & (pair.f <= 1)).mean(axis=1).min() >= 0.75
+    assert np.ptp(pair.f[0]) > 1.5 * np.ptp(f[0])                      # narrowed, not left alone
+    for k, c in enumerate(pair.curves):                                 # the same values, on the new scale
+        assert np.allclose(to_fractions(values[k], c["left"], c["right"], c["scale"]), pair.f[k])
