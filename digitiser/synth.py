@@ -21,7 +21,7 @@ log scale). The foreign family fails such curves 61% of the time (curve 1 spanni
 (`default_rng([seed, 19])`), so every other pixel of a version 4 scan is its version 1 scan's.
 `render_scan_v5` (version 5, recipe stage24) is version 4 with rough curves: in about a third of the tracks the
 pair is a window of real logs as logged (`curve_shapes.rough_pair`: the raw bank, no smoothing or resampling)
-plotted at 0.8-2.5 image rows per sample, so a curve crosses much of the track between neighbouring rows, as a
+plotted at 0.5-2 image rows per sample, so a curve crosses much of the track between neighbouring rows, as a
 real log printed at a compressed depth scale does. The foreign family's floor comes from such curves (a third
 of its scans; the own family had 2 of 300). Its extra randomness has its own stream (`default_rng([seed, 24])`).
 
