@@ -249,8 +249,9 @@ def sample_pair(rng: np.random.Generator, n_rows: int = 1000, bank_path: Path | 
 
 def rough_pair(rng: np.random.Generator, n_rows: int = 1000, bank_path: Path | None = None) -> CurvePair | None:
     """A pair of real curves as logged (the raw bank) at 0.5-2 image rows per sample: a log plotted at a
-    compressed depth scale, whose curves move across much of the track between neighbouring rows (a tall
-    track gets fewer rows' worth of roughness: at most RAW_SAMPLES samples). None without the raw bank."""
+    compressed depth scale, whose curves move across much of the track between neighbouring rows (a track
+    taller than 2 x RAW_SAMPLES rows gets more rows per sample: a window holds RAW_SAMPLES). None without the
+    raw bank."""
     bank = load_bank(bank_path or RAW_BANK_PATH)
     if bank is None:
         return None

@@ -23,7 +23,9 @@ log scale). The foreign family fails such curves 61% of the time (curve 1 spanni
 pair is a window of real logs as logged (`curve_shapes.rough_pair`: the raw bank, no smoothing or resampling)
 plotted at 0.5-2 image rows per sample, so a curve crosses much of the track between neighbouring rows, as a
 real log printed at a compressed depth scale does. The foreign family's floor comes from such curves (a third
-of its scans; the own family had 2 of 300). Its extra randomness has its own stream (`default_rng([seed, 24])`).
+of its scans; the own family had 2 of 300). Its extra randomness has its own stream (`default_rng([seed, 24])`);
+a rough track's later draws (grid, file type, ...) differ from its version 4 scan's, as its curves are resampled
+with other numbers. Recipes stage24 and stage25 measured it (no gain on rough foreign curves, model card).
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
