@@ -26,6 +26,7 @@ real log printed at a compressed depth scale does. The foreign family's floor co
 of its scans; the own family had 2 of 300). Its extra randomness has its own stream (`default_rng([seed, 24])`);
 a rough track's later draws (grid, file type, ...) differ from its version 4 scan's, as its curves are resampled
 with other numbers. Recipes stage24 and stage25 measured it (no gain on rough foreign curves, model card).
+`render_scan_v6` (version 6, recipe long1) draws everything versions 3, 4 and 5 add, for a long run.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -283,7 +284,7 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
         light_third: with breadth, whether the third line may be a light thin solid pen (version 2) or is
             always dashed (version 3, `render_scan_v3`).
         narrow: near-straight curves in some tracks (version 4 with breadth False, `render_scan_v4`).
-        rough: rough curves in some tracks (version 5 with narrow, `render_scan_v5`).
+        rough: rough curves in some tracks (version 5 with narrow, `render_scan_v5`; version 6 with breadth too).
     """
     rng = np.random.default_rng(seed)
     rng_b = np.random.default_rng([seed, 18]) if breadth else None
@@ -377,6 +378,14 @@ def render_scan_v5(seed: int, *, height: int | None = None, width: int | None = 
                    style: str | None = None) -> SynthScan:
     """Generator version 5 (recipe stage24): version 4 with rough curves in P_ROUGH of the tracks."""
     return render_scan(seed, height=height, width=width, style=style, narrow=True, rough=True)
+
+
+def render_scan_v6(seed: int, *, height: int | None = None, width: int | None = None,
+                   style: str | None = None) -> SynthScan:
+    """Generator version 6 (recipe long1): everything the others add at once: version 3's breadth (a dashed third
+    line, thin light pens, more colour), version 4's near-straight curves and version 5's rough ones."""
+    return render_scan(seed, height=height, width=width, style=style, breadth=True, light_third=False,
+                       narrow=True, rough=True)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

@@ -405,3 +405,18 @@ def test_a_narrowed_scale_keeps_each_curve_on_it_at_three_quarters_of_the_sample
     assert np.ptp(pair.f[0]) > 1.5 * np.ptp(f[0])                      # narrowed, not left alone
     for k, c in enumerate(pair.curves):                                 # the same values, on the new scale
         assert np.allclose(to_fractions(values[k], c["left"], c["right"], c["scale"]), pair.f[k])
+
+
+def test_version_6_draws_what_versions_3_4_and_5_add():
+    """Long run 1 trains on version 6 (pinned): version 3's third lines (labelled background), with version
+    4's near-straight and version 5's rough curves drawn by their own streams."""
+    assert _digest(synth.render_scan_v6) == "6fcacb4d7f97bae2377c8245928fffae48f66edb70764d109e312b3e56a53bac"
+    scans = [synth.render_scan_v6(synth.scan_seed(26, i), height=400, width=200) for i in range(40)]
+    thirds = [s for s in scans if s.third is not None]
+    assert 6 <= len(thirds) <= 22
+    for s in thirds:   # the third line is background: curve labels on its centreline only where it crosses one
+        h, w = s.mask.shape
+        on_line = s.mask[np.arange(h), np.clip(np.rint(s.third).astype(int), 0, w - 1)]
+        assert (on_line != 0).mean() < 0.25
+    v3 = [synth.render_scan_v3(synth.scan_seed(26, i), height=400, width=200) for i in range(40)]
+    assert sum(a.encoded != b.encoded for a, b in zip(scans, v3)) >= 12   # squeezed or rough tracks
