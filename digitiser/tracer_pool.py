@@ -10,6 +10,7 @@ pixel, on the same machine); the result (1 byte a pixel) comes back. Workers are
 torch is forked), started with their owner, and exit with it.
 """
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -70,7 +71,13 @@ class TracerPool:
         return await asyncio.wrap_future(self.submit(scan, calibration, probs, tracing, model_version))
 
     def close(self):
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers and free the pool's queues now, while this process's resource tracker still runs: Ray
+        kills an actor's child processes (the tracker among them) before its Python exits, and queues freed
+        after that make a relaunched tracker print a KeyError traceback for each of their semaphores."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            gc.collect()
 
 
 def _exit_with(parent: int):

@@ -89,6 +89,20 @@ def test_tracing_processes_load_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
+def test_a_closed_tracer_pool_leaves_nothing_for_the_resource_tracker():
+    """Ray kills an actor's child processes, its resource tracker among them, after Serve's graceful shutdown
+    has closed the pool and before Python exits: the pool must free its queues in `close`, or a relaunched
+    tracker prints a KeyError traceback for each of their semaphores as the replica stops."""
+    code = ("import os, signal; from multiprocessing import resource_tracker as rt; "
+            "from digitiser.tracer_pool import TracerPool; "
+            "pool = TracerPool(1); pool._pool.submit(os.getpid).result(); pool.close(); "
+            "os.kill(rt._resource_tracker._pid, signal.SIGKILL); os.waitpid(rt._resource_tracker._pid, 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "KeyError" not in done.stderr and "leak" not in done.stderr, done.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_refused_with_a_clear_error():
     with pytest.raises(RuntimeError, match="sees no CUDA device"):
