@@ -95,7 +95,7 @@ def test_a_closed_tracer_pool_leaves_nothing_for_the_resource_tracker():
     tracker prints a KeyError traceback for each of their semaphores as the replica stops."""
     code = ("import os, signal; from multiprocessing import resource_tracker as rt; "
             "from digitiser.tracer_pool import TracerPool; "
-            "pool = TracerPool(1); pool._pool.submit(os.getpid).result(); pool.close(); "
+            "pool = TracerPool(1); pool.close(); "   # its worker has started and answered
             "os.kill(rt._resource_tracker._pid, signal.SIGKILL); os.waitpid(rt._resource_tracker._pid, 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
