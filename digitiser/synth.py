@@ -26,7 +26,10 @@ real log printed at a compressed depth scale does. The foreign family's floor co
 of its scans; the own family had 2 of 300). Its extra randomness has its own stream (`default_rng([seed, 24])`);
 a rough track's later draws (grid, file type, ...) differ from its version 4 scan's, as its curves are resampled
 with other numbers. Recipes stage24 and stage25 measured it (no gain on rough foreign curves, model card).
-`render_scan_v6` (version 6, recipe long1) draws everything versions 3, 4 and 5 add, for a long run.
+`render_scan_v6` (version 6, recipe long1) draws everything versions 3, 4 and 5 add, for a long run, and half of
+its thin light pens in tints (light red, pink, light blue, ...), which stay light in grey: the foreign family's
+1-px light red curve scans 29-54 grey levels under the paper (10th percentile, median) on its labelled pixels,
+fainter than 97% of version 5's curves.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -71,6 +74,10 @@ P_LIGHT_PEN = 0.2               # breadth: chance one curve is a thin light pen 
 # anti-aliased stroke covers about half of each of its pixels, so in grey it reads about as light as the grid
 _LIGHT_INKS = [(0, 0, 255), (0, 0, 230), (40, 40, 240), (0, 128, 255), (0, 170, 0), (255, 0, 255), (200, 120, 0),
                (30, 30, 200)]
+# version 6 also draws tints (light red, pink, light blue, ...): light in grey as well, about as faint as a 1-px pen of
+# them prints and scans (in grey 45-110 levels under the paper at full coverage, half that on a 1-px stroke's pixels)
+_PASTEL_INKS = [(115, 115, 255), (180, 105, 255), (255, 170, 110), (130, 215, 130), (90, 180, 255), (230, 140, 200)]
+PASTEL_CONTRAST = 45.0          # ... at least this many grey levels under the paper, so the mask never labels no ink
 _EXT_P = {"gray": {"png": 0.4, "jpg": 0.4, "tif": 0.2}, "color": {"png": 0.25, "jpg": 0.75},
           "bilevel": {"tif": 1.0}, "clean": {"png": 1.0}}
 MASK_COVERAGE = 0.3             # a pixel belongs to a curve when its pen covers at least this fraction
@@ -189,21 +196,39 @@ def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True
     return mask, drawn
 
 
-def _light_pen(look: paper.Look, style: str, rng: np.random.Generator) -> tuple[int, float] | None:
-    """Breadth: make one curve (curve 1 mostly) a thin pen in a light ink, in place on `look`.
-    Returns (curve index, pen width px) or None. 1-bit scans keep their dark inks (a light pen would not
-    survive the threshold)."""
+def _light_pen(look: paper.Look, style: str, rng: np.random.Generator, pastel: bool = False
+               ) -> tuple[int, float] | None:
+    """Breadth: make one curve (curve 1 mostly) a thin pen in a light ink, in place on `look`; with `pastel`
+    (version 6) half of them in a tint. Returns (curve index, pen width px) or None. 1-bit scans keep their
+    dark inks (a light pen would not survive the threshold)."""
     if style == "bilevel" or rng.random() >= P_LIGHT_PEN:
         return None
     k = 0 if rng.random() < 0.7 else 1
-    if look.channels == 3:
-        ink = np.array(_LIGHT_INKS[int(rng.integers(len(_LIGHT_INKS)))], np.float32)
+    if pastel and rng.random() < 0.5:
+        ink = _pastel_ink(look, rng)
+    elif look.channels == 3:
+        ink = np.minimum(np.array(_LIGHT_INKS[int(rng.integers(len(_LIGHT_INKS)))], np.float32), look.paper - 60.0)
     else:
-        ink = np.full(1, rng.uniform(70, 150), np.float32)
-    ink = np.minimum(ink, look.paper - 60.0)          # >= 60 grey levels under the paper, as the floor asks
+        ink = np.minimum(np.full(1, rng.uniform(70, 150), np.float32), look.paper - 60.0)   # >= 60 levels under
     look.curve_inks = [ink if i == k else c for i, c in enumerate(look.curve_inks)]
     look.curve_alpha = [1.0 if i == k else a for i, a in enumerate(look.curve_alpha)]
     return k, float(rng.uniform(1.0, 1.4))
+
+
+def _grey(c: np.ndarray) -> float:
+    return float(np.dot(c[::-1], [0.299, 0.587, 0.114])) if len(c) == 3 else float(c[0])
+
+
+def _pastel_ink(look: paper.Look, rng: np.random.Generator) -> np.ndarray:
+    """A tint (colour scans) or a light grey, darkened toward black only as far as PASTEL_CONTRAST asks."""
+    if look.channels == 3:
+        ink = np.array(_PASTEL_INKS[int(rng.integers(len(_PASTEL_INKS)))], np.float32)
+    else:
+        ink = np.full(1, rng.uniform(140, 200), np.float32)
+    contrast = _grey(look.paper) - _grey(ink)
+    if contrast < PASTEL_CONTRAST:
+        ink = look.paper - (look.paper - ink) * PASTEL_CONTRAST / max(contrast, 1.0)
+    return np.clip(ink, 0, 255).astype(np.float32)
 
 
 def _third_pattern(kind: str, pen: float, rng: np.random.Generator) -> np.ndarray | None:
@@ -271,9 +296,8 @@ def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
                 style: str | None = None, breadth: bool = False, light_third: bool = True,
-                narrow: bool = False, rough: bool = False) -> SynthScan:
-    """Render one synthetic scan; deterministic for (seed, height, width, style, breadth, light_third, narrow,
-    rough).
+                narrow: bool = False, rough: bool = False, pastel: bool = False) -> SynthScan:
+    """Render one synthetic scan; deterministic for its arguments.
 
     Args:
         seed: any non-negative int.
@@ -285,6 +309,7 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
             always dashed (version 3, `render_scan_v3`).
         narrow: near-straight curves in some tracks (version 4 with breadth False, `render_scan_v4`).
         rough: rough curves in some tracks (version 5 with narrow, `render_scan_v5`; version 6 with breadth too).
+        pastel: with breadth, half the light pens in a tint, light in grey too (version 6).
     """
     rng = np.random.default_rng(seed)
     rng_b = np.random.default_rng([seed, 18]) if breadth else None
@@ -296,7 +321,7 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
         raise ValueError(f"scan size {h}x{w} too small: need height >= 32 and width >= 16 px")
     look = paper.sample_look(style, rng)
     pens = [None, None]
-    light = _light_pen(look, style, rng_b) if breadth else None
+    light = _light_pen(look, style, rng_b, pastel) if breadth else None
     if light is not None:
         pens[light[0]] = light[1]
     pair = curve_shapes.sample_pair(rng, h)
@@ -383,9 +408,10 @@ def render_scan_v5(seed: int, *, height: int | None = None, width: int | None = 
 def render_scan_v6(seed: int, *, height: int | None = None, width: int | None = None,
                    style: str | None = None) -> SynthScan:
     """Generator version 6 (recipe long1): everything the others add at once: version 3's breadth (a dashed third
-    line, thin light pens, more colour), version 4's near-straight curves and version 5's rough ones."""
+    line, thin light pens, more colour), version 4's near-straight curves and version 5's rough ones; and half
+    of its light pens are tints (pink, light blue, ...), as faint in grey as such a 1-px pen scans."""
     return render_scan(seed, height=height, width=width, style=style, breadth=True, light_third=False,
-                       narrow=True, rough=True)
+                       narrow=True, rough=True, pastel=True)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

@@ -410,7 +410,7 @@ def test_a_narrowed_scale_keeps_each_curve_on_it_at_three_quarters_of_the_sample
 def test_version_6_draws_what_versions_3_4_and_5_add():
     """Long run 1 trains on version 6 (pinned): version 3's third lines (labelled background), with version
     4's near-straight and version 5's rough curves drawn by their own streams."""
-    assert _digest(synth.render_scan_v6) == "6fcacb4d7f97bae2377c8245928fffae48f66edb70764d109e312b3e56a53bac"
+    assert _digest(synth.render_scan_v6) == "614795eceb3e36c96b644fcea30f404a93e9c82d090ead9bdd4521b0d2b6d371"
     scans = [synth.render_scan_v6(synth.scan_seed(26, i), height=400, width=200) for i in range(40)]
     thirds = [s for s in scans if s.third is not None]
     assert 6 <= len(thirds) <= 22
@@ -420,3 +420,22 @@ def test_version_6_draws_what_versions_3_4_and_5_add():
         assert (on_line != 0).mean() < 0.25
     v3 = [synth.render_scan_v3(synth.scan_seed(26, i), height=400, width=200) for i in range(40)]
     assert sum(a.encoded != b.encoded for a, b in zip(scans, v3)) >= 12   # squeezed or rough tracks
+
+
+def test_version_6_tints_are_light_in_grey_and_never_unlabelled_ink():
+    """Half of version 6's light pens are tints (light red, pink, light blue ...): lighter in grey than any
+    version 2 light pen, yet at least PASTEL_CONTRAST grey levels under the paper, so a labelled pixel has ink."""
+    greys = []
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        style = ("color", "gray")[seed % 2]
+        look = synth.paper.sample_look(style, rng)
+        light = synth._light_pen(look, style, rng, pastel=True)
+        if light is None:
+            continue
+        ink = look.curve_inks[light[0]]
+        contrast = synth._grey(look.paper) - synth._grey(ink)
+        assert contrast >= synth.PASTEL_CONTRAST - 1e-3
+        greys.append(contrast)
+    assert len(greys) >= 30
+    assert np.mean(np.array(greys) < 80) >= 0.25          # the tints (version 2's light pens: 5% of them)
