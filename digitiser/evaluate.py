@@ -78,7 +78,8 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser, perfect_segmenter:
             rec = scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
                               pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
         records.append({**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan),
-                        "roughness": roughness(truth["x_frac"])})
+                        "roughness": roughness(truth["x_frac"]),
+                        **({"features": [str(f) for f in truth["features"]]} if "features" in truth else {})})
     return records
 
 

@@ -176,6 +176,8 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["by_pixels"] = by_pixels(per_scan)
     if any("roughness" in r for r in per_scan):
         out["by_roughness"] = _binned(per_scan, "roughness", ROUGHNESS_BINS)
+    if any("features" in r for r in per_scan):
+        out["by_feature"] = by_feature(per_scan)
     return out
 
 
@@ -207,6 +209,15 @@ def by_pixels(per_scan: list[dict]) -> list[dict]:
     [{"pixels", "n_scans", ...}] for the kinds present."""
     kinds = [k for k in PIXEL_KINDS if any(r.get("pixels") == k for r in per_scan)]
     return [{"pixels": k, **_group_means([r for r in per_scan if r.get("pixels") == k])} for k in kinds]
+
+
+def by_feature(per_scan: list[dict]) -> list[dict]:
+    """The same means per feature that the truth records (``features``, e.g. the foreign family's "light pen"
+    and "third line"; a scan may count under several), and "none" for the scans with none of them."""
+    described = [r for r in per_scan if "features" in r]
+    names = sorted({f for r in described for f in r["features"]})
+    return ([{"feature": f, **_group_means([r for r in described if f in r["features"]])} for f in names]
+            + [{"feature": "none", **_group_means([r for r in described if not r["features"]])}])
 
 
 def _group_means(recs: list[dict]) -> dict:
@@ -244,7 +255,8 @@ def format_table(summary: dict) -> str:
                lambda b: f"{b['lo']}-{b['hi'] - 1}" if b["hi"] is not None else f">={b['lo']}"),
               ("pixels", s.get("by_pixels") or [], lambda b: b["pixels"]),
               ("roughness", s.get("by_roughness") or [],
-               lambda b: f"{b['lo']}-{b['hi']}" if b["hi"] is not None else f">={b['lo']}")]
+               lambda b: f"{b['lo']}-{b['hi']}" if b["hi"] is not None else f">={b['lo']}"),
+              ("feature", s.get("by_feature") or [], lambda b: b["feature"])]
     for title, rows, label in groups:
         if rows:
             lines.append(f"{title:12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")

@@ -6,7 +6,7 @@ for evaluation only: never train on it. A scan's choices all come from `np.rando
 
 Files per scan, as `digitise synth` writes them (so `digitise eval DIR` reads them unchanged):
 scan_{i:05d}.{png,jpg,tif} (image), .json (calibration), .truth.npz (mask HxW uint8 {0,1,2}, x_frac (300, 2),
-values (300, 2); NaN where the LAS has no value).
+values (300, 2); NaN where the LAS has no value; features: what the track holds, see `features`).
 """
 from __future__ import annotations
 
@@ -172,7 +172,15 @@ def render_scan(seed: int, i: int, ex_list=None) -> dict:
     x_frac = scanner.shear_truth(x, scan["shear"], t.h, t.w)
     values = np.stack([_values(x_frac[:, k], cal["curves"][k]["left"], cal["curves"][k]["right"], ex.log)
                        for k in (0, 1)], axis=1)
-    return {**scan, "x_frac": x_frac, "values": values, "calibration": cal}
+    return {**scan, "x_frac": x_frac, "values": values, "calibration": cal, "features": features(t)}
+
+
+def features(t: Track) -> list[str]:
+    """What the track holds that the evaluation reports apart (`digitise eval`'s by_feature): "light pen"
+    (curve 1 a 1-px light red line, about as light as the grid in grey), "third line" (a line that is
+    neither curve)."""
+    light = t.pens[0].colour == INKS["light red"] and t.pens[0].width_px == 1.0
+    return [name for name, has in (("light pen", light), ("third line", t.pens[2] is not None)) if has]
 
 
 def _put(path: Path, data: bytes) -> None:
@@ -192,7 +200,8 @@ def write_dataset(out: str, n: int, seed: int = DEFAULT_SEED) -> list[str]:
         s = render_scan(seed, i, ex_list)
         stem = f"scan_{i:05d}"
         buf = io.BytesIO()
-        np.savez_compressed(buf, mask=s["mask"], x_frac=s["x_frac"], values=s["values"])
+        np.savez_compressed(buf, mask=s["mask"], x_frac=s["x_frac"], values=s["values"],
+                            features=np.array(s["features"], dtype=str))
         _put(root / f"{stem}.truth.npz", buf.getvalue())
         _put(root / f"{stem}.json", json.dumps(s["calibration"], indent=2).encode())
         _put(root / f"{stem}.{s['ext']}", s["encoded"])

@@ -65,6 +65,16 @@ def test_truth_and_values_follow_the_calibration(scans):
         assert np.nanmin(s["x_frac"]) >= 0.5 / w - 1e-12 and np.nanmax(s["x_frac"]) <= 1 - 0.5 / w + 1e-12
 
 
+def test_features_say_what_the_track_holds():
+    """`features` (kept in the truth file, reported by `digitise eval` as by_feature) name the light red 1-px
+    curve 1 and the third line exactly where the track has them."""
+    many = [render_scan(2718, i) for i in range(60)]
+    light = [s for s in many if "light pen" in s["features"]]
+    third = [s for s in many if "third line" in s["features"]]
+    assert 2 <= len(light) <= 15 and 8 <= len(third) <= 30
+    assert all(set(s["features"]) <= {"light pen", "third line"} for s in many)
+
+
 def test_family_covers_what_it_promises():
     """Over 40 scans: colour and grey and 1-bit, PNG/JPEG/TIFF, narrow and wide, curves on the edge."""
     many = [render_scan(2718, i) for i in range(40)]
@@ -86,6 +96,8 @@ def test_digitise_eval_reads_the_family_unchanged(tmp_path, capsys):
     assert s["n_scans"] == 3 and sum(b["n_scans"] for b in s["by_width"]) == 3
     assert all("width" in r for r in s["per_scan"]) and sum(b["n_scans"] for b in s["by_pixels"]) == 3
     assert {r["pixels"] for r in s["per_scan"]} <= {"colour", "grey", "bilevel"}
+    described = {b["feature"]: b["n_scans"] for b in s["by_feature"]}
+    assert described["none"] == sum(not r["features"] for r in s["per_scan"])
     assert "width (px)" in capsys.readouterr().out
 
 

@@ -123,6 +123,16 @@ def test_means_are_broken_down_by_the_kind_of_pixels():
     assert "pixels" in format_table(s) and "colour" in format_table(s)
 
 
+def test_means_are_broken_down_by_what_the_truth_says_the_track_holds():
+    recs = [{**r, "features": f} for r, f in zip(records(), (["light pen", "third line"], [], ["third line"]))]
+    s = summarise(recs)
+    rows = {b["feature"]: b for b in s["by_feature"]}
+    assert list(rows) == ["light pen", "third line", "none"]        # a scan counts under each feature it has
+    assert rows["third line"]["n_scans"] == 2 and rows["light pen"]["mae_1"] == recs[0]["mae_1"]
+    assert rows["none"]["n_scans"] == 1 and "feature" in format_table(s)
+    assert "by_feature" not in summarise(records())                  # only where the truth records features
+
+
 def test_roughness_is_the_median_move_between_depth_points_of_the_rougher_curve():
     k = np.arange(300)
     zigzag = 0.5 + 0.05 * (k % 2)                     # moves 0.05 of the width at every depth point
