@@ -26,7 +26,11 @@ def audit(args) -> int:
 
 def synth(args) -> int:
     from digitiser import synth
-    synth.write_dataset(args.out, n=args.n, seed=args.seed)
+    try:
+        synth.write_dataset(args.out, n=args.n, seed=args.seed, version=args.version)
+    except ValueError as e:
+        error("synth", e)
+        return 2
     return 0
 
 

@@ -5,8 +5,10 @@ solid, curve 2 dashed or dotted, over a linear or logarithmic grid with depth li
 with annotations, blur, noise, specks, JPEG artefacts, page skew, or thresholded to a 1-bit CCITT G4
 TIFF. Curve shapes come from real logs (`curve_shapes`) or random layered beds.
 
-Generator versions. `render_scan` (version 1, the default of `digitise synth` and of training recipes
-stages 1-6) is frozen: its scans are byte-identical for a seed. `render_scan_broad` (version 2, "breadth",
+Generator versions: `render_scan(seed, version=N)`, `VERSIONS` says what each adds, `digitise synth --version N`
+renders a set; every version is frozen, byte-identical for a seed (pinned digests in the tests). Version 1 is the
+default of `digitise synth` (the held-out eval set) and of training recipes stages 1-6; recipes name the others
+`render_scan_broad`, `render_scan_v3` ... `render_scan_v6`. `render_scan_broad` (version 2, "breadth",
 issue 18 step 4; recipe stage7) draws the same scan and adds what the foreign evaluation family showed the
 segmenter had not seen: a third line that is neither curve (dash-dot, dash-dot-dot, long dash or a light
 thin solid pen; labelled background) in about a third of the tracks, no dash-dot curve 2 (that is the third
@@ -215,7 +217,7 @@ def _light_pen(look: paper.Look, style: str, rng: np.random.Generator, pastel: b
     return k, float(rng.uniform(1.0, 1.4))
 
 
-def _grey(c: np.ndarray) -> float:
+def _luminance(c: np.ndarray) -> float:
     return float(np.dot(c[::-1], [0.299, 0.587, 0.114])) if len(c) == 3 else float(c[0])
 
 
@@ -225,7 +227,7 @@ def _pastel_ink(look: paper.Look, rng: np.random.Generator) -> np.ndarray:
         ink = np.array(_PASTEL_INKS[int(rng.integers(len(_PASTEL_INKS)))], np.float32)
     else:
         ink = np.full(1, rng.uniform(140, 200), np.float32)
-    contrast = _grey(look.paper) - _grey(ink)
+    contrast = _luminance(look.paper) - _luminance(ink)
     if contrast < PASTEL_CONTRAST:
         ink = look.paper - (look.paper - ink) * PASTEL_CONTRAST / max(contrast, 1.0)
     return np.clip(ink, 0, 255).astype(np.float32)
@@ -294,26 +296,37 @@ def _encode(img: np.ndarray, style: str, drawn, mask, rng) -> tuple[np.ndarray, 
     return img, mask, ext, buf.tobytes()
 
 
+@dataclass(frozen=True)
+class _Version:
+    """What a generator version adds to version 1 (the module doc says why each exists)."""
+    breadth: bool = False        # a third line, thin light pens, more colour (versions 2, 3, 6)
+    light_third: bool = True     # with breadth: the third line may be a light thin solid pen (version 2 only)
+    narrow: bool = False         # near-straight curves (versions 4-6)
+    rough: bool = False          # real logs as logged at a compressed scale (versions 5, 6)
+    pastel: bool = False         # half the light pens in tints (version 6)
+
+
+VERSIONS = {1: _Version(), 2: _Version(breadth=True), 3: _Version(breadth=True, light_third=False),
+            4: _Version(narrow=True), 5: _Version(narrow=True, rough=True),
+            6: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True)}
+
+
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
-                style: str | None = None, breadth: bool = False, light_third: bool = True,
-                narrow: bool = False, rough: bool = False, pastel: bool = False) -> SynthScan:
+                style: str | None = None, version: int = 1) -> SynthScan:
     """Render one synthetic scan; deterministic for its arguments.
 
     Args:
         seed: any non-negative int.
         height, width: image size in px; random (log-uniform in HEIGHT_RANGE / WIDTH_RANGE) when None.
         style: one of STYLES ("gray", "color", "bilevel", "clean"); random when None.
-        breadth: generator version 2 (see the module doc; `render_scan_broad`); False is version 1,
-            byte-identical to every scan made before it existed.
-        light_third: with breadth, whether the third line may be a light thin solid pen (version 2) or is
-            always dashed (version 3, `render_scan_v3`).
-        narrow: near-straight curves in some tracks (version 4 with breadth False, `render_scan_v4`).
-        rough: rough curves in some tracks (version 5 with narrow, `render_scan_v5`; version 6 with breadth too).
-        pastel: with breadth, half the light pens in a tint, light in grey too (version 6).
+        version: generator version, a key of VERSIONS (module doc); each is frozen, byte for byte.
     """
+    if version not in VERSIONS:
+        raise ValueError(f"generator version {version!r} unknown: one of {sorted(VERSIONS)}")
+    v = VERSIONS[version]
     rng = np.random.default_rng(seed)
-    rng_b = np.random.default_rng([seed, 18]) if breadth else None
-    style_p = _STYLE_P_BROAD if breadth else _STYLE_P
+    rng_b = np.random.default_rng([seed, 18]) if v.breadth else None
+    style_p = _STYLE_P_BROAD if v.breadth else _STYLE_P
     style = str(rng.choice(list(style_p), p=list(style_p.values()))) if style is None else style
     h = height if height is not None else _log_uniform_int(rng, *HEIGHT_RANGE)
     w = width if width is not None else _log_uniform_int(rng, *WIDTH_RANGE)
@@ -321,13 +334,13 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
         raise ValueError(f"scan size {h}x{w} too small: need height >= 32 and width >= 16 px")
     look = paper.sample_look(style, rng)
     pens = [None, None]
-    light = _light_pen(look, style, rng_b, pastel) if breadth else None
+    light = _light_pen(look, style, rng_b, v.pastel) if v.breadth else None
     if light is not None:
         pens[light[0]] = light[1]
     pair = curve_shapes.sample_pair(rng, h)
-    if rough:
+    if v.rough:
         pair = _rough_curves(pair, h, np.random.default_rng([seed, 24]))
-    if narrow:
+    if v.narrow:
         _narrow_curves(pair.f, np.random.default_rng([seed, 19]))
     skew = _skew(look, h, w)
     x = _centrelines(pair.f, h, w, skew, rng)
@@ -340,10 +353,10 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     if look.n_notes or look.depth_numbers:
         paper.composite_sparse(img, *paper.sparse(text), look.text_ink)
     third = None
-    if breadth and rng_b.random() < P_THIRD:
+    if v.breadth and rng_b.random() < P_THIRD:
         third = _third_line(img, h, w, skew, look, style, rng_b, light_curve=light is not None,
-                            light_third=light_third)
-    mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0, pens, dashdot=not breadth)
+                            light_third=v.light_third)
+    mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0, pens, dashdot=not v.breadth)
     if look.speckle > 0:
         idx, a = paper.sparse(paper.speckle(h, w, look, rng))
         paper.composite_sparse(img, idx, a * 0.9, np.zeros(look.channels, np.float32))
@@ -378,40 +391,32 @@ def _rough_curves(pair: curve_shapes.CurvePair, h: int, rng: np.random.Generator
     return curve_shapes.rough_pair(rng, h) or pair
 
 
-def render_scan_broad(seed: int, *, height: int | None = None, width: int | None = None,
-                      style: str | None = None) -> SynthScan:
-    """Generator version 2 ("breadth", issue 18 step 4): `render_scan(..., breadth=True)`. A training
-    `data_source` ("digitiser.synth:render_scan_broad", recipe stage7)."""
-    return render_scan(seed, height=height, width=width, style=style, breadth=True)
+# Each version by name, as a training recipe's `data_source` names it ("digitiser.synth:render_scan_v6").
+def render_scan_broad(seed: int, **kw) -> SynthScan:
+    """Generator version 2 ("breadth", recipe stage7)."""
+    return render_scan(seed, **kw, version=2)
 
 
-def render_scan_v3(seed: int, *, height: int | None = None, width: int | None = None,
-                   style: str | None = None) -> SynthScan:
-    """Generator version 3 (recipe stage10): version 2 whose third line is never a light thin solid pen (it
-    is dash-dot instead). Version 2 taught opposite labels for a faint solid line (a light third line is
-    background, a light curve pen is a curve), and the stage-7 weights refused faint solid curves."""
-    return render_scan(seed, height=height, width=width, style=style, breadth=True, light_third=False)
+def render_scan_v3(seed: int, **kw) -> SynthScan:
+    """Generator version 3 (recipe stage10): version 2 whose third line is never a light thin solid pen.
+    Version 2 taught opposite labels for a faint solid line (a light third line is background, a light curve
+    pen is a curve), and the stage-7 weights refused faint solid curves."""
+    return render_scan(seed, **kw, version=3)
 
 
-def render_scan_v4(seed: int, *, height: int | None = None, width: int | None = None,
-                   style: str | None = None) -> SynthScan:
+def render_scan_v4(seed: int, **kw) -> SynthScan:
     """Generator version 4 (recipe stage11): version 1 with near-straight curves in a third of the tracks."""
-    return render_scan(seed, height=height, width=width, style=style, narrow=True)
+    return render_scan(seed, **kw, version=4)
 
 
-def render_scan_v5(seed: int, *, height: int | None = None, width: int | None = None,
-                   style: str | None = None) -> SynthScan:
+def render_scan_v5(seed: int, **kw) -> SynthScan:
     """Generator version 5 (recipe stage24): version 4 with rough curves in P_ROUGH of the tracks."""
-    return render_scan(seed, height=height, width=width, style=style, narrow=True, rough=True)
+    return render_scan(seed, **kw, version=5)
 
 
-def render_scan_v6(seed: int, *, height: int | None = None, width: int | None = None,
-                   style: str | None = None) -> SynthScan:
-    """Generator version 6 (recipe long1): everything the others add at once: version 3's breadth (a dashed third
-    line, thin light pens, more colour), version 4's near-straight curves and version 5's rough ones; and half
-    of its light pens are tints (pink, light blue, ...), as faint in grey as such a 1-px pen scans."""
-    return render_scan(seed, height=height, width=width, style=style, breadth=True, light_third=False,
-                       narrow=True, rough=True, pastel=True)
+def render_scan_v6(seed: int, **kw) -> SynthScan:
+    """Generator version 6 (recipe long1): versions 3, 4 and 5 at once, half of its light pens in tints."""
+    return render_scan(seed, **kw, version=6)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:
@@ -443,9 +448,9 @@ def scan_seed(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
 
 
-def _write_scan(root: Path, seed: int, i: int) -> str:
+def _write_scan(root: Path, seed: int, version: int, i: int) -> str:
     """Render scan i of the data set and write its three files; returns the image path."""
-    scan = render_scan(scan_seed(seed, i))
+    scan = render_scan(scan_seed(seed, i), version=version)
     stem = f"scan_{i:05d}"
     buf = io.BytesIO()
     np.savez_compressed(buf, mask=scan.mask, x_frac=scan.x_frac, values=scan.values)
@@ -456,8 +461,8 @@ def _write_scan(root: Path, seed: int, i: int) -> str:
     return str(image_path)
 
 
-def write_dataset(out: str, n: int, seed: int, workers: int = 1) -> list[str]:
-    """Render n scans into folder `out` (created if needed).
+def write_dataset(out: str, n: int, seed: int, workers: int = 1, version: int = 1) -> list[str]:
+    """Render n scans of generator `version` into folder `out` (created if needed).
 
     Writes scan_{i:05d}.{ext} (image), scan_{i:05d}.json (calibration sidecar) and scan_{i:05d}.truth.npz
     (mask HxW uint8, x_frac (300, 2) float64, values (300, 2) float64); scan i uses scan_seed(seed, i),
@@ -466,9 +471,11 @@ def write_dataset(out: str, n: int, seed: int, workers: int = 1) -> list[str]:
     """
     if n < 0 or workers < 1:
         raise ValueError(f"need n >= 0 and workers >= 1, got n={n}, workers={workers}")
+    if version not in VERSIONS:
+        raise ValueError(f"generator version {version!r} unknown: one of {sorted(VERSIONS)}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    write = functools.partial(_write_scan, root, seed)
+    write = functools.partial(_write_scan, root, seed, version)
     paths, t0, last = [], time.monotonic(), time.monotonic()
     with contextlib.ExitStack() as stack:
         if workers > 1:

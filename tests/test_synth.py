@@ -169,6 +169,17 @@ def test_write_dataset_in_parallel_writes_the_same_files(tmp_path):
     assert [p.replace("/a/", "/b/") for p in serial] == parallel
 
 
+def test_write_dataset_renders_the_version_asked_and_refuses_an_unknown_one(tmp_path):
+    path, = synth.write_dataset(str(tmp_path / "v6"), n=1, seed=5, version=6)
+    assert open(path, "rb").read() == synth.render_scan_v6(synth.scan_seed(5, 0)).encoded
+    for bad in (0, 7, "6"):
+        with pytest.raises(ValueError, match="generator version"):
+            synth.write_dataset(str(tmp_path / "bad"), n=1, seed=5, version=bad)
+        with pytest.raises(ValueError, match="generator version"):
+            synth.render_scan(1, version=bad, **SIZE)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_renders_without_las_folder_or_bank(monkeypatch, tmp_path):
     monkeypatch.setattr(curve_shapes, "LAS_DIR", tmp_path / "no_las")
     monkeypatch.setattr(curve_shapes, "BANK_PATH", tmp_path / "no_bank.npz")
@@ -258,7 +269,7 @@ def test_version_2_is_reproducible_and_pinned():
     """Recipe stage7 trains on these bytes (runs resume to the same weights only if they do not change)."""
     assert _digest(synth.render_scan_broad) == "f5f28c52ac10fed0c670ce8af244800f44fe73b584148f23f4307b6c0fe13336"
     a = synth.render_scan_broad(11, height=400, width=200)
-    b = synth.render_scan(11, height=400, width=200, breadth=True)
+    b = synth.render_scan(11, height=400, width=200, version=2)
     assert a.encoded == b.encoded and np.array_equal(a.mask, b.mask)
 
 
@@ -434,7 +445,7 @@ def test_version_6_tints_are_light_in_grey_and_never_unlabelled_ink():
         if light is None:
             continue
         ink = look.curve_inks[light[0]]
-        contrast = synth._grey(look.paper) - synth._grey(ink)
+        contrast = synth._luminance(look.paper) - synth._luminance(ink)
         assert contrast >= synth.PASTEL_CONTRAST - 1e-3
         greys.append(contrast)
     assert len(greys) >= 30
