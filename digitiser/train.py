@@ -58,6 +58,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     ce_weights: tuple[float, float, float] = (1.0, 5.0, 5.0)  # background, solid, dashed
     dice_weight: float = 1.0                # soft Dice on the two curve classes, added to the CE
+    # CE weight of the ink of a line that is neither curve (a generator's third line: labelled background).
+    # None: the background's. With (1, 5, 5) a pixel the model cannot tell apart from curve 2 is best read as
+    # curve 2 at p = 5/6, so nothing pushes it to learn the difference; 5 makes such an error cost as much.
+    distractor_weight: float | None = None
     p_crossing: float = 0.3                 # chance a crop is centred where the two curves meet
     p_curve: float = 0.5                    # ... else on a curve pixel; otherwise anywhere
     # ... else (drawn after the two above) on a curve pixel at the track edge: a curve pinned off-scale
@@ -123,12 +127,13 @@ def resolve_source(spec: str):
 class ScanCache:
     """Renders scans and remembers the last few: one scan serves `scan_reuse` consecutive steps."""
 
-    def __init__(self, render, scan_size, capacity: int, channels: int = 1):
+    def __init__(self, render, scan_size, capacity: int, channels: int = 1, distractors: bool = False):
         self.render, self.scan_size, self.capacity, self.items = render, scan_size, capacity, {}
-        self.channels = channels
+        self.channels, self.distractors = channels, distractors
 
     def get(self, seed: int) -> dict:
-        """-> {"ink": CxHxW float32 in [0, 1] (1 = ink; C the model's input channels), "mask": HxW uint8,
+        """-> {"ink": CxHxW float32 in [0, 1] (1 = ink; C the model's input channels), "mask": HxW uint8
+        (with `distractors`, DISTRACTOR on the ink of the scan's third line),
         "curve": (n, 2) rows/cols of curve pixels, "cross": (m, 2) rows/cols within 3 px of both curves,
         "edge": (k, 2) rows/cols of curve pixels in the two outermost columns on either side}."""
         if seed not in self.items:
@@ -140,12 +145,28 @@ class ScanCache:
             k = np.ones((7, 7), np.uint8)
             cross = cv2.dilate((mask == 1).astype(np.uint8), k) & cv2.dilate((mask == 2).astype(np.uint8), k)
             curve = np.argwhere(mask > 0)
+            if self.distractors and getattr(scan, "third", None) is not None:
+                mask = mask.copy()
+                mask[distractor_pixels(ink, mask, scan.third)] = DISTRACTOR
             edge = curve[(curve[:, 1] < 2) | (curve[:, 1] >= mask.shape[1] - 2)]
             if len(self.items) >= self.capacity:
                 self.items.pop(next(iter(self.items)))
             self.items[seed] = {"ink": ink, "mask": mask,
                                 "curve": curve, "cross": np.argwhere(cross > 0), "edge": edge}
         return self.items[seed]
+
+
+DISTRACTOR = 3   # a training label, never a class: background ink of a line that is neither curve
+
+
+def distractor_pixels(ink: np.ndarray, mask: np.ndarray, centreline: np.ndarray) -> np.ndarray:
+    """HxW bool: the ink within 2 px of a third line's centreline (one column per row) that is not a curve's."""
+    h, w = mask.shape
+    near = np.zeros((h, w), np.uint8)
+    pts = np.stack([np.clip(centreline, -1, w) * 16, np.arange(h) * 16], 1).round().astype(np.int32)
+    cv2.polylines(near, [pts[:, None]], False, 1, thickness=5, shift=4)   # 1/16 px: sub-pixel centreline
+    darkness = ink.max(0)
+    return (near > 0) & (mask == 0) & (darkness > np.median(darkness) + 0.08)
 
 
 def _crop(scan: dict, crop: tuple[int, int], rng, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +227,7 @@ def _step_groups(start: int, steps: int, reuse: int) -> list[tuple[int, int]]:
 def _group_batches(cfg: TrainConfig, first: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Batches of steps [first, stop), one group: its scans are rendered once. numpy, to pass between processes."""
     cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, capacity=cfg.scans_per_step,
-                      channels=cfg.model.in_channels)
+                      channels=cfg.model.in_channels, distractors=cfg.distractor_weight is not None)
     return [tuple(t.numpy() for t in make_batch(cfg, s, cache)) for s in range(first, stop)]
 
 
@@ -235,10 +256,14 @@ def _data_worker_init() -> None:
 
 def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Class-weighted cross-entropy + soft Dice over classes 1 and 2. logits (B, 3, h, w), y (B, h, w)."""
-    weight = torch.tensor(cfg.ce_weights, dtype=logits.dtype, device=logits.device)
-    # CUDA's reducing nll_loss2d has no deterministic kernel; CPU keeps torch's own reduction, so the shipped
-    # recipes reproduce byte for byte
-    ce = weighted_ce(logits, y, weight) if logits.is_cuda else F.cross_entropy(logits, y, weight=weight)
+    if cfg.distractor_weight is not None:
+        weight = torch.tensor([*cfg.ce_weights, cfg.distractor_weight], dtype=logits.dtype, device=logits.device)
+        ce, y = weighted_ce(logits, y, weight, target=background(y)), background(y)
+    else:
+        weight = torch.tensor(cfg.ce_weights, dtype=logits.dtype, device=logits.device)
+        # CUDA's reducing nll_loss2d has no deterministic kernel; CPU keeps torch's own reduction, so the shipped
+        # recipes reproduce byte for byte
+        ce = weighted_ce(logits, y, weight) if logits.is_cuda else F.cross_entropy(logits, y, weight=weight)
     probs = logits.softmax(1)[:, 1:]                                     # (B, 2, h, w)
     onehot = torch.stack([y == 1, y == 2], 1).to(probs.dtype)
     inter = (probs * onehot).sum((0, 2, 3))
@@ -253,10 +278,17 @@ def anchor_loss(logits: torch.Tensor, anchor_logits: torch.Tensor, y: torch.Tens
     return (kl * kept).sum() / kept.sum().clamp(min=1.0)
 
 
-def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """F.cross_entropy(logits, y, weight=weight), reduced with deterministic ops (per-pixel loss, then sums)."""
+def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, target=None) -> torch.Tensor:
+    """F.cross_entropy(logits, y, weight=weight), reduced with deterministic ops (per-pixel loss, then sums);
+    with `target`, each pixel's weight is its label y's and its class the target's (DISTRACTOR -> background)."""
     w = weight[y]
-    return (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
+    target = y if target is None else target
+    return (F.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
+
+
+def background(y: torch.Tensor) -> torch.Tensor:
+    """Labels as classes: DISTRACTOR pixels are background."""
+    return y.masked_fill(y == DISTRACTOR, 0)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -362,7 +394,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         if anchor is not None:
             with torch.no_grad():
                 anchor_logits = anchor(x)
-            held = cfg.anchor_weight * anchor_loss(logits, anchor_logits, y)
+            held = cfg.anchor_weight * anchor_loss(logits, anchor_logits, background(y))
             loss = loss + held
             anchor_sum += held.item()
         opt.zero_grad(set_to_none=True)

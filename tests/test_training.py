@@ -243,6 +243,51 @@ def test_the_deterministic_cross_entropy_equals_torchs_weighted_mean():
                                torch.nn.functional.cross_entropy(logits, y, weight=weight))
 
 
+def test_distractor_ink_is_background_that_costs_as_much_as_a_curve():
+    """A third line's ink (label DISTRACTOR) is background; distractor_weight prices reading it as curve 2, which
+    with the background's weight 1 against the curves' 5 is the cheaper guess wherever the two look alike."""
+    y = torch.zeros(1, 8, 8, dtype=torch.int64)
+    y[0, :, 2], y[0, :, 5] = 2, tr.DISTRACTOR                          # curve 2, and a line that is neither
+    as_curve_2 = torch.zeros(1, 3, 8, 8)
+    as_curve_2[0, 2, :, [2, 5]] = 1.0                                  # both read as curve 2, unsure
+    plain = tiny_config(dice_weight=0.0)
+    torch.testing.assert_close(tr.seg_loss(as_curve_2, y, dataclasses.replace(plain, distractor_weight=1.0)),
+                               tr.seg_loss(as_curve_2, tr.background(y), plain))   # weight 1: plain background
+    weighted = dataclasses.replace(plain, distractor_weight=5.0)
+    right = as_curve_2.clone()
+    right[0, 0, :, 5], right[0, 2, :, 5] = 1.0, 0.0
+    assert tr.seg_loss(right, y, weighted) < tr.seg_loss(as_curve_2, y, weighted)
+    gain = lambda cfg: float(tr.seg_loss(as_curve_2, y, cfg) - tr.seg_loss(right, y, cfg))  # noqa: E731
+    assert gain(weighted) > 2 * gain(dataclasses.replace(plain, distractor_weight=1.0))
+    assert tr.anchor_loss(right, right, tr.background(y)) == 0
+
+
+def test_distractor_labels_cover_the_third_lines_ink_and_never_a_curve():
+    from digitiser import synth
+    seeds = [synth.scan_seed(26, i) for i in range(12)]
+    scans = {seed: synth.render_scan_v6(seed, height=400, width=200) for seed in seeds}
+    thirds = [seed for seed in seeds if scans[seed].third is not None]
+    assert thirds, "version 6 draws a third line in a third of its tracks"
+    cache = tr.ScanCache(synth.render_scan_v6, (400, 200), 12, distractors=True)
+    for seed in seeds:
+        scan, mask = scans[seed], cache.get(seed)["mask"]
+        if scan.third is None:
+            assert np.array_equal(mask, scan.mask)
+            continue
+        assert np.array_equal(mask[mask != tr.DISTRACTOR], scan.mask[mask != tr.DISTRACTOR])  # curves untouched
+        rows = np.arange(400)
+        on_line = mask[rows, np.clip(np.rint(scan.third).astype(int), 0, 199)]
+        ink_on_line = cache.get(seed)["ink"].max(0)[rows, np.clip(np.rint(scan.third).astype(int), 0, 199)]
+        inked = (scan.mask[rows, np.clip(np.rint(scan.third).astype(int), 0, 199)] == 0) & (ink_on_line > 0.5)
+        assert (on_line[inked] == tr.DISTRACTOR).mean() > 0.9           # its dark ink is labelled
+        line = np.full((400, 200), 255, np.uint8)                       # the centreline, 1 px thin
+        cv2.polylines(line, [np.stack([np.rint(scan.third), rows], 1).astype(np.int32)[:, None]], False, 0)
+        away = cv2.distanceTransform(line, cv2.DIST_L2, 5) > 4
+        assert not ((mask == tr.DISTRACTOR) & away).any()               # and nothing away from it
+    plain = tr.ScanCache(synth.render_scan_v6, (400, 200), 12)
+    assert all(tr.DISTRACTOR not in plain.get(seed)["mask"] for seed in thirds)
+
+
 def test_the_anchor_holds_only_the_pixels_the_init_weights_read_right():
     y = torch.randint(0, 3, (2, 16, 16))
     right = torch.nn.functional.one_hot(y, 3).permute(0, 3, 1, 2).float() * 4
@@ -422,4 +467,4 @@ def test_the_committed_long_run_checkpoint_resumes_its_recipe():
     cfg = tr.load_config(RECIPES / "long1.json")
     tr._check_resume_config(state["train_config"], cfg, kept[0])
     assert 0 < state["step"] <= cfg.steps
-    assert json.loads((kept[0].parent / "config.json").read_text()) == cfg.to_dict()
+    tr._check_resume_config(json.loads((kept[0].parent / "config.json").read_text()), cfg, kept[0].parent)
