@@ -255,15 +255,18 @@ def _data_worker_init() -> None:
 # ----------------------------------------------------------------------------- loss and schedule
 
 def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Class-weighted cross-entropy + soft Dice over classes 1 and 2. logits (B, 3, h, w), y (B, h, w)."""
-    if cfg.distractor_weight is not None:
-        weight = torch.tensor([*cfg.ce_weights, cfg.distractor_weight], dtype=logits.dtype, device=logits.device)
-        ce, y = weighted_ce(logits, y, weight, target=background(y)), background(y)
-    else:
+    """Class-weighted cross-entropy + soft Dice over classes 1 and 2. logits (B, 3, h, w), y (B, h, w) labels:
+    the classes, or DISTRACTOR (background, weighted by cfg.distractor_weight)."""
+    if cfg.distractor_weight is None and not logits.is_cuda:
+        # torch's own reduction, so the recipes before distractor_weight reproduce byte for byte (CUDA's reducing
+        # nll_loss2d has no deterministic kernel)
         weight = torch.tensor(cfg.ce_weights, dtype=logits.dtype, device=logits.device)
-        # CUDA's reducing nll_loss2d has no deterministic kernel; CPU keeps torch's own reduction, so the shipped
-        # recipes reproduce byte for byte
-        ce = weighted_ce(logits, y, weight) if logits.is_cuda else F.cross_entropy(logits, y, weight=weight)
+        ce = F.cross_entropy(logits, y, weight=weight)
+    else:
+        distractor = cfg.ce_weights[0] if cfg.distractor_weight is None else cfg.distractor_weight
+        ce = weighted_ce(logits, y, torch.tensor([*cfg.ce_weights, distractor], dtype=logits.dtype,
+                                                 device=logits.device))
+    y = background(y)
     probs = logits.softmax(1)[:, 1:]                                     # (B, 2, h, w)
     onehot = torch.stack([y == 1, y == 2], 1).to(probs.dtype)
     inter = (probs * onehot).sum((0, 2, 3))
@@ -278,12 +281,11 @@ def anchor_loss(logits: torch.Tensor, anchor_logits: torch.Tensor, y: torch.Tens
     return (kl * kept).sum() / kept.sum().clamp(min=1.0)
 
 
-def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, target=None) -> torch.Tensor:
+def weighted_ce(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """F.cross_entropy(logits, y, weight=weight), reduced with deterministic ops (per-pixel loss, then sums);
-    with `target`, each pixel's weight is its label y's and its class the target's (DISTRACTOR -> background)."""
+    a DISTRACTOR label weighs weight[DISTRACTOR] and is read as background."""
     w = weight[y]
-    target = y if target is None else target
-    return (F.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
+    return (F.cross_entropy(logits, background(y), reduction="none") * w).sum() / w.sum()
 
 
 def background(y: torch.Tensor) -> torch.Tensor:
