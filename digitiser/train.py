@@ -303,11 +303,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def heldout_iou(model: Segmenter, seeds, cache: ScanCache, device="cpu") -> np.ndarray:
-    """Per-class IoU (3,) float64 over whole held-out scans (zero-padded to the model's multiple)."""
+def heldout_iou(model: Segmenter, seeds, cache: ScanCache, device="cpu") -> tuple[np.ndarray, float | None]:
+    """Per-class IoU (3,) float64 over whole held-out scans (zero-padded to the model's multiple), and the
+    share of their third lines' ink (DISTRACTOR labels, with a `distractors` cache) read as a curve: None
+    where the scans have none. The third line is background for the IoU."""
     was_training = model.training
     model.eval()
-    inter, union = np.zeros(3), np.zeros(3)
+    inter, union, third, third_as_curve = np.zeros(3), np.zeros(3), 0, 0
     m = model.config.multiple
     for seed in seeds:
         scan = cache.get(int(seed))
@@ -315,11 +317,14 @@ def heldout_iou(model: Segmenter, seeds, cache: ScanCache, device="cpu") -> np.n
         x = np.zeros((len(scan["ink"]), -(-h // m) * m, -(-w // m) * m), np.float32)
         x[:, :h, :w] = scan["ink"]
         pred = model(torch.from_numpy(x)[None].to(device)).argmax(1)[0, :h, :w].cpu().numpy()
+        on_third = scan["mask"] == DISTRACTOR
+        third, third_as_curve = third + on_third.sum(), third_as_curve + (pred[on_third] > 0).sum()
+        mask = np.where(on_third, 0, scan["mask"])
         for c in range(3):
-            inter[c] += np.sum((pred == c) & (scan["mask"] == c))
-            union[c] += np.sum((pred == c) | (scan["mask"] == c))
+            inter[c] += np.sum((pred == c) & (mask == c))
+            union[c] += np.sum((pred == c) | (mask == c))
     model.train(was_training)
-    return inter / np.maximum(union, 1)
+    return inter / np.maximum(union, 1), (third_as_curve / third if third else None)
 
 
 # ----------------------------------------------------------------------------- training
@@ -380,8 +385,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         log.info("resuming from %s at step %d/%d", existing[-1].name, start, cfg.steps)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.json", (json.dumps(cfg.to_dict(), indent=2) + "\n").encode())
-    eval_cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size,
-                           capacity=cfg.eval_seeds[1] - cfg.eval_seeds[0], channels=cfg.model.in_channels)
+    eval_cache = ScanCache(resolve_source(cfg.data_source), cfg.scan_size, channels=cfg.model.in_channels,
+                           capacity=cfg.eval_seeds[1] - cfg.eval_seeds[0], distractors=True)
     log.info("training %d-param segmenter for %d steps (batch %d, crop %s) on %s, %s",
              model.num_params(), cfg.steps, cfg.batch_size, cfg.crop, device,
              f"{data_workers} data workers" if data_workers > 0 else "batches made in-process")
@@ -456,8 +461,9 @@ def _anchor_model(cfg: TrainConfig, device, start: Segmenter | None) -> Segmente
 def _log_iou(model, cfg, cache, device, step) -> np.ndarray:
     if cfg.eval_seeds[1] <= cfg.eval_seeds[0]:
         return np.zeros(3)
-    iou = heldout_iou(model, range(*cfg.eval_seeds), cache, device)
-    log.info("step %d held-out IoU background %.3f solid %.3f dashed %.3f", step, *iou)
+    iou, third = heldout_iou(model, range(*cfg.eval_seeds), cache, device)
+    of_third = f"; third-line ink read as a curve {third:.1%}" if third is not None else ""
+    log.info("step %d held-out IoU background %.3f solid %.3f dashed %.3f%s", step, *iou, of_third)
     return iou
 
 
