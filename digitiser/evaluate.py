@@ -22,7 +22,7 @@ import numpy as np
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.metrics import legible_fraction, qc_overlay, roughness, scan_record, summarise
+from digitiser.metrics import legible_fraction, on_third_line, qc_overlay, roughness, scan_record, summarise
 from digitiser.predictor import MAX_BATCH, Digitiser
 from digitiser.scale import to_fractions
 
@@ -75,8 +75,12 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser, perfect_segmenter:
         except ValueError as e:
             rec = scan_record(scan_id, error=e, legible=legible)
         else:
-            rec = scan_record(scan_id, pred_x=_fractions(result, cal), true_x=truth["x_frac"],
+            pred_x = _fractions(result, cal)
+            rec = scan_record(scan_id, pred_x=pred_x, true_x=truth["x_frac"],
                               pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
+            if "third_x" in truth and np.isfinite(truth["third_x"]).any():
+                rec["on_third_1"], rec["on_third_2"] = on_third_line(pred_x, truth["x_frac"], truth["third_x"],
+                                                                     scan.width)
         records.append({**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan),
                         "roughness": roughness(truth["x_frac"]),
                         **({"features": [str(f) for f in truth["features"]]} if "features" in truth else {})})

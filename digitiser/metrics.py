@@ -178,6 +178,10 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["by_roughness"] = _binned(per_scan, "roughness", ROUGHNESS_BINS)
     if any("features" in r for r in per_scan):
         out["by_feature"] = by_feature(per_scan)
+    third = [r for r in ok if r.get("on_third_1") is not None]
+    if third:   # truth that records a third line (the foreign family)
+        out["on_third_line"] = {"n_scans": len(third),
+                                **{f"curve_{k}": float(np.mean([r[f"on_third_{k}"] for r in third])) for k in (1, 2)}}
     return out
 
 
@@ -185,6 +189,20 @@ def by_width(per_scan: list[dict], edges=WIDTH_BINS) -> list[dict]:
     """The same means per track-width bin (records with ``width`` in px): [{"lo", "hi", "n_scans", "n_failed",
     "mae_1", "mae_2", "p95_1", "p95_2", "swap_rate"}], bins [lo, hi) from ``edges``, hi None for the last."""
     return _binned(per_scan, "width", edges)
+
+
+def on_third_line(pred_x: np.ndarray, true_x: np.ndarray, third_x: np.ndarray, width: int,
+                  near_px: float = 3.0, off_px: float = 6.0) -> tuple[float, float]:
+    """Per curve, the share of the depth points where the third line (a line that is neither curve; (300,)
+    fractions, NaN where absent) runs off the curve's truth (> off_px) and the reading lies on it (<= near_px):
+    the curve was read on the wrong line. 0.0 where the two never part."""
+    out = []
+    for k in range(2):
+        with np.errstate(invalid="ignore"):
+            apart = np.abs(third_x - true_x[:, k]) * width > off_px
+            on = apart & (np.abs(pred_x[:, k] - third_x) * width <= near_px)
+        out.append(float(on.sum() / apart.sum()) if apart.any() else 0.0)
+    return out[0], out[1]
 
 
 def roughness(true_x) -> float:
@@ -263,6 +281,10 @@ def format_table(summary: dict) -> str:
         for b in rows:
             lines.append(f"{label(b):12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
                          f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
+    if s.get("on_third_line"):
+        t = s["on_third_line"]
+        lines.append(f"read on the third line ({t['n_scans']} traced scans with one): curve 1 {pct(t['curve_1'], 1)}, "
+                     f"curve 2 {pct(t['curve_2'], 1)} of the depth points where it runs apart from the curve")
     if s.get("worst"):
         lines.append("worst: " + ", ".join(s["worst"]))
     return "\n".join(lines)

@@ -6,7 +6,8 @@ for evaluation only: never train on it. A scan's choices all come from `np.rando
 
 Files per scan, as `digitise synth` writes them (so `digitise eval DIR` reads them unchanged):
 scan_{i:05d}.{png,jpg,tif} (image), .json (calibration), .truth.npz (mask HxW uint8 {0,1,2}, x_frac (300, 2),
-values (300, 2); NaN where the LAS has no value; features: what the track holds, see `features`).
+values (300, 2); NaN where the LAS has no value; third_x (300,): the third line, NaN where there is none;
+features: what the track holds, see `features`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from foreign import excerpts as _excerpts
 from foreign import scanner
-from foreign.plot import Pen, Track, render, truth_fractions
+from foreign.plot import N_DEPTH, Pen, Track, render, truth_fractions
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +171,21 @@ def render_scan(seed: int, i: int, ex_list=None) -> dict:
     x = truth_fractions(t)
     scan = scanner.scan(rgb, cover, t.curve_order, rng)
     x_frac = scanner.shear_truth(x, scan["shear"], t.h, t.w)
+    third = scanner.shear_truth(third_line_fractions(t)[:, None], scan["shear"], t.h, t.w)[:, 0]
     values = np.stack([_values(x_frac[:, k], cal["curves"][k]["left"], cal["curves"][k]["right"], ex.log)
                        for k in (0, 1)], axis=1)
-    return {**scan, "x_frac": x_frac, "values": values, "calibration": cal, "features": features(t)}
+    return {**scan, "x_frac": x_frac, "third_x": third, "values": values, "calibration": cal, "features": features(t)}
+
+
+def third_line_fractions(t: Track) -> np.ndarray:
+    """(300,) the third line's position (fractions of width) at the depth rows, NaN where the track has none
+    or its log has no value."""
+    if t.pens[2] is None:
+        return np.full(N_DEPTH, np.nan)
+    y_k = np.arange(N_DEPTH) * (t.h - 1) / (N_DEPTH - 1) + 0.5
+    x = np.interp(y_k, t.rows, t.f[2])
+    known = np.isfinite(x) & (y_k >= t.rows[0]) & (y_k <= t.rows[-1])
+    return np.where(known, x, np.nan)
 
 
 def features(t: Track) -> list[str]:
@@ -200,7 +213,7 @@ def write_dataset(out: str, n: int, seed: int = DEFAULT_SEED) -> list[str]:
         s = render_scan(seed, i, ex_list)
         stem = f"scan_{i:05d}"
         buf = io.BytesIO()
-        np.savez_compressed(buf, mask=s["mask"], x_frac=s["x_frac"], values=s["values"],
+        np.savez_compressed(buf, mask=s["mask"], x_frac=s["x_frac"], values=s["values"], third_x=s["third_x"],
                             features=np.array(s["features"], dtype=str))
         _put(root / f"{stem}.truth.npz", buf.getvalue())
         _put(root / f"{stem}.json", json.dumps(s["calibration"], indent=2).encode())

@@ -73,6 +73,8 @@ def test_features_say_what_the_track_holds():
     third = [s for s in many if "third line" in s["features"]]
     assert 2 <= len(light) <= 15 and 8 <= len(third) <= 30
     assert all(set(s["features"]) <= {"light pen", "third line"} for s in many)
+    assert not any(np.isfinite(s["third_x"]).any() for s in many if "third line" not in s["features"])
+    assert sum(np.isfinite(s["third_x"]).mean() > 0.5 for s in third) >= 0.8 * len(third)   # its path is kept
 
 
 def test_family_covers_what_it_promises():
@@ -98,6 +100,8 @@ def test_digitise_eval_reads_the_family_unchanged(tmp_path, capsys):
     assert {r["pixels"] for r in s["per_scan"]} <= {"colour", "grey", "bilevel"}
     described = {b["feature"]: b["n_scans"] for b in s["by_feature"]}
     assert described["none"] == sum(not r["features"] for r in s["per_scan"])
+    with np.load(next(data.glob("*.truth.npz"))) as truth:
+        assert truth["third_x"].shape == (300,)
     assert "width (px)" in capsys.readouterr().out
 
 

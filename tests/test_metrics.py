@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from digitiser.metrics import (curve_errors, format_table, iou_per_class, legible_fraction, qc_overlay, roughness,
-                               scan_record, summarise, swap_rate)
+from digitiser.metrics import (curve_errors, format_table, iou_per_class, legible_fraction, on_third_line,
+                               qc_overlay, roughness, scan_record, summarise, swap_rate)
 from digitiser.tracing import CurveNotFound
 
 
@@ -131,6 +131,21 @@ def test_means_are_broken_down_by_what_the_truth_says_the_track_holds():
     assert rows["third line"]["n_scans"] == 2 and rows["light pen"]["mae_1"] == recs[0]["mae_1"]
     assert rows["none"]["n_scans"] == 1 and "feature" in format_table(s)
     assert "by_feature" not in summarise(records())                  # only where the truth records features
+
+
+def test_a_curve_read_on_the_third_line_is_counted_where_the_line_runs_apart_from_it():
+    true = np.stack([np.full(300, 0.2), np.full(300, 0.5)], 1)
+    third = np.where(np.arange(300) < 100, 0.5, 0.8)        # on curve 2 for 100 points, then apart from it
+    read = true.copy()
+    read[100:150, 1] = 0.8                                  # curve 2 taken by the third line at 50 of 200 points
+    assert on_third_line(read, true, third, width=200) == (0.0, 0.25)
+    assert on_third_line(true, true, third, width=200) == (0.0, 0.0)
+    assert on_third_line(read, true, np.full(300, np.nan), width=200) == (0.0, 0.0)
+    recs = records()
+    recs[0].update(on_third_1=0.0, on_third_2=0.25)
+    s = summarise(recs)
+    assert s["on_third_line"] == {"n_scans": 1, "curve_1": 0.0, "curve_2": 0.25}
+    assert "third line" in format_table(s) and "on_third_line" not in summarise(records())
 
 
 def test_roughness_is_the_median_move_between_depth_points_of_the_rougher_curve():
