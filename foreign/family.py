@@ -178,14 +178,8 @@ def render_scan(seed: int, i: int, ex_list=None) -> dict:
 
 
 def third_line_fractions(t: Track) -> np.ndarray:
-    """(300,) the third line's position (fractions of width) at the depth rows, NaN where the track has none
-    or its log has no value."""
-    if t.pens[2] is None:
-        return np.full(N_DEPTH, np.nan)
-    y_k = np.arange(N_DEPTH) * (t.h - 1) / (N_DEPTH - 1) + 0.5
-    x = np.interp(y_k, t.rows, t.f[2])
-    known = np.isfinite(x) & (y_k >= t.rows[0]) & (y_k <= t.rows[-1])
-    return np.where(known, x, np.nan)
+    """(300,) the third line's position (fractions of width) at the depth rows, NaN where the track has none."""
+    return truth_fractions(t, (2,))[:, 0] if t.pens[2] is not None else np.full(N_DEPTH, np.nan)
 
 
 def features(t: Track) -> list[str]:

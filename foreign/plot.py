@@ -106,16 +106,17 @@ def render(t: Track) -> tuple[np.ndarray, np.ndarray]:
     return rgb, np.stack(cover)
 
 
-def truth_fractions(t: Track) -> np.ndarray:
-    """(300, 2) curve 1 and 2 positions (fractions of width) at depth rows y_k = k (H - 1) / 299, NaN where the
-    curve has no data there (the polyline is read between its two neighbouring samples)."""
+def truth_fractions(t: Track, curves=(0, 1)) -> np.ndarray:
+    """(300, len(curves)) positions (fractions of width) of the track's curves (0, 1: curve 1 and 2; 2: the third
+    line) at depth rows y_k = k (H - 1) / 299, NaN where the curve has no data there (the polyline is read
+    between its two neighbouring samples)."""
     y_k = np.arange(N_DEPTH) * (t.h - 1) / (N_DEPTH - 1) + 0.5      # display y of row centres
-    out = np.full((N_DEPTH, 2), np.nan)
-    for k in (0, 1):
+    out = np.full((N_DEPTH, len(curves)), np.nan)
+    for i, k in enumerate(curves):
         f = t.f[k]
         x = np.interp(y_k, t.rows, f)
         lo = np.clip(np.searchsorted(t.rows, y_k, side="right") - 1, 0, len(f) - 1)
         hi = np.clip(lo + 1, 0, len(f) - 1)
         known = np.isfinite(f[lo]) & np.isfinite(f[hi]) & (y_k >= t.rows[0]) & (y_k <= t.rows[-1])
-        out[known, k] = x[known]
+        out[known, i] = x[known]
     return out
