@@ -303,7 +303,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def heldout_iou(model: Segmenter, seeds, cache: ScanCache, device="cpu") -> tuple[np.ndarray, float | None]:
+def heldout_scores(model: Segmenter, seeds, cache: ScanCache, device="cpu") -> tuple[np.ndarray, float | None]:
     """Per-class IoU (3,) float64 over whole held-out scans (zero-padded to the model's multiple), and the
     share of their third lines' ink (DISTRACTOR labels, with a `distractors` cache) read as a curve: None
     where the scans have none. The third line is background for the IoU."""
@@ -417,14 +417,14 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
                      lr_at(step, cfg), rate, _hms((cfg.steps - done) / rate))
             loss_sum, anchor_sum, n_loss = 0.0, 0.0, 0
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-            _log_iou(model, cfg, eval_cache, device, done)
+            _log_heldout(model, cfg, eval_cache, device, done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             state = {"step": done, "model": model.state_dict(), "optimizer": opt.state_dict(),
                      "rng": ckpt.capture_rng(), "train_config": cfg.to_dict(),
                      "model_config": dataclasses.asdict(cfg.model)}
             ckpt.save_training_checkpoint(ckpt.checkpoint_path(out, done), state)
             ckpt.prune_checkpoints(out, cfg.keep_checkpoints)
-    _log_iou(model, cfg, eval_cache, device, cfg.steps)
+    _log_heldout(model, cfg, eval_cache, device, cfg.steps)
     final = out / "segmenter.pt"
     ckpt.save_weights(model, cfg.model, final)
     return final
@@ -458,10 +458,10 @@ def _anchor_model(cfg: TrainConfig, device, start: Segmenter | None) -> Segmente
     return anchor
 
 
-def _log_iou(model, cfg, cache, device, step) -> np.ndarray:
+def _log_heldout(model, cfg, cache, device, step) -> np.ndarray:
     if cfg.eval_seeds[1] <= cfg.eval_seeds[0]:
         return np.zeros(3)
-    iou, third = heldout_iou(model, range(*cfg.eval_seeds), cache, device)
+    iou, third = heldout_scores(model, range(*cfg.eval_seeds), cache, device)
     of_third = f"; third-line ink read as a curve {third:.1%}" if third is not None else ""
     log.info("step %d held-out IoU background %.3f solid %.3f dashed %.3f%s", step, *iou, of_third)
     return iou

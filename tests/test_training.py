@@ -304,12 +304,12 @@ def test_the_held_out_log_says_how_much_third_line_ink_is_read_as_a_curve():
     from digitiser import synth
     seeds = [synth.scan_seed(26, i) for i in range(12)]
     cache = tr.ScanCache(synth.render_scan_v6, (200, 100), 12, distractors=True)
-    iou, third = tr.heldout_iou(_Reads(2), seeds, cache)
+    iou, third = tr.heldout_scores(_Reads(2), seeds, cache)
     assert third == 1.0 and iou[0] == 0.0 and 0 < iou[2] < 1
-    iou, third = tr.heldout_iou(_Reads(0), seeds, cache)
+    iou, third = tr.heldout_scores(_Reads(0), seeds, cache)
     assert third == 0.0 and iou[1] == iou[2] == 0.0 and iou[0] > 0.9   # third-line ink is background
     plain = [s for s in seeds if cache.get(s)["mask"].max() < tr.DISTRACTOR]
-    assert plain and tr.heldout_iou(_Reads(0), plain, cache)[1] is None
+    assert plain and tr.heldout_scores(_Reads(0), plain, cache)[1] is None
 
 
 def test_the_anchor_holds_only_the_pixels_the_init_weights_read_right():
