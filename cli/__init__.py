@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--qc", help="folder for QC overlays of the worst scans")
     s.add_argument("--perfect-segmenter", action="store_true",
                    help="trace the truth masks instead of the segmenter's output: the tracer's own floor")
+    s.add_argument("--tracing", action="append", default=[], metavar="NAME=VALUE",
+                   help="a tracing parameter other than its default (repeatable; the names of TracingParams, as "
+                        "serve's `tracing` config takes them), e.g. --tracing min_prob=0.3")
     s.set_defaults(func=commands.evaluate)
 
     s = sub.add_parser("batch", help="convert an archive: SRC listing -> DST results root (Ray Data)")

@@ -80,8 +80,14 @@ def grow(args) -> int:
 def evaluate(args) -> int:
     from digitiser import evaluate
     from digitiser.metrics import format_table
+    from digitiser.tracing import TracingParams
+    try:
+        tracing = TracingParams.from_pairs(args.tracing)
+    except ValueError as e:
+        error("eval", e)
+        return 2
     summary = evaluate.run(args.dir, weights=args.weights, json_path=args.json, qc_dir=args.qc,
-                           perfect_segmenter=args.perfect_segmenter)
+                           perfect_segmenter=args.perfect_segmenter, tracing=tracing)
     print(format_table(summary))
     return 0
 

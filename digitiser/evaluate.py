@@ -25,6 +25,7 @@ from digitiser.imageio import decode_scan
 from digitiser.metrics import legible_fraction, on_third_line, qc_overlay, roughness, scan_record, summarise
 from digitiser.predictor import MAX_BATCH, Digitiser
 from digitiser.scale import to_fractions
+from digitiser.tracing import TracingParams
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,11 @@ def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path, perfe
 
 
 def run(folder: str | Path, weights: str | Path | None = None, json_path: str | Path | None = None,
-        qc_dir: str | Path | None = None, perfect_segmenter: bool = False) -> dict:
-    """`digitise eval`: evaluate `weights` (None: the shipped ones) on `folder`; the summary is returned and,
-    with json_path, written there as JSON. The caller prints `format_table(summary)`."""
-    summary = evaluate(folder, Digitiser(weights), qc_dir=qc_dir, perfect_segmenter=perfect_segmenter)
+        qc_dir: str | Path | None = None, perfect_segmenter: bool = False,
+        tracing: TracingParams = TracingParams()) -> dict:
+    """`digitise eval`: evaluate `weights` (None: the shipped ones) traced with `tracing` on `folder`; the summary
+    is returned and, with json_path, written there as JSON. The caller prints `format_table(summary)`."""
+    summary = evaluate(folder, Digitiser(weights, tracing=tracing), qc_dir=qc_dir, perfect_segmenter=perfect_segmenter)
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

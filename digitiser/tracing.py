@@ -96,6 +96,21 @@ class TracingParams:
             if not ok:
                 raise ValueError(f"TracingParams: {message} (got {self})")
 
+    @classmethod
+    def from_pairs(cls, pairs) -> TracingParams:
+        """Parameters from "name=value" texts (a command line's), the rest default; ValueError names a bad one."""
+        types = {f.name: {"int": int, "float": float}[f.type] for f in dataclasses.fields(cls)}
+        given = {}
+        for pair in pairs:
+            name, sep, value = (part.strip() for part in pair.partition("="))
+            if not sep or name not in types:
+                raise ValueError(f"tracing parameter {pair!r}: expected NAME=VALUE, NAME one of {', '.join(types)}")
+            try:
+                given[name] = types[name](value)
+            except ValueError:
+                raise ValueError(f"tracing parameter {pair!r}: {value!r} is not {types[name].__name__}") from None
+        return cls(**given)
+
     def to_dict(self) -> dict:
         """JSON-able copy of the parameters and the tracer's ``revision``, for the manifest."""
         return {**dataclasses.asdict(self), "revision": REVISION}

@@ -24,6 +24,19 @@ def test_eval_reports_every_scan_with_legibility_and_overlays(tmp_path, capsys):
     assert f"scans 4, failed {s['n_failed']}" in capsys.readouterr().out
 
 
+def test_eval_traces_with_the_parameters_given_and_refuses_unknown_ones(tmp_path, capsys):
+    """--tracing NAME=VALUE evaluates the parameters a deployment would set in serve's `tracing` config."""
+    data, report = tmp_path / "eval", tmp_path / "eval.json"
+    write_dataset(str(data), n=1, seed=11)
+    assert main(["eval", str(data), "--json", str(report), "--tracing", "min_prob=0.3", "--tracing", "pin_px=5"]) == 0
+    tracing = json.loads(report.read_text())["tracing"]
+    assert (tracing["min_prob"], tracing["pin_px"], tracing["min_coverage"]) == (0.3, 5, 0.5)
+    for bad, says in (("min_prop=0.3", "NAME one of min_coverage"), ("pin_px=1.5", "'1.5' is not int"),
+                      ("min_prob=2", "min_prob must be in (0, 1]")):
+        assert main(["eval", str(data), "--tracing", bad]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_pixel_kind_tells_colour_grey_and_bilevel_scans_apart():
     import cv2
     from digitiser.evaluate import pixel_kind
