@@ -480,15 +480,3 @@ def test_cli_reports_a_bad_config_with_exit_code_2(tmp_path, caplog):
     args = ["train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "run")]
     assert cli_main(args) == 2
     assert "stpes" in caplog.text
-
-
-def test_the_committed_long_run_checkpoint_resumes_its_recipe():
-    """Long run 1 goes on a session at a time from the checkpoint kept in the repository (model card): it must
-    pass its checksum, be a step of that run, and carry the recipe's config, or a resume would refuse it."""
-    kept = ckpt.list_checkpoints(ROOT / "training" / "long1")
-    assert len(kept) == 1, f"keep exactly the last checkpoint of long run 1 in training/long1, found {kept}"
-    state = ckpt.load_training_checkpoint(kept[0])
-    cfg = tr.load_config(RECIPES / "long1.json")
-    tr._check_resume_config(state["train_config"], cfg, kept[0])
-    assert 0 < state["step"] <= cfg.steps
-    tr._check_resume_config(json.loads((kept[0].parent / "config.json").read_text()), cfg, kept[0].parent)
