@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--levels", type=int, help="stride-2 levels (at least the current; default: the current)")
     s.add_argument("--max-width", type=int, help="channel cap (at least the current; default: the current)")
     s.add_argument("--colour", action="store_true", help="read B, G, R instead of grey (same function on grey)")
+    s.add_argument("--context", type=int, help="dilated full-resolution context layers to add (to a network "
+                                               "without them; default: as the weights)")
     s.add_argument("--mirror-average", choices=("on", "off"),
                    help="in eval, also read the left-right mirror image and average (twice the compute; "
                         "default: as the weights)")

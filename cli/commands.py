@@ -64,7 +64,8 @@ def grow(args) -> int:
     model, version = checkpoint.load_segmenter(args.weights)
     config = dataclasses.replace(model.config, levels=args.levels or model.config.levels,
                                  max_width=args.max_width or model.config.max_width,
-                                 in_channels=3 if args.colour else model.config.in_channels)
+                                 in_channels=3 if args.colour else model.config.in_channels,
+                                 context=model.config.context if args.context is None else args.context)
     if args.mirror_average:
         config = dataclasses.replace(config, mirror_average=args.mirror_average == "on")
     try:

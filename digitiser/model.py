@@ -31,6 +31,7 @@ class SegmenterConfig:
     levels: int = 4      # number of stride-2 down steps; inputs must be multiples of 2 ** levels
     max_width: int = 64  # channel cap for the deepest levels
     mirror_average: bool = False  # in eval mode, also read the left-right mirror image and average (below)
+    context: int = 0     # dilated full-resolution layers after the stem (`LineContext`); 0 = none
 
     def widths(self) -> list[int]:
         """Channels at each level, full resolution first; len == levels + 1."""
@@ -46,9 +47,9 @@ class ConvBNReLU(nn.Module):
     """3x3 conv, batch norm, ReLU. In eval mode the norm is folded into the conv on the fly:
     a quarter of CPU inference time was the separate batch-norm pass over full-res activations."""
 
-    def __init__(self, c_in, c_out, stride=1):
+    def __init__(self, c_in, c_out, stride=1, dilation=1):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x):
@@ -57,8 +58,23 @@ class ConvBNReLU(nn.Module):
         scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)  # (c_out,)
         weight = self.conv.weight * scale[:, None, None, None]
         bias = self.bn.bias - self.bn.running_mean * scale
-        x = F.conv2d(x, weight, bias, stride=self.conv.stride, padding=self.conv.padding)
+        x = F.conv2d(x, weight, bias, stride=self.conv.stride, padding=self.conv.padding, dilation=self.conv.dilation)
         return F.relu(x, inplace=True)
+
+
+class LineContext(nn.Module):
+    """What a full-resolution pixel sees of its line's style: 3x3 convs dilated 2, 4, 8, ... (+-(2 + 4 + ...) px
+    more than the stem's +-2: +-16 at three layers, +-32 at four), added back through a 1x1. The strided levels see far but
+    blur a 1-2 px dot, and the plain full-resolution path sees 5 px: neither tells a dash-dot line (a third
+    curve) from a dashed one. The 1x1 starts at zero in `grow`, so a network gains it unchanged."""
+
+    def __init__(self, c, n_layers):
+        super().__init__()
+        self.layers = nn.Sequential(*(ConvBNReLU(c, c, dilation=2 ** (k + 1)) for k in range(n_layers)))
+        self.out = nn.Conv2d(c, c, 1, bias=False)
+
+    def forward(self, x):
+        return x + self.out(self.layers(x))
 
 
 class Down(nn.Sequential):
@@ -90,6 +106,7 @@ class Segmenter(nn.Module):
         self.config = config
         w = config.widths()
         self.stem = nn.Sequential(ConvBNReLU(config.in_channels, w[0]), ConvBNReLU(w[0], w[0]))
+        self.context = LineContext(w[0], config.context) if config.context else nn.Identity()
         self.downs = nn.ModuleList(Down(w[k], w[k + 1]) for k in range(config.levels))
         self.bottleneck = ConvBNReLU(w[-1], w[-1])
         self.ups = nn.ModuleList(Up(w[k + 1], w[k]) for k in reversed(range(config.levels)))
@@ -115,7 +132,7 @@ class Segmenter(nn.Module):
         m = self.config.multiple
         assert x.shape[-2] % m == 0 and x.shape[-1] % m == 0, \
             f"input {tuple(x.shape[-2:])} must be a multiple of {m} in h and w; pad with zeros first"
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.context(self.stem(x.contiguous(memory_format=torch.channels_last)))
         skips = [x]
         for down in self.downs:
             x = down(x)
@@ -140,15 +157,18 @@ def grow(model: Segmenter, config: SegmenterConfig, seed: int = 0) -> Segmenter:
     starting over (Net2Net-style).
     Old weights sit in the top-left slice of each new tensor; new channels start random (seeded), but no
     old channel reads them; the new deeper levels enter through the 1x1 projection of the up-step to the
-    old bottom level, which starts at zero (the old bottleneck becomes that up-step's conv).
+    old bottom level, which starts at zero (the old bottleneck becomes that up-step's conv). A network without
+    `LineContext` may gain one (its 1x1 starts at zero); one that has it keeps its layers.
     ``config.mirror_average`` is taken as given (a different function in eval mode, from the same tensors)."""
     old = model.config
     same = (config.n_classes, config.base) == (old.n_classes, old.base)
     inputs = config.in_channels == old.in_channels or (old.in_channels, config.in_channels) == (1, 3)
     wider = all(a >= b for a, b in zip(config.widths(), old.widths()))
-    if not (same and inputs and wider and config.levels >= old.levels):
+    context = config.context == old.context or old.context == 0
+    if not (same and inputs and wider and context and config.levels >= old.levels):
         raise ValueError(f"cannot grow {old} into {config}: keep n_classes and base; in_channels may go from 1 "
-                         f"(grey) to 3 (colour); levels and every level's width may only grow")
+                         f"(grey) to 3 (colour); levels and every level's width may only grow; context layers "
+                         f"may be added to a network that has none")
     torch.manual_seed(seed)
     new = Segmenter(config)
     extra = config.levels - old.levels
@@ -170,5 +190,7 @@ def grow(model: Segmenter, config: SegmenterConfig, seed: int = 0) -> Segmenter:
             dest[tuple(slice(n) for n in t.shape)] = t
         if extra:
             target[f"ups.{extra - 1}.proj.weight"][: old.widths()[-1]].zero_()
+        if config.context and not old.context:
+            target["context.out.weight"].zero_()
     new.load_state_dict(target)
     return new

@@ -60,8 +60,9 @@ def test_receptive_field_spans_dash_periods():
     assert rows.min() <= 128 - 60 and rows.max() >= 128 + 60
 
 
-def test_folded_eval_path_matches_plain_batch_norm():
-    model = _trained_looking(_model())
+@pytest.mark.parametrize("config", [SMALL, dataclasses.replace(SMALL, context=2)])  # dilated convs fold too
+def test_folded_eval_path_matches_plain_batch_norm(config):
+    model = _trained_looking(_model(config))
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         folded = model(x)
@@ -171,7 +172,8 @@ def test_averaging_refuses_different_networks(tmp_path):
 
 @pytest.mark.parametrize("bigger", [SegmenterConfig(base=4, levels=3, max_width=16),   # deeper and wider
                                     SegmenterConfig(base=4, levels=2, max_width=16),   # wider only
-                                    SegmenterConfig(base=4, levels=4, max_width=8)])   # deeper only
+                                    SegmenterConfig(base=4, levels=4, max_width=8),    # deeper only
+                                    SegmenterConfig(base=4, levels=2, max_width=8, context=3)])  # line context
 def test_a_grown_network_computes_the_same_function(bigger):
     small = _trained_looking(_model())
     grown = grow(small, bigger, seed=1)
@@ -198,6 +200,24 @@ def test_the_new_capacity_is_trainable():
     assert not dead
 
 
+def test_line_context_widens_what_a_full_resolution_pixel_sees():
+    """The added layers are what they claim: a full-resolution feature after them reads +-16 px (the stem's
+    +-2, then dilations 2, 4, 8), the stem alone +-2; and once the 1x1 has left zero every context weight is trained."""
+    model = _model(dataclasses.replace(SMALL, context=3)).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(2, 1, 128, 32)
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    assert all(p.grad.abs().sum() > 0 for p in model.context.parameters())
+    for layer, reach in ((model.stem, 2), (torch.nn.Sequential(model.stem, model.context), 16)):
+        x = torch.rand(1, 1, 128, 32, requires_grad=True)
+        layer.eval()(x)[0, :, 64, 16].sum().backward()
+        rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten()
+        assert (rows.min().item(), rows.max().item()) == (64 - reach, 64 + reach)
+
+
 def test_growing_is_seeded():
     small = _trained_looking(_model())
     bigger = SegmenterConfig(base=4, levels=3, max_width=16)
@@ -215,6 +235,8 @@ def test_cli_grow_writes_weights_that_pass_the_preflight(tmp_path, capsys):
     assert "cannot grow" in capsys.readouterr().err
     assert main(["grow", args[0], "--colour", "--out", str(tmp_path / "colour.pt")]) == 0   # levels, width kept
     assert ckpt.load_segmenter(tmp_path / "colour.pt")[0].config == dataclasses.replace(SMALL, in_channels=3)
+    assert main(["grow", args[0], "--context", "3", "--out", str(tmp_path / "context.pt")]) == 0
+    assert ckpt.load_segmenter(tmp_path / "context.pt")[0].config == dataclasses.replace(SMALL, context=3)
 
 
 def test_mirror_average_reads_the_mean_of_both_views_and_is_mirror_symmetric():
@@ -270,10 +292,11 @@ def test_a_grey_network_grown_to_colour_reads_colour_as_it_read_grey():
 
 @pytest.mark.parametrize("other", [SegmenterConfig(base=4, levels=1, max_width=8),    # shallower
                                    SegmenterConfig(base=8, levels=2, max_width=8),    # other base
-                                   SegmenterConfig(base=4, levels=2, max_width=4)])   # narrower
+                                   SegmenterConfig(base=4, levels=2, max_width=4),    # narrower
+                                   SegmenterConfig(base=4, levels=2, max_width=8, context=1)])  # fewer context
 def test_growing_refuses_to_shrink_or_change_the_base(other):
     with pytest.raises(ValueError, match="cannot grow"):
-        grow(_model(), other)
+        grow(_model(dataclasses.replace(SMALL, context=other.context + 1 if other.context else 0)), other)
 
 
 # ----------------------------------------------------------------------------- training checkpoints
