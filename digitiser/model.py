@@ -64,9 +64,10 @@ class ConvBNReLU(nn.Module):
 
 class LineContext(nn.Module):
     """What a full-resolution pixel sees of its line's style: 3x3 convs dilated 2, 4, 8, ... (+-(2 + 4 + ...) px
-    more than the stem's +-2: +-16 at three layers, +-32 at four), added back through a 1x1. The strided levels see far but
-    blur a 1-2 px dot, and the plain full-resolution path sees 5 px: neither tells a dash-dot line (a third
-    curve) from a dashed one. The 1x1 starts at zero in `grow`, so a network gains it unchanged."""
+    more than the stem's +-2: +-16 at three layers, +-32 at four), added back through a 1x1. The strided levels
+    see far but blur a 1-2 px dot, and the plain full-resolution path sees 5 px: neither tells a dash-dot line
+    (a third curve) from a dashed one. The 1x1 starts at zero in `grow`, so a network gains it unchanged.
+    Grown into a trained network and fine-tuned it went unused (MODEL_CARD.md, "Stages 30-34")."""
 
     def __init__(self, c, n_layers):
         super().__init__()
