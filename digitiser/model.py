@@ -67,7 +67,8 @@ class LineContext(nn.Module):
     more than the stem's +-2: +-16 at three layers, +-32 at four), added back through a 1x1. The strided levels
     see far but blur a 1-2 px dot, and the plain full-resolution path sees 5 px: neither tells a dash-dot line
     (a third curve) from a dashed one. The 1x1 starts at zero in `grow`, so a network gains it unchanged.
-    Grown into a trained network and fine-tuned it went unused (MODEL_CARD.md, "Stages 30-34")."""
+    Grown into a trained network and fine-tuned it went unused; trained from the start it is used and reads the
+    curves better, but not the third line (MODEL_CARD.md, "Stages 30-34", "Stages 35-36")."""
 
     def __init__(self, c, n_layers):
         super().__init__()

@@ -1,8 +1,11 @@
 """Segmenter network shapes, the folded eval path, shipped weights bytes and the load_segmenter preflight."""
 import dataclasses
 import hashlib
+import importlib.util
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +15,7 @@ from digitiser.model import Segmenter, SegmenterConfig, grow
 from digitiser.predictor import DEFAULT_WEIGHTS
 
 SMALL = SegmenterConfig(base=4, levels=2, max_width=8)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _model(config=SMALL, seed=0) -> Segmenter:
@@ -218,6 +222,21 @@ def test_line_context_widens_what_a_full_resolution_pixel_sees():
         assert (rows.min().item(), rows.max().item()) == (64 - reach, 64 + reach)
 
 
+def test_context_share_reads_zero_for_a_shut_gate_and_more_once_it_opens():
+    """tools/context_share.py, which the model card's stages 30-36 quote: a network grown with context (the 1x1
+    at zero) adds nothing to its stem's features; with the 1x1 open it adds a measurable share."""
+    spec = importlib.util.spec_from_file_location("context_share", ROOT / "tools" / "context_share.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    grown = grow(_trained_looking(_model()), dataclasses.replace(SMALL, context=2)).eval()
+    image = np.full((64, 32), 255, np.uint8)
+    image[:, 10:12] = 0  # one black line on white paper
+    assert tool.context_share(grown, image) == 0.0
+    with torch.no_grad():
+        grown.context.out.weight.fill_(1.0)
+    assert tool.context_share(grown, image) > 0.01
+
+
 def test_growing_is_seeded():
     small = _trained_looking(_model())
     bigger = SegmenterConfig(base=4, levels=3, max_width=16)
@@ -239,7 +258,18 @@ def test_cli_grow_writes_weights_that_pass_the_preflight(tmp_path, capsys):
     assert ckpt.load_segmenter(tmp_path / "context.pt")[0].config == dataclasses.replace(SMALL, context=3)
 
 
-def test_mirror_average_reads_the_mean_of_both_views_and_is_mirror_symmetric():
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, as the Digitiser reads (it parallelises over tiles instead). With two on this 2-core
+    CPU (torch 2.13, channels_last) the mirror test's comparison failed in 4 of 28 runs of this file, the two
+    readings apart by up to 1e-3 (never in 200 repeats in one plain process); with one, in none of 24."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_mirror_average_reads_the_mean_of_both_views_and_is_mirror_symmetric(one_thread):
     plain = _trained_looking(_model())
     averaging = Segmenter(dataclasses.replace(SMALL, mirror_average=True)).eval()
     averaging.load_state_dict(plain.state_dict())
