@@ -11,10 +11,9 @@ import argparse
 import numpy as np
 import torch
 
-from digitiser import checkpoint
 from digitiser.evaluate import image_for, truth_files
 from digitiser.imageio import decode_scan
-from digitiser.predictor import ink_planes
+from digitiser.predictor import Digitiser, ink_planes
 
 INK = 0.3  # ink plane level (0 = paper, 1 = black) above which a pixel counts as ink
 
@@ -35,16 +34,17 @@ def main(argv=None):
     ap.add_argument("dir", nargs="?", default="data/foreign")
     ap.add_argument("--n", type=int, default=12, help="scans to measure (the first n by name)")
     args = ap.parse_args(argv)
-    model, version = checkpoint.load_segmenter(args.weights)
+    reader = Digitiser(args.weights, device="cpu")
+    model = reader.model
     if not model.config.context:
         raise SystemExit(f"{args.weights} has no line context layers (config.context = 0): nothing to measure")
     shares = []
     for truth in truth_files(args.dir)[:args.n]:
         scan = decode_scan(image_for(truth).read_bytes())
-        shares.append(context_share(model, scan.pixels if model.config.in_channels == 3 else scan.gray))
+        shares.append(context_share(model, reader.pixels(scan)))
     if not shares:
         raise SystemExit(f"no scans in {args.dir}: make some with `digitise foreign {args.dir} --n 300 --seed 2718`")
-    print(f"{version[:12]}: branch / stem feature norm on ink pixels of {len(shares)} scans: "
+    print(f"{reader.model_version[:12]}: branch / stem feature norm on ink pixels of {len(shares)} scans: "
           f"median {np.median(shares):.3f}, max {max(shares):.3f}")
 
 
