@@ -84,7 +84,7 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser, perfect_segmenter:
                                                                      scan.width)
         records.append({**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan),
                         "roughness": roughness(truth["x_frac"]),
-                        **({"features": [str(f) for f in truth["features"]]} if "features" in truth else {})})
+                        **{k: [str(f) for f in truth[k]] for k in ("features", "styles") if k in truth}})
     return records
 
 

@@ -178,6 +178,8 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["by_roughness"] = _binned(per_scan, "roughness", ROUGHNESS_BINS)
     if any("features" in r for r in per_scan):
         out["by_feature"] = by_feature(per_scan)
+    if any("styles" in r for r in per_scan):
+        out["by_style"] = by_style(per_scan)
     third = [r for r in ok if r.get("on_third_1") is not None]
     if third:   # truth that records a third line (the foreign family)
         out["on_third_line"] = {"n_scans": len(third),
@@ -238,6 +240,13 @@ def by_feature(per_scan: list[dict]) -> list[dict]:
             + [{"feature": "none", **_group_means([r for r in described if not r["features"]])}])
 
 
+def by_style(per_scan: list[dict]) -> list[dict]:
+    """The same means per line style that the truth records (``styles``, e.g. the foreign family's "curve 2 dot
+    1:1.65" or "third line dash-dot 6.4:1.6:1:1.6"; a scan counts under each of its lines' styles)."""
+    names = sorted({f for r in per_scan for f in r.get("styles", [])})
+    return [{"style": f, **_group_means([r for r in per_scan if f in r.get("styles", [])])} for f in names]
+
+
 def _group_means(recs: list[dict]) -> dict:
     ok = [r for r in recs if not r.get("failed")]
     row = {"n_scans": len(recs), "n_failed": len(recs) - len(ok)}
@@ -274,12 +283,14 @@ def format_table(summary: dict) -> str:
               ("pixels", s.get("by_pixels") or [], lambda b: b["pixels"]),
               ("roughness", s.get("by_roughness") or [],
                lambda b: f"{b['lo']}-{b['hi']}" if b["hi"] is not None else f">={b['lo']}"),
-              ("feature", s.get("by_feature") or [], lambda b: b["feature"])]
+              ("feature", s.get("by_feature") or [], lambda b: b["feature"]),
+              ("line style", s.get("by_style") or [], lambda b: b["style"])]
     for title, rows, label in groups:
+        n = max([12] + [len(label(b)) + 1 for b in rows])
         if rows:
-            lines.append(f"{title:12}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")
+            lines.append(f"{title:{n}}{'scans':>6}{'failed':>7}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}{'swap':>7}")
         for b in rows:
-            lines.append(f"{label(b):12}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
+            lines.append(f"{label(b):{n}}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
                          f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
     if s.get("on_third_line"):
         t = s["on_third_line"]

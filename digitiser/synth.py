@@ -84,6 +84,14 @@ _EXT_P = {"gray": {"png": 0.4, "jpg": 0.4, "tif": 0.2}, "color": {"png": 0.25, "
           "bilevel": {"tif": 1.0}, "clean": {"png": 1.0}}
 MASK_COVERAGE = 0.3             # a pixel belongs to a curve when its pen covers at least this fraction
 BILEVEL_COVERAGE = 0.25         # ... or, in 1-bit scans, this fraction and the pixel came out black
+# Version 7: line styles as plotting programs define them, visible (on, off, ...) lengths in multiples of the pen
+# width: matplotlib ("--", ":", "-."), Windows GDI pens (PS_DASH, PS_DOT, PS_DASHDOT, PS_DASHDOTDOT; px at a 1-px
+# pen), ISO 128-20 (dashed, long dash, long dash-dot), Office presets (sysDash, dash, lgDash, sysDot,
+# dashDot, lgDashDot, lgDashDotDot). Curve 2 takes the dashes, the third line the dash-dots.
+P_PROGRAM_STYLE = 0.5           # version 7: chance curve 2 / a dash-dot third line takes a program's style
+PROGRAM_DASHES = [(3.7, 1.6), (1.0, 1.65), (18, 6), (3, 3), (12, 3), (24, 3), (3, 1), (4, 3), (8, 3), (1, 1)]
+PROGRAM_DASHDOTS = [(6.4, 1.6, 1, 1.6), (9, 6, 3, 6), (9, 3, 3, 3, 3, 3), (24, 3, 1, 3), (4, 3, 1, 3),
+                    (8, 3, 1, 3), (8, 3, 1, 3, 1, 3)]
 
 
 @dataclass
@@ -145,6 +153,15 @@ def _dash_pattern(pen: float, rng: np.random.Generator, dashdot: bool = True) ->
     return np.array([rng.uniform(8, 20), gap, rng.uniform(0.8, 2.0), gap])
 
 
+def _program_pattern(styles: list, pen: float, rng: np.random.Generator) -> np.ndarray:
+    """One of `styles` (visible lengths in pen widths) as a stroke pattern in px of arc length: the square pen
+    reaches pen / 2 past each end of an 'on' stretch, so a dash is drawn pen shorter and a gap pen longer."""
+    visible = np.array(styles[int(rng.integers(len(styles)))], np.float64) * pen
+    visible[0::2] = np.maximum(visible[0::2] - pen, 0.5)
+    visible[1::2] += pen
+    return visible
+
+
 def _pen_skips(h: int, rng: np.random.Generator) -> np.ndarray | None:
     """(H,) bool rows where the pen left ink; None for an unbroken stroke."""
     if rng.random() > 0.12:
@@ -176,9 +193,10 @@ def _depths(h: int, unit: str, rng: np.random.Generator) -> tuple[float, float, 
     return top, float(np.round(top + (h - 1) / ppu, 4)), steps[i]
 
 
-def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True):
+def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True, styles_rng=None):
     """Draw both curves in random order over img (CxHxW, in place); pens[k], when not None, replaces curve
-    k's random pen width (after it is drawn, so the random stream is the same).
+    k's random pen width (after it is drawn, so the random stream is the same); with `styles_rng` (version 7)
+    curve 2 takes a plotting program's dash style P_PROGRAM_STYLE of the time (drawn from that stream).
 
     Returns the mask and [(class, flat pixel indices, coverage)] in drawing order.
     """
@@ -189,6 +207,8 @@ def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True
         pen = min_pen + (4.0 - min_pen) * rng.random() ** 1.5
         pen = pen if pens[k] is None else pens[k]
         pattern = None if k == 0 else _dash_pattern(pen, rng, dashdot)
+        if k == 1 and styles_rng is not None and styles_rng.random() < P_PROGRAM_STYLE:
+            pattern = _program_pattern(PROGRAM_DASHES, pen, styles_rng)
         idx, cov = strokes.stroke_pixels(x[k], w, pen, pattern=pattern, phase=rng.uniform(0, 60),
                                          keep_rows=_pen_skips(h, rng))
         alpha = _alpha_rows(look.curve_alpha[k], look.alpha_floor[k], h, rng)[idx // w]
@@ -253,15 +273,21 @@ def _third_kind(rng: np.random.Generator, allow_light: bool) -> str:
     return "dashdot" if kind == "light" and not allow_light else kind
 
 
-def _third_line(img, h, w, skew, look, style, rng, light_curve=False, light_third=True) -> np.ndarray:
+def _third_line(img, h, w, skew, look, style, rng, light_curve=False, light_third=True, styles_rng=None
+                ) -> np.ndarray:
     """Breadth: draw a third line (another curve shape, not one of the two curves) over img in place, under
-    the curves. Its pixels are not in the mask (background). Returns its (H,) centreline columns."""
+    the curves. Its pixels are not in the mask (background). Returns its (H,) centreline columns.
+    With `styles_rng` (version 7) it is never a long dash (which is a long-dashed curve 2, labelled the other
+    way), but a dash-dot, P_PROGRAM_STYLE of the time in a plotting program's style."""
     f3 = curve_shapes.sample_pair(rng, h).f[int(rng.integers(2))][None]
     x3 = _centrelines(f3, h, w, skew, rng)[0]
     kind = _third_kind(rng, allow_light=light_third and style != "bilevel" and not light_curve)
     light = kind == "light"
     pen = float(rng.uniform(1.0, 1.8)) if light else 1.0 + 2.5 * rng.random() ** 1.5
-    idx, cov = strokes.stroke_pixels(x3, w, pen, pattern=_third_pattern(kind, pen, rng), phase=rng.uniform(0, 60))
+    pattern = _third_pattern(kind, pen, rng)
+    if styles_rng is not None and kind != "light" and (kind == "longdash" or styles_rng.random() < P_PROGRAM_STYLE):
+        pattern = _program_pattern(PROGRAM_DASHDOTS, pen, styles_rng)
+    idx, cov = strokes.stroke_pixels(x3, w, pen, pattern=pattern, phase=rng.uniform(0, 60))
     if look.channels == 3:
         ink = np.array(_CURVE_INKS_ALL[int(rng.integers(len(_CURVE_INKS_ALL)))], np.float32)
     else:
@@ -304,11 +330,13 @@ class _Version:
     narrow: bool = False         # near-straight curves (versions 4-6)
     rough: bool = False          # real logs as logged at a compressed scale (versions 5, 6)
     pastel: bool = False         # half the light pens in tints (version 6)
+    program_styles: bool = False  # plotting programs' dash styles; no long-dash third line (version 7)
 
 
 VERSIONS = {1: _Version(), 2: _Version(breadth=True), 3: _Version(breadth=True, light_third=False),
             4: _Version(narrow=True), 5: _Version(narrow=True, rough=True),
-            6: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True)}
+            6: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True),
+            7: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True, program_styles=True)}
 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
@@ -353,10 +381,12 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     if look.n_notes or look.depth_numbers:
         paper.composite_sparse(img, *paper.sparse(text), look.text_ink)
     third = None
+    rng_styles = np.random.default_rng([seed, 37]) if v.program_styles else None
     if v.breadth and rng_b.random() < P_THIRD:
         third = _third_line(img, h, w, skew, look, style, rng_b, light_curve=light is not None,
-                            light_third=v.light_third)
-    mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0, pens, dashdot=not v.breadth)
+                            light_third=v.light_third, styles_rng=rng_styles)
+    mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0, pens, dashdot=not v.breadth,
+                               styles_rng=rng_styles)
     if look.speckle > 0:
         idx, a = paper.sparse(paper.speckle(h, w, look, rng))
         paper.composite_sparse(img, idx, a * 0.9, np.zeros(look.channels, np.float32))
@@ -417,6 +447,12 @@ def render_scan_v5(seed: int, **kw) -> SynthScan:
 def render_scan_v6(seed: int, **kw) -> SynthScan:
     """Generator version 6 (recipe long1): versions 3, 4 and 5 at once, half of its light pens in tints."""
     return render_scan(seed, **kw, version=6)
+
+
+def render_scan_v7(seed: int, **kw) -> SynthScan:
+    """Generator version 7 (recipe stage37): version 6 with plotting programs' dash styles for curve 2 and the
+    third line, and no long-dash third line (see PROGRAM_DASHES)."""
+    return render_scan(seed, **kw, version=7)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

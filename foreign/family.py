@@ -7,7 +7,7 @@ for evaluation only: never train on it. A scan's choices all come from `np.rando
 Files per scan, as `digitise synth` writes them (so `digitise eval DIR` reads them unchanged):
 scan_{i:05d}.{png,jpg,tif} (image), .json (calibration), .truth.npz (mask HxW uint8 {0,1,2}, x_frac (300, 2),
 values (300, 2); NaN where the LAS has no value; third_x (300,): the third line, NaN where there is none;
-features: what the track holds, see `features`).
+features: what the track holds, see `features`; styles: how its lines are drawn, see `line_styles`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 import time
 
+import matplotlib
 import numpy as np
 
 from foreign import excerpts as _excerpts
@@ -174,7 +175,8 @@ def render_scan(seed: int, i: int, ex_list=None) -> dict:
     third = scanner.shear_truth(third_line_fractions(t)[:, None], scan["shear"], t.h, t.w)[:, 0]
     values = np.stack([_values(x_frac[:, k], cal["curves"][k]["left"], cal["curves"][k]["right"], ex.log)
                        for k in (0, 1)], axis=1)
-    return {**scan, "x_frac": x_frac, "third_x": third, "values": values, "calibration": cal, "features": features(t)}
+    return {**scan, "x_frac": x_frac, "third_x": third, "values": values, "calibration": cal, "features": features(t),
+            "styles": line_styles(t)}
 
 
 def third_line_fractions(t: Track) -> np.ndarray:
@@ -188,6 +190,24 @@ def features(t: Track) -> list[str]:
     neither curve)."""
     light = t.pens[0].colour == INKS["light red"] and t.pens[0].width_px == 1.0
     return [name for name, has in (("light pen", light), ("third line", t.pens[2] is not None)) if has]
+
+
+def line_styles(t: Track) -> list[str]:
+    """How curve 2 and the third line (where drawn) are dashed, as `digitise eval` reports them apart (by_style):
+    "curve 2 dash 3.7:1.6", "third line dash-dot 6.4:1.6:1:1.6", ... (visible on:off lengths in pen widths)."""
+    return [f"{name} {style_name(p.style)}" for name, p in (("curve 2", t.pens[1]), ("third line", t.pens[2]))
+            if p is not None]
+
+
+def style_name(style) -> str:
+    """A matplotlib linestyle by its kind and visible on:off lengths in pen widths ("dot 1:1.65", "solid")."""
+    named = {"--": "dashed", ":": "dotted", "-.": "dashdot"}
+    seq = [] if style == "-" else matplotlib.rcParams[f"lines.{named[style]}_pattern"] if isinstance(style, str) \
+        else style[1]
+    if not seq:
+        return "solid"
+    kind = "dash-dot" if len(seq) > 2 else "dot" if seq[0] <= 1 else "dash"
+    return f"{kind} " + ":".join(f"{v:g}" for v in seq)
 
 
 def _put(path: Path, data: bytes) -> None:
@@ -208,7 +228,7 @@ def write_dataset(out: str, n: int, seed: int = DEFAULT_SEED) -> list[str]:
         stem = f"scan_{i:05d}"
         buf = io.BytesIO()
         np.savez_compressed(buf, mask=s["mask"], x_frac=s["x_frac"], values=s["values"], third_x=s["third_x"],
-                            features=np.array(s["features"], dtype=str))
+                            features=np.array(s["features"], dtype=str), styles=np.array(s["styles"], dtype=str))
         _put(root / f"{stem}.truth.npz", buf.getvalue())
         _put(root / f"{stem}.json", json.dumps(s["calibration"], indent=2).encode())
         _put(root / f"{stem}.{s['ext']}", s["encoded"])

@@ -77,6 +77,18 @@ def test_features_say_what_the_track_holds():
     assert sum(np.isfinite(s["third_x"]).mean() > 0.5 for s in third) >= 0.8 * len(third)   # its path is kept
 
 
+def test_styles_name_how_curve_2_and_the_third_line_are_dashed():
+    """`styles` (kept in the truth file, reported by `digitise eval` as by_style): curve 2's matplotlib dash
+    style in every scan, the third line's where it is drawn, as visible on:off lengths in pen widths."""
+    from foreign.family import style_name
+    assert style_name("--") == "dash 3.7:1.6" and style_name(":") == "dot 1:1.65" and style_name("-") == "solid"
+    assert style_name("-.") == "dash-dot 6.4:1.6:1:1.6" and style_name((0, (10, 4))) == "dash 10:4"
+    many = [render_scan(2718, i) for i in range(30)]
+    for s in many:
+        assert s["styles"][0].startswith("curve 2 ") and len(s["styles"]) == 1 + ("third line" in s["features"])
+    assert len({s["styles"][0] for s in many}) >= 4
+
+
 def test_family_covers_what_it_promises():
     """Over 40 scans: colour and grey and 1-bit, PNG/JPEG/TIFF, narrow and wide, curves on the edge."""
     many = [render_scan(2718, i) for i in range(40)]
@@ -100,6 +112,7 @@ def test_digitise_eval_reads_the_family_unchanged(tmp_path, capsys):
     assert {r["pixels"] for r in s["per_scan"]} <= {"colour", "grey", "bilevel"}
     described = {b["feature"]: b["n_scans"] for b in s["by_feature"]}
     assert described["none"] == sum(not r["features"] for r in s["per_scan"])
+    assert sum(b["n_scans"] for b in s["by_style"] if b["style"].startswith("curve 2")) == 3
     with np.load(next(data.glob("*.truth.npz"))) as truth:
         assert truth["third_x"].shape == (300,)
     assert "width (px)" in capsys.readouterr().out

@@ -133,6 +133,16 @@ def test_means_are_broken_down_by_what_the_truth_says_the_track_holds():
     assert "by_feature" not in summarise(records())                  # only where the truth records features
 
 
+def test_means_are_broken_down_by_line_style():
+    styles = (["curve 2 dot 1:1.65", "third line dash-dot 6.4:1.6:1:1.6"], ["curve 2 dot 1:1.65"], ["curve 2 dash 10:4"])
+    recs = [{**r, "styles": st} for r, st in zip(records(), styles)]
+    s = summarise(recs)
+    rows = {b["style"]: b for b in s["by_style"]}
+    assert list(rows) == ["curve 2 dash 10:4", "curve 2 dot 1:1.65", "third line dash-dot 6.4:1.6:1:1.6"]
+    assert rows["curve 2 dot 1:1.65"]["n_scans"] == 2 and rows["curve 2 dash 10:4"]["mae_2"] == recs[2]["mae_2"]
+    assert "third line dash-dot 6.4:1.6:1:1.6" in format_table(s) and "by_style" not in summarise(records())
+
+
 def test_a_curve_read_on_the_third_line_is_counted_where_the_line_runs_apart_from_it():
     true = np.stack([np.full(300, 0.2), np.full(300, 0.5)], 1)
     third = np.where(np.arange(300) < 100, 0.5, 0.8)        # on curve 2 for 100 points, then apart from it

@@ -172,7 +172,7 @@ def test_write_dataset_in_parallel_writes_the_same_files(tmp_path):
 def test_write_dataset_renders_the_version_asked_and_refuses_an_unknown_one(tmp_path):
     path, = synth.write_dataset(str(tmp_path / "v6"), n=1, seed=5, version=6)
     assert open(path, "rb").read() == synth.render_scan_v6(synth.scan_seed(5, 0)).encoded
-    for bad in (0, 7, "6"):
+    for bad in (0, 8, "6"):
         with pytest.raises(ValueError, match="generator version"):
             synth.write_dataset(str(tmp_path / "bad"), n=1, seed=5, version=bad)
         with pytest.raises(ValueError, match="generator version"):
@@ -450,3 +450,28 @@ def test_version_6_tints_are_light_in_grey_and_never_unlabelled_ink():
         greys.append(contrast)
     assert len(greys) >= 30
     assert np.mean(np.array(greys) < 80) >= 0.25          # the tints (version 2's light pens: 5% of them)
+
+
+def test_a_program_style_is_drawn_at_its_visible_lengths_in_pen_widths():
+    """Version 7's dash styles are visible lengths in pen widths (matplotlib's "--" is 3.7 on, 1.6 off); the
+    square pen reaches half its width past each end of a dash, so the stroke pattern must allow for it."""
+    for pen in (1.0, 2.0, 3.0):
+        pattern = synth._program_pattern([(3.7, 1.6)], pen, np.random.default_rng(0))
+        cov = synth.strokes.stroke_coverage(np.full(400, 10.0), 21, pen, pattern=pattern)[:, 10]
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, cov >= 0.5, 0])))   # on, off, on, ... rows
+        on, off = runs[2:-1:2], runs[3:-1:2]                                # whole dashes and gaps
+        assert abs(np.median(on) - 3.7 * pen) <= 1 and abs(np.median(off) - 1.6 * pen) <= 1
+
+
+def test_version_7_changes_only_how_curve_2_and_the_third_line_are_dashed():
+    """Version 7 (pinned) is version 6 with plotting programs' dash styles: the same tracks, curves and truth,
+    other dash patterns on some of them."""
+    assert _digest(synth.render_scan_v7) == "975bcc6d97b6fecc9f7978f9abcb68b1e3d0600754d002c816e78e69119cb7ec"
+    changed = 0
+    for i in range(30):
+        v6, v7 = (render(synth.scan_seed(37, i), height=400, width=200)
+                  for render in (synth.render_scan_v6, synth.render_scan_v7))
+        assert np.array_equal(v6.x_frac, v7.x_frac) and v6.calibration == v7.calibration
+        assert (v6.third is None) == (v7.third is None)
+        changed += v6.encoded != v7.encoded
+    assert 8 <= changed <= 25, f"{changed} of 30 scans drawn with another dash style"
