@@ -92,6 +92,11 @@ P_PROGRAM_STYLE = 0.5           # version 7: chance curve 2 / a dash-dot third l
 PROGRAM_DASHES = [(3.7, 1.6), (1.0, 1.65), (18, 6), (3, 3), (12, 3), (24, 3), (3, 1), (4, 3), (8, 3), (1, 1)]
 PROGRAM_DASHDOTS = [(6.4, 1.6, 1, 1.6), (9, 6, 3, 6), (9, 3, 3, 3, 3, 3), (24, 3, 1, 3), (4, 3, 1, 3),
                     (8, 3, 1, 3), (8, 3, 1, 3, 1, 3)]
+# Version 8: P_FINE_DOTS of curve 2s are a fine dotted line, a 1-1.4 px pen in one of FINE_DOTS (pen widths):
+# matplotlib's ":" at 1 px (dots 2.65 px apart) is refused at 0% by the version-1 to 7 segmenters, at 1.5 px
+# read everywhere; versions 1-7 draw dots at least 1.8 px long and 3.3 px apart.
+P_FINE_DOTS = 0.3
+FINE_DOTS = [(1, 1), (1, 1.5), (1, 1.65), (1, 2), (1, 3), (2, 2)]
 
 
 @dataclass
@@ -193,10 +198,12 @@ def _depths(h: int, unit: str, rng: np.random.Generator) -> tuple[float, float, 
     return top, float(np.round(top + (h - 1) / ppu, 4)), steps[i]
 
 
-def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True, styles_rng=None):
+def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True, styles_rng=None,
+                 fine_dots=False):
     """Draw both curves in random order over img (CxHxW, in place); pens[k], when not None, replaces curve
     k's random pen width (after it is drawn, so the random stream is the same); with `styles_rng` (version 7)
-    curve 2 takes a plotting program's dash style P_PROGRAM_STYLE of the time (drawn from that stream).
+    curve 2 takes a plotting program's dash style P_PROGRAM_STYLE of the time (drawn from that stream); with
+    `fine_dots` too (version 8) it is then a fine dotted line P_FINE_DOTS of the time.
 
     Returns the mask and [(class, flat pixel indices, coverage)] in drawing order.
     """
@@ -209,6 +216,9 @@ def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True
         pattern = None if k == 0 else _dash_pattern(pen, rng, dashdot)
         if k == 1 and styles_rng is not None and styles_rng.random() < P_PROGRAM_STYLE:
             pattern = _program_pattern(PROGRAM_DASHES, pen, styles_rng)
+        if k == 1 and fine_dots and styles_rng.random() < P_FINE_DOTS:
+            pen = float(styles_rng.uniform(1.0, 1.4))
+            pattern = _program_pattern(FINE_DOTS, pen, styles_rng)
         idx, cov = strokes.stroke_pixels(x[k], w, pen, pattern=pattern, phase=rng.uniform(0, 60),
                                          keep_rows=_pen_skips(h, rng))
         alpha = _alpha_rows(look.curve_alpha[k], look.alpha_floor[k], h, rng)[idx // w]
@@ -331,12 +341,15 @@ class _Version:
     rough: bool = False          # real logs as logged at a compressed scale (versions 5, 6)
     pastel: bool = False         # half the light pens in tints (version 6)
     program_styles: bool = False  # plotting programs' dash styles; no long-dash third line (version 7)
+    fine_dots: bool = False      # with program_styles: fine dotted curve 2s (version 8)
 
 
 VERSIONS = {1: _Version(), 2: _Version(breadth=True), 3: _Version(breadth=True, light_third=False),
             4: _Version(narrow=True), 5: _Version(narrow=True, rough=True),
             6: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True),
-            7: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True, program_styles=True)}
+            7: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True, program_styles=True),
+            8: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True, program_styles=True,
+                        fine_dots=True)}
 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
@@ -386,7 +399,7 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
         third = _third_line(img, h, w, skew, look, style, rng_b, light_curve=light is not None,
                             light_third=v.light_third, styles_rng=rng_styles)
     mask, drawn = _draw_curves(img, x, look, rng, 1.5 if style == "bilevel" else 1.0, pens, dashdot=not v.breadth,
-                               styles_rng=rng_styles)
+                               styles_rng=rng_styles, fine_dots=v.fine_dots)
     if look.speckle > 0:
         idx, a = paper.sparse(paper.speckle(h, w, look, rng))
         paper.composite_sparse(img, idx, a * 0.9, np.zeros(look.channels, np.float32))
@@ -453,6 +466,11 @@ def render_scan_v7(seed: int, **kw) -> SynthScan:
     """Generator version 7 (recipe stage37): version 6 with plotting programs' dash styles for curve 2 and the
     third line, and no long-dash third line (see PROGRAM_DASHES)."""
     return render_scan(seed, **kw, version=7)
+
+
+def render_scan_v8(seed: int, **kw) -> SynthScan:
+    """Generator version 8 (recipes stage39, stage40): version 7 with fine dotted curve 2s (FINE_DOTS)."""
+    return render_scan(seed, **kw, version=8)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

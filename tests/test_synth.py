@@ -172,7 +172,7 @@ def test_write_dataset_in_parallel_writes_the_same_files(tmp_path):
 def test_write_dataset_renders_the_version_asked_and_refuses_an_unknown_one(tmp_path):
     path, = synth.write_dataset(str(tmp_path / "v6"), n=1, seed=5, version=6)
     assert open(path, "rb").read() == synth.render_scan_v6(synth.scan_seed(5, 0)).encoded
-    for bad in (0, 8, "6"):
+    for bad in (0, 9, "6"):
         with pytest.raises(ValueError, match="generator version"):
             synth.write_dataset(str(tmp_path / "bad"), n=1, seed=5, version=bad)
         with pytest.raises(ValueError, match="generator version"):
@@ -475,3 +475,18 @@ def test_version_7_changes_only_how_curve_2_and_the_third_line_are_dashed():
         assert (v6.third is None) == (v7.third is None)
         changed += v6.encoded != v7.encoded
     assert 8 <= changed <= 25, f"{changed} of 30 scans drawn with another dash style"
+
+
+def test_version_8_draws_fine_dotted_curve_2s():
+    """Version 8 (pinned) is version 7 with a fine dotted curve 2 (a 1-1.4 px pen, FINE_DOTS) in P_FINE_DOTS of
+    the tracks whose curve 2 takes a program's style: same tracks and truth, thinner dots on some."""
+    assert _digest(synth.render_scan_v8) == "3f3c62a6f6363f95e21cb7fd8ff8d2b29de20c8cc22a105ac03e5338b77c782a"
+    changed = 0
+    for i in range(40):
+        v7, v8 = (render(synth.scan_seed(38, i), height=400, width=200)
+                  for render in (synth.render_scan_v7, synth.render_scan_v8))
+        assert np.array_equal(v7.x_frac, v8.x_frac) and (v7.third is None) == (v8.third is None)
+        if v7.encoded != v8.encoded:
+            changed += 1
+            assert (v8.mask == 2).sum() < (v7.mask == 2).sum()    # a thinner pen, smaller dots
+    assert 2 <= changed <= 14, f"{changed} of 40 scans with a fine dotted curve 2"
