@@ -123,3 +123,16 @@ def test_straight_solid_curve_off_the_grid_lines_is_followed(digitiser, amplitud
     # observed at 78% of the depth points with mirror averaging (81% without): a near-straight line stays
     # the segmenter's weakest solid curve; the refusal threshold is 50%
     assert np.abs(x[:, 0] - truth[:, 0]).max() < 0.01 and observed[:, 0].mean() >= 0.75
+
+
+@pytest.mark.parametrize("pen", [1.5, pytest.param(1.0, marks=pytest.mark.xfail(
+    strict=True, reason="a 1-px dotted line (dots 2.65 px apart) gets no curve-2 evidence: 0% observed, refused "
+                        "(model card, 'The foreign error by line style')"))])
+def test_dotted_curve_2_is_followed(digitiser, pen):
+    """matplotlib's ":" (dots one pen width long, 1.65 apart), black on a light grid: followed everywhere. A
+    dotted curve 2 is the foreign family's most refused style (24-30% of its scans, 12-18% for the dashes)."""
+    from foreign.plot import Pen
+    wig = _wiggle()
+    image, truth = _plot(0.3 + wig, 0.65 + 0.5 * wig, pens=[Pen((0, 0, 0), 1.5), Pen((0, 0, 0), pen, ":"), None])
+    x, observed = trace(digitiser.segment([image])[0])
+    assert np.abs(x[:, 1] - truth[:, 1]).max() < 0.02 and observed[:, 1].mean() >= 0.9
