@@ -32,6 +32,11 @@ with other numbers. Recipes stage24 and stage25 measured it (no gain on rough fo
 its thin light pens in tints (light red, pink, light blue, ...), which stay light in grey: the foreign family's
 1-px light red curve scans 29-54 grey levels under the paper (10th percentile, median) on its labelled pixels,
 fainter than 97% of version 5's curves.
+`render_scan_v7` (version 7, recipes stage37, stage38) is version 6 dashed as plotting programs dash: half of
+its curve 2s and dash-dot third lines take a program's pattern in pen widths (PROGRAM_DASHES, PROGRAM_DASHDOTS),
+and the long-dash third line (a long-dashed curve 2 with the other label) is a dash-dot. `render_scan_v8`
+(version 8, recipes stage39, stage40) adds fine dotted curve 2s (FINE_DOTS, 1-1.4 px pens). Both draw their extra
+choices from their own stream (`default_rng([seed, 37])`): the same tracks, curves and truth as version 6.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -93,8 +98,8 @@ PROGRAM_DASHES = [(3.7, 1.6), (1.0, 1.65), (18, 6), (3, 3), (12, 3), (24, 3), (3
 PROGRAM_DASHDOTS = [(6.4, 1.6, 1, 1.6), (9, 6, 3, 6), (9, 3, 3, 3, 3, 3), (24, 3, 1, 3), (4, 3, 1, 3),
                     (8, 3, 1, 3), (8, 3, 1, 3, 1, 3)]
 # Version 8: P_FINE_DOTS of curve 2s are a fine dotted line, a 1-1.4 px pen in one of FINE_DOTS (pen widths):
-# matplotlib's ":" at 1 px (dots 2.65 px apart) is refused at 0% by the version-1 to 7 segmenters, at 1.5 px
-# read everywhere; versions 1-7 draw dots at least 1.8 px long and 3.3 px apart.
+# matplotlib's ":" at 1 px (dots 2.65 px apart) is refused at 0% by every segmenter trained on versions 1-7, at
+# 1.5 px read everywhere; versions 1-7 draw dots at least 1.8 px long and 3.3 px apart.
 P_FINE_DOTS = 0.3
 FINE_DOTS = [(1, 1), (1, 1.5), (1, 1.65), (1, 2), (1, 3), (2, 2)]
 
