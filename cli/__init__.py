@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out")
     s.add_argument("--n", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--version", type=int, default=1, help="generator version (1-6; 1 is the held-out eval's)")
+    s.add_argument("--version", type=int, default=1, help="generator version (1-8; 1 is the held-out eval's)")
     s.set_defaults(func=commands.synth)
 
     s = sub.add_parser("foreign", help="render the foreign eval family (matplotlib plots of real LAS; never train on it)")
