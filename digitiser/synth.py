@@ -208,7 +208,7 @@ def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True
     """Draw both curves in random order over img (CxHxW, in place); pens[k], when not None, replaces curve
     k's random pen width (after it is drawn, so the random stream is the same); with `styles_rng` (version 7)
     curve 2 takes a plotting program's dash style P_PROGRAM_STYLE of the time (drawn from that stream); with
-    `fine_dots` too (version 8) it is then a fine dotted line P_FINE_DOTS of the time.
+    `fine_dots` too (version 8) it is a fine dotted line instead P_FINE_DOTS of the time.
 
     Returns the mask and [(class, flat pixel indices, coverage)] in drawing order.
     """

@@ -479,7 +479,7 @@ def test_version_7_changes_only_how_curve_2_and_the_third_line_are_dashed():
 
 def test_version_8_draws_fine_dotted_curve_2s():
     """Version 8 (pinned) is version 7 with a fine dotted curve 2 (a 1-1.4 px pen, FINE_DOTS) in P_FINE_DOTS of
-    the tracks whose curve 2 takes a program's style: same tracks and truth, thinner dots on some."""
+    the tracks: same tracks and truth, thinner dots on some."""
     assert _digest(synth.render_scan_v8) == "3f3c62a6f6363f95e21cb7fd8ff8d2b29de20c8cc22a105ac03e5338b77c782a"
     changed = 0
     for i in range(40):
