@@ -219,11 +219,12 @@ def _draw_curves(img, x, look, rng, min_pen=1.0, pens=(None, None), dashdot=True
         pen = min_pen + (4.0 - min_pen) * rng.random() ** 1.5
         pen = pen if pens[k] is None else pens[k]
         pattern = None if k == 0 else _dash_pattern(pen, rng, dashdot)
-        if k == 1 and styles_rng is not None and styles_rng.random() < P_PROGRAM_STYLE:
-            pattern = _program_pattern(PROGRAM_DASHES, pen, styles_rng)
-        if k == 1 and fine_dots and styles_rng.random() < P_FINE_DOTS:
-            pen = float(styles_rng.uniform(1.0, 1.4))
-            pattern = _program_pattern(FINE_DOTS, pen, styles_rng)
+        if k == 1 and styles_rng is not None:
+            if styles_rng.random() < P_PROGRAM_STYLE:
+                pattern = _program_pattern(PROGRAM_DASHES, pen, styles_rng)
+            if fine_dots and styles_rng.random() < P_FINE_DOTS:
+                pen = float(styles_rng.uniform(1.0, 1.4))
+                pattern = _program_pattern(FINE_DOTS, pen, styles_rng)
         idx, cov = strokes.stroke_pixels(x[k], w, pen, pattern=pattern, phase=rng.uniform(0, 60),
                                          keep_rows=_pen_skips(h, rng))
         alpha = _alpha_rows(look.curve_alpha[k], look.alpha_floor[k], h, rng)[idx // w]

@@ -201,11 +201,10 @@ def line_styles(t: Track) -> list[str]:
 
 def style_name(style) -> str:
     """A matplotlib linestyle by its kind and visible on:off lengths in pen widths ("dot 1:1.65", "solid")."""
-    named = {"--": "dashed", ":": "dotted", "-.": "dashdot"}
-    seq = [] if style == "-" else matplotlib.rcParams[f"lines.{named[style]}_pattern"] if isinstance(style, str) \
-        else style[1]
-    if not seq:
+    if style == "-":
         return "solid"
+    named = {"--": "dashed", ":": "dotted", "-.": "dashdot"}
+    seq = matplotlib.rcParams[f"lines.{named[style]}_pattern"] if isinstance(style, str) else style[1]
     kind = "dash-dot" if len(seq) > 2 else "dot" if seq[0] <= 1 else "dash"
     return f"{kind} " + ":".join(f"{v:g}" for v in seq)
 
