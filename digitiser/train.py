@@ -91,6 +91,9 @@ class TrainConfig:
     # fine-tune without it lost curve 1 while learning its new data (MODEL_CARD.md, stages 10-14). Scale: the
     # mean KL over nearly all pixels of a crop is ~1e-3 after such a fine-tune, so 100 weighs it like the loss.
     anchor_weight: float = 0.0
+    # ... except within this many pixels of a curve-2 label (0 = off): curve 2 is the line the later data teaches
+    # (fine dots, programs' dashes), and held there the anchor keeps the init's background between the dots.
+    anchor_free_radius: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -274,9 +277,14 @@ def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.T
     return ce + cfg.dice_weight * dice.mean()
 
 
-def anchor_loss(logits: torch.Tensor, anchor_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean KL(anchor || model) over the pixels the anchor (the init weights, frozen) classifies as labelled."""
-    kept = (anchor_logits.argmax(1) == y).to(logits.dtype)                          # (B, h, w)
+def anchor_loss(logits: torch.Tensor, anchor_logits: torch.Tensor, y: torch.Tensor, free_radius: int = 0) -> torch.Tensor:
+    """Mean KL(anchor || model) over the pixels the anchor (the init weights, frozen) classifies as labelled,
+    less those within free_radius pixels (a square) of a curve-2 label."""
+    kept = anchor_logits.argmax(1) == y                                             # (B, h, w)
+    if free_radius > 0:
+        near_curve_2 = F.max_pool2d((y == 2).to(logits.dtype)[:, None], 2 * free_radius + 1, 1, free_radius)[:, 0]
+        kept &= near_curve_2 == 0
+    kept = kept.to(logits.dtype)
     kl = (anchor_logits.softmax(1) * (anchor_logits.log_softmax(1) - logits.log_softmax(1))).sum(1)
     return (kl * kept).sum() / kept.sum().clamp(min=1.0)
 
@@ -401,7 +409,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         if anchor is not None:
             with torch.no_grad():
                 anchor_logits = anchor(x)
-            held = cfg.anchor_weight * anchor_loss(logits, anchor_logits, background(y))
+            held = cfg.anchor_weight * anchor_loss(logits, anchor_logits, background(y), cfg.anchor_free_radius)
             loss = loss + held
             anchor_sum += held.item()
         opt.zero_grad(set_to_none=True)

@@ -321,6 +321,17 @@ def test_the_anchor_holds_only_the_pixels_the_init_weights_read_right():
     assert tr.anchor_loss(right, wrong, y) == 0                    # leaving a wrong one is free
 
 
+def test_the_anchor_can_be_lifted_near_curve_2():
+    y = torch.zeros(1, 16, 16, dtype=torch.long)
+    y[0, :, 8] = 2                                                  # a curve-2 column
+    right = torch.nn.functional.one_hot(y, 3).permute(0, 3, 1, 2).float() * 4
+    left = right.clone()
+    left[..., 5:12] = -right[..., 5:12]                             # the model leaves the readings at columns 5-11
+    assert tr.anchor_loss(left, right, y) > 1
+    assert tr.anchor_loss(left, right, y, free_radius=3) == 0       # all within 3 px of curve 2: free
+    assert tr.anchor_loss(left, right, y, free_radius=2) > 0        # columns 5 and 11 are still held
+
+
 # ----------------------------------------------------------------------------- training runs
 
 def _as_if_stopped_at_the_first_checkpoint(run: Path) -> None:
