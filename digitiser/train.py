@@ -91,8 +91,8 @@ class TrainConfig:
     # fine-tune without it lost curve 1 while learning its new data (MODEL_CARD.md, stages 10-14). Scale: the
     # mean KL over nearly all pixels of a crop is ~1e-3 after such a fine-tune, so 100 weighs it like the loss.
     anchor_weight: float = 0.0
-    # ... except within this many pixels of a curve-2 label (0 = off): curve 2 is the line the later data teaches
-    # (fine dots, programs' dashes), and held there the anchor keeps the init's background between the dots.
+    # ... except within this many pixels of a curve-2 label (0 = off), where later data teaches new line styles.
+    # Measured: it barely frees them; the anchor holds through the shared weights (MODEL_CARD.md, stages 42-45).
     anchor_free_radius: int = 0
 
     @classmethod
@@ -277,7 +277,8 @@ def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.T
     return ce + cfg.dice_weight * dice.mean()
 
 
-def anchor_loss(logits: torch.Tensor, anchor_logits: torch.Tensor, y: torch.Tensor, free_radius: int = 0) -> torch.Tensor:
+def anchor_loss(logits: torch.Tensor, anchor_logits: torch.Tensor, y: torch.Tensor,
+                free_radius: int = 0) -> torch.Tensor:
     """Mean KL(anchor || model) over the pixels the anchor (the init weights, frozen) classifies as labelled,
     less those within free_radius pixels (a square) of a curve-2 label."""
     kept = anchor_logits.argmax(1) == y                                             # (B, h, w)
