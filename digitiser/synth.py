@@ -32,10 +32,10 @@ with other numbers. Recipes stage24 and stage25 measured it (no gain on rough fo
 its thin light pens in tints (light red, pink, light blue, ...), which stay light in grey: the foreign family's
 1-px light red curve scans 29-54 grey levels under the paper (10th percentile, median) on its labelled pixels,
 fainter than 97% of version 5's curves.
-`render_scan_v7` (version 7, recipes stage37, stage38) is version 6 dashed as plotting programs dash: half of
+`render_scan_v7` (version 7, recipes stage37, stage38, stage47) is version 6 dashed as plotting programs dash: half of
 its curve 2s and dash-dot third lines take a program's pattern in pen widths (PROGRAM_DASHES, PROGRAM_DASHDOTS),
 and the long-dash third line (a long-dashed curve 2 with the other label) is a dash-dot. `render_scan_v8`
-(version 8, recipes stage39, stage40) adds fine dotted curve 2s (FINE_DOTS, 1-1.4 px pens). Both draw their extra
+(version 8, recipes stage39-stage46) adds fine dotted curve 2s (FINE_DOTS, 1-1.4 px pens). Both draw their extra
 choices from their own stream (`default_rng([seed, 37])`): the same tracks, curves and truth as version 6.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
