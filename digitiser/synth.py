@@ -37,6 +37,10 @@ its curve 2s and dash-dot third lines take a program's pattern in pen widths (PR
 and the long-dash third line (a long-dashed curve 2 with the other label) is a dash-dot. `render_scan_v8`
 (version 8, recipes stage39-stage46) adds fine dotted curve 2s (FINE_DOTS, 1-1.4 px pens). Both draw their extra
 choices from their own stream (`default_rng([seed, 37])`): the same tracks, curves and truth as version 6.
+`render_scan_v9` (version 9, recipe stage48) is version 8 with the minor grid lines dotted in a third of the tracks
+(labelled background, as every grid line): version 8 taught fine dots as curve 2 wherever they are, and its
+segmenters followed the broken minor grid of 1-bit scans. Its choice has its own stream (`default_rng([seed, 48])`):
+the same tracks, curves and truth as version 8.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
@@ -102,6 +106,11 @@ PROGRAM_DASHDOTS = [(6.4, 1.6, 1, 1.6), (9, 6, 3, 6), (9, 3, 3, 3, 3, 3), (24, 3
 # 1.5 px read everywhere; versions 1-7 draw dots at least 1.8 px long and 3.3 px apart.
 P_FINE_DOTS = 0.3
 FINE_DOTS = [(1, 1), (1, 1.5), (1, 1.65), (1, 2), (1, 3), (2, 2)]
+# Version 9: P_DOTTED_GRID of tracks draw their minor grid lines dotted (dots DOTTED_GRID_ON px long, DOTTED_GRID_OFF
+# apart), labelled background: a segmenter trained on version 8 reads fine dots as curve 2 wherever they are,
+# and followed the broken minor grid lines of 1-bit scans as curve 2 (own scans 246, 276: model card).
+P_DOTTED_GRID = 0.3
+DOTTED_GRID_ON, DOTTED_GRID_OFF = (0.8, 2.0), (1.0, 4.0)
 
 
 @dataclass
@@ -348,6 +357,7 @@ class _Version:
     pastel: bool = False         # half the light pens in tints (version 6)
     program_styles: bool = False  # plotting programs' dash styles; no long-dash third line (version 7)
     fine_dots: bool = False      # with program_styles: fine dotted curve 2s (version 8)
+    dotted_grid: bool = False    # minor grid lines dotted in P_DOTTED_GRID of the tracks (version 9)
 
 
 VERSIONS = {1: _Version(), 2: _Version(breadth=True), 3: _Version(breadth=True, light_third=False),
@@ -355,7 +365,9 @@ VERSIONS = {1: _Version(), 2: _Version(breadth=True), 3: _Version(breadth=True, 
             6: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True),
             7: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True, program_styles=True),
             8: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True, program_styles=True,
-                        fine_dots=True)}
+                        fine_dots=True),
+            9: _Version(breadth=True, light_third=False, narrow=True, rough=True, pastel=True, program_styles=True,
+                        fine_dots=True, dotted_grid=True)}
 
 
 def render_scan(seed: int, *, height: int | None = None, width: int | None = None,
@@ -394,7 +406,8 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     top, bottom, step = _depths(h, pair.depth_unit, rng)
     hlines = paper.depth_lines(top, bottom, step, h)
     img = paper.paper(h, w, look, rng)
-    grid = paper.grid_layer(h, w, paper.vertical_grid(pair.curves[0], pair.log_grid, rng), hlines, skew)
+    grid = paper.grid_layer(h, w, paper.vertical_grid(pair.curves[0], pair.log_grid, rng), hlines, skew,
+                            _grid_dots(np.random.default_rng([seed, 48])) if v.dotted_grid else None)
     text = paper.text_layer(h, w, look, hlines, rng, grid)
     paper.composite(img, grid, look.grid_ink, look.grid_alpha)
     if look.n_notes or look.depth_numbers:
@@ -418,6 +431,14 @@ def render_scan(seed: int, *, height: int | None = None, width: int | None = Non
     values = np.stack([to_values(x_frac[:, k], c["left"], c["right"], c.get("scale", "linear"))
                        for k, c in enumerate(pair.curves)], axis=1)
     return SynthScan(image, mask, x_frac, calibration, values, ext, encoded, third)
+
+
+def _grid_dots(rng: np.random.Generator) -> tuple[float, float, float] | None:
+    """Version 9: (on, off, phase) px of a dotted minor grid in P_DOTTED_GRID of the tracks, else None."""
+    if rng.random() >= P_DOTTED_GRID:
+        return None
+    on, off = rng.uniform(*DOTTED_GRID_ON), rng.uniform(*DOTTED_GRID_OFF)
+    return on, off, rng.uniform(0, on + off)
 
 
 def _narrow_curves(f: np.ndarray, rng: np.random.Generator) -> None:
@@ -477,6 +498,11 @@ def render_scan_v7(seed: int, **kw) -> SynthScan:
 def render_scan_v8(seed: int, **kw) -> SynthScan:
     """Generator version 8 (recipes stage39, stage40): version 7 with fine dotted curve 2s (FINE_DOTS)."""
     return render_scan(seed, **kw, version=8)
+
+
+def render_scan_v9(seed: int, **kw) -> SynthScan:
+    """Generator version 9 (recipe stage48): version 8 with dotted minor grid lines in P_DOTTED_GRID of the tracks."""
+    return render_scan(seed, **kw, version=9)
 
 
 def digitisable_scans(digitiser, n: int, *, tries: int, height: int, width: int, style: str = "clean") -> list:

@@ -135,9 +135,30 @@ def _line(layer, p0, p1, value):
              int(value), 1, cv2.LINE_AA, _SHIFT)
 
 
-def grid_layer(h, w, vlines, hlines, skew) -> np.ndarray:
-    """Grid opacity HxW uint8: vertical lines sheared with the page, horizontal depth lines."""
+def dot_coverage(n: int, on: float, off: float, phase: float) -> np.ndarray:
+    """(n,) float32: the share of each pixel [i, i + 1) that a dotted line's dots ([k (on + off) + phase,
+    ... + on)) cover, along the line."""
+    period = on + off
+    i = np.arange(n, dtype=np.float64)[:, None]
+    starts = (np.arange(-1, n / period + 2) * period + phase % period)[None]
+    return np.clip(np.minimum(i + 1, starts + on) - np.maximum(i, starts), 0, 1).sum(axis=1).astype(np.float32)
+
+
+def grid_layer(h, w, vlines, hlines, skew, dots=None) -> np.ndarray:
+    """Grid opacity HxW uint8: vertical lines sheared with the page, horizontal depth lines. dots: (on, off, phase)
+    px draws the minor lines (vertical weight < 0.9, depth lines < 0.75) dotted, as many printed logs do, each dot
+    as dark as a major line."""
     layer = np.zeros((h, w), np.uint8)
+    if dots is not None:
+        minor = grid_layer(h, w, [v for v in vlines if v[1] < 0.9], [t for t in hlines if t[1] < 0.75], skew)
+        major = grid_layer(h, w, [v for v in vlines if v[1] >= 0.9], [t for t in hlines if t[1] >= 0.75], skew)
+        rows, cols = dot_coverage(h, *dots), dot_coverage(w, *dots)
+        across = np.zeros((h, w), bool)     # a minor depth line's pixels are dotted along the row, the rest down
+        for y, weight, _ in hlines:
+            if weight < 0.75:
+                across[max(0, int(y) - 1):int(y) + 3] = True
+        dotted = 2.0 * minor * np.where(across, cols[None, :], rows[:, None])   # dots as dark as a major line
+        return np.maximum(major, np.clip(np.round(dotted), 0, 255).astype(np.uint8))
     yc = (h - 1) / 2
     for y, weight, _ in sorted(hlines, key=lambda t: t[1]):
         _line(layer, (-2, y), (w + 1, y), 255 * weight)

@@ -490,3 +490,27 @@ def test_version_8_draws_fine_dotted_curve_2s():
             changed += 1
             assert (v8.mask == 2).sum() < (v7.mask == 2).sum()    # a thinner pen, smaller dots
     assert 2 <= changed <= 14, f"{changed} of 40 scans with a fine dotted curve 2"
+
+
+def test_version_9_dots_the_minor_grid_of_some_tracks():
+    """Version 9 (pinned) is version 8 with the minor grid lines dotted in P_DOTTED_GRID of the tracks, labelled
+    background like every grid line: same tracks, truth and curve labels, other grid pixels on some."""
+    assert _digest(synth.render_scan_v9) == "b996359943b925eafb9ca1aa00be91e33381a3f5b86ca2746acec25d4f5f985b"
+    changed = 0
+    for i in range(30):
+        v8, v9 = (render(synth.scan_seed(48, i), height=400, width=200, style="gray")
+                  for render in (synth.render_scan_v8, synth.render_scan_v9))
+        assert np.array_equal(v8.x_frac, v9.x_frac) and np.array_equal(v8.mask, v9.mask)
+        changed += v8.encoded != v9.encoded
+    assert 4 <= changed <= 16, f"{changed} of 30 scans with a dotted minor grid"
+
+
+@pytest.mark.parametrize("on, off", [(1.0, 1.0), (0.8, 2.6), (2.0, 4.0)])
+def test_dotted_grid_lines_cover_their_share_of_the_line(on, off):
+    from digitiser import synth_paper
+    cover = synth_paper.dot_coverage(600, on, off, phase=0.7)
+    assert cover.min() >= 0 and cover.max() <= 1
+    assert abs(cover.mean() - on / (on + off)) < 0.01
+    grid = synth_paper.grid_layer(300, 100, [(0.5, 0.45)], [], 0.0, dots=(on, off, 0.0))
+    column = grid.max(axis=1).astype(float) / 255    # the dotted line, row by row
+    assert (column < 0.1).mean() > 0.2 and column.max() > 0.5   # gaps between dark dots
