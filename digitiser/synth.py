@@ -37,10 +37,10 @@ its curve 2s and dash-dot third lines take a program's pattern in pen widths (PR
 and the long-dash third line (a long-dashed curve 2 with the other label) is a dash-dot. `render_scan_v8`
 (version 8, recipes stage39-stage46) adds fine dotted curve 2s (FINE_DOTS, 1-1.4 px pens). Both draw their extra
 choices from their own stream (`default_rng([seed, 37])`): the same tracks, curves and truth as version 6.
-`render_scan_v9` (version 9, recipes stage48, stage49) is version 8 with the minor grid lines dotted in a third of the tracks
-(labelled background, as every grid line): version 8 taught fine dots as curve 2 wherever they are, and its
-segmenters followed the broken minor grid of 1-bit scans. Its choice has its own stream (`default_rng([seed, 48])`):
-the same tracks, curves and truth as version 8.
+`render_scan_v9` (version 9, recipes stage48, stage49) is version 8 with the minor grid lines dotted in a third
+of the tracks (labelled background, as every grid line): version 8 taught fine dots as curve 2 wherever they are,
+and its segmenters followed the broken minor grid of 1-bit scans. Its choice has its own stream
+(`default_rng([seed, 48])`): the same tracks, curves and truth as version 8.
 
 Ground truth is exact by construction: each curve is drawn as the polyline through one centreline
 point per row, in final-image coordinates (the page skew is the horizontal shear
