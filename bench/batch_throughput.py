@@ -179,6 +179,9 @@ class CountingFS:
         self.calls += 1
         return self.inner.ls(path, **k)
 
+    def invalidate_cache(self, path=None):
+        return self.inner.invalidate_cache(path)   # drops s3fs's local listing cache: no storage call
+
 
 def storage_cost(results: list, root: str, fs) -> dict:
     """Storage calls and bytes per request of the job's two storage steps (the is-committed check in

@@ -1,6 +1,6 @@
 """bench/gpu_check.sh's preflight: on a machine without a usable CUDA torch it says exactly what is missing and
-runs nothing; with --device cpu it passes wherever the project's dependencies are installed. And the online
-load benchmark's steady-state rate and per-run answer budget."""
+runs nothing; with --device cpu it passes wherever the project's dependencies are installed. The online load
+benchmark's steady-state rate and per-run answer budget, and the offline one's storage count on both backends."""
 import json
 import os
 import subprocess
@@ -57,3 +57,17 @@ def test_serve_load_rounds_size_each_run_by_its_clients():
     args = parse_args(["--requests", "96", "--rounds", "3"])
     assert [answers_per_run(args, c) for c in (1, 8, 32, 64)] == [MIN_ANSWERS, 24, 96, 96]
     assert answers_per_run(parse_args(["--requests", "40"]), 1) == 40     # without --rounds: --requests
+
+
+def test_storage_cost_counts_the_commit_on_both_backends(store):
+    """The storage-call count wraps the filesystem `contracts` writes through: it must offer every method the
+    commit uses (it once lacked `invalidate_cache`, which the S3 commit calls, and the full benchmark died)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from batch_throughput import storage_cost
+    from builders import make_result
+    fs, _ = store.resolve()
+    results = [make_result(image=b"scan %d" % i, seed=i) for i in range(2)]
+    cost = storage_cost(results, store.root, fs)
+    assert cost["storage_requests"] == 2
+    assert cost["storage_calls_per_request"] >= cost["minimum_calls_per_request"] == 5
+    assert cost["storage_bytes_written_per_request"] >= cost["minimum_bytes_per_request"] > 0
