@@ -94,6 +94,10 @@ class TrainConfig:
     # ... except within this many pixels of a curve-2 label (0 = off), where later data teaches new line styles.
     # Measured: it barely frees them; the anchor holds through the shared weights (MODEL_CARD.md, stages 42-45).
     anchor_free_radius: int = 0
+    # ... and anchor to the mean class probabilities of these frozen weights, [path, sha256] pairs (each read as
+    # its own config says, mirror averaging included), instead of to the init weights': several readers
+    # distilled into one network of the init's size (MODEL_CARD.md, "Distillation"). () = the init weights.
+    anchor_from: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -103,6 +107,7 @@ class TrainConfig:
         model = d.pop("model", {})
         _check_keys(model, SegmenterConfig, "TrainConfig.model")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        d["anchor_from"] = tuple(tuple(pair) for pair in d.get("anchor_from", ()))
         return cls(**d, model=SegmenterConfig(**model))
 
     def to_dict(self) -> dict:
@@ -444,26 +449,47 @@ def _initial_model(cfg: TrainConfig) -> Segmenter:
         return Segmenter(cfg.model)
     if not cfg.init_sha256:
         raise TrainConfigError("init_weights needs init_sha256 (the model version it starts from)")
-    model, version = ckpt.load_segmenter(cfg.init_weights)
-    if version != cfg.init_sha256:
-        raise TrainConfigError(f"init_weights {cfg.init_weights} has model version {version}, "
-                               f"the config pins {cfg.init_sha256}")
+    model = _pinned(cfg.init_weights, cfg.init_sha256, "init_weights")
     if model.config != cfg.model:
         raise TrainConfigError(f"init_weights {cfg.init_weights} is a {model.config}, the config asks {cfg.model}")
     return model.train()
 
 
-def _anchor_model(cfg: TrainConfig, device, start: Segmenter | None) -> Segmenter | None:
-    """The init weights, frozen in eval mode, when anchor_weight asks for them: a copy of `start` (the model
-    as a fresh run begins), or read again from the init file on a resume."""
+def _pinned(path: str, sha256: str, what: str) -> Segmenter:
+    model, version = ckpt.load_segmenter(path)
+    if version != sha256:
+        raise TrainConfigError(f"{what} {path} has model version {version}, the config pins {sha256}")
+    return model
+
+
+class MeanReader(torch.nn.Module):
+    """Several segmenters as one: the log of their mean class probabilities (softmax gives the mean back)."""
+
+    def __init__(self, models: list[Segmenter]):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = sum(m(x).softmax(1) for m in self.models) / len(self.models)
+        return mean.clamp_min(1e-30).log()
+
+
+def _anchor_model(cfg: TrainConfig, device, start: Segmenter | None) -> torch.nn.Module | None:
+    """The frozen reader that anchor_weight holds the model to, in eval mode: the anchor_from weights' mean, or
+    the init weights: a copy of `start` (the model as a fresh run begins), or read again on a resume."""
     if cfg.anchor_weight <= 0:
         return None
-    if cfg.init_weights is None:
-        raise TrainConfigError("anchor_weight needs init_weights (the model whose readings it keeps)")
-    anchor = (copy.deepcopy(start) if start is not None else _initial_model(cfg)).to(device).eval()
+    if cfg.anchor_from:
+        anchor = MeanReader([_pinned(path, sha, "anchor_from") for path, sha in cfg.anchor_from])
+        names = ", ".join(path for path, _ in cfg.anchor_from)
+    elif cfg.init_weights is None:
+        raise TrainConfigError("anchor_weight needs init_weights or anchor_from (the readings it keeps)")
+    else:
+        anchor, names = copy.deepcopy(start) if start is not None else _initial_model(cfg), cfg.init_weights
+    anchor = anchor.to(device).eval()
     for p in anchor.parameters():
         p.requires_grad_(False)
-    log.info("anchored to %s's right readings (anchor_weight %g)", cfg.init_weights, cfg.anchor_weight)
+    log.info("anchored to the right readings of %s (anchor_weight %g)", names, cfg.anchor_weight)
     return anchor
 
 

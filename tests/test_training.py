@@ -424,8 +424,27 @@ def test_an_anchored_fine_tune_stays_nearer_its_init_and_resumes_to_the_same_byt
     tr.train(cfg, tmp_path / "part")
     _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
     assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == anchored.read_bytes()
-    with pytest.raises(tr.TrainConfigError, match="anchor_weight needs init_weights"):
+    with pytest.raises(tr.TrainConfigError, match="anchor_weight needs init_weights or anchor_from"):
         tr.train(tiny_config(anchor_weight=1.0), tmp_path / "no_init")
+
+
+def test_the_anchor_can_be_the_mean_of_other_readers(tmp_path):
+    a, b = tr.train(tiny_config(steps=4), tmp_path / "a"), tr.train(tiny_config(steps=4, seed=1), tmp_path / "b")
+    pins = ((str(a), ckpt.sha256_file(a)), (str(b), ckpt.sha256_file(b)))
+    cfg = tiny_config(steps=12, seed=2, lr=0.03, init_weights=str(a), init_sha256=pins[0][1], anchor_weight=50.0,
+                      anchor_from=pins)
+    assert tr.TrainConfig.from_dict(cfg.to_dict()) == cfg          # a recipe's JSON lists name the same pins
+    x, y = tr.make_batch(cfg, 100, tr.ScanCache(tr.resolve_source(cfg.data_source), None, capacity=2))
+    readers = [ckpt.load_segmenter(path)[0] for path in (a, b)]
+    with torch.no_grad():
+        mean = tr.MeanReader(readers)(x)
+        assert torch.allclose(mean.softmax(1), (readers[0](x).softmax(1) + readers[1](x).softmax(1)) / 2, atol=1e-6)
+        gap = lambda path: float(tr.anchor_loss(ckpt.load_segmenter(path)[0](x), mean, y))  # noqa: E731
+    distilled = tr.train(cfg, tmp_path / "distilled")
+    held_to_init = tr.train(dataclasses.replace(cfg, anchor_from=()), tmp_path / "held_to_init")
+    assert gap(distilled) < 0.7 * gap(held_to_init)   # it reads like the mean, not like its init alone
+    with pytest.raises(tr.TrainConfigError, match="anchor_from .* has model version"):
+        tr.train(dataclasses.replace(cfg, anchor_from=(pins[0], (str(b), "0" * 64))), tmp_path / "wrong_pin")
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
