@@ -358,7 +358,9 @@ def _setup_determinism(cfg: TrainConfig) -> torch.device:
 
 
 def _check_resume_config(saved: dict, cfg: TrainConfig, path) -> None:
-    new = cfg.to_dict()
+    new, defaults = cfg.to_dict(), TrainConfig().to_dict()
+    # a field added since the checkpoint was written had its default then
+    saved = {**defaults, **saved, "model": {**defaults["model"], **saved.get("model", {})}}
     diff = {k: (saved.get(k), new[k]) for k in new if saved.get(k) != new[k] and k not in _RESUME_MUTABLE}
     if diff:
         raise TrainConfigError(f"--resume with a config that differs from the one in {path}: "

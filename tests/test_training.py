@@ -447,6 +447,19 @@ def test_the_anchor_can_be_the_mean_of_other_readers(tmp_path):
         tr.train(dataclasses.replace(cfg, anchor_from=(pins[0], (str(b), "0" * 64))), tmp_path / "wrong_pin")
 
 
+def test_a_checkpoint_written_before_a_config_field_existed_resumes(tmp_path):
+    """A run resumed by newer code (fields added since, at their defaults) ends as the run would have."""
+    cfg = tiny_config(steps=12)
+    full = tr.train(cfg, tmp_path / "full").read_bytes()
+    tr.train(cfg, tmp_path / "part")
+    _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
+    first = ckpt.list_checkpoints(tmp_path / "part")[0]
+    state = ckpt.load_training_checkpoint(first)
+    del state["train_config"]["anchor_from"], state["train_config"]["model"]["context"]
+    ckpt.save_training_checkpoint(first, state)
+    assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == full
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     tr.train(tiny_config(steps=4), tmp_path / "run")
     with pytest.raises(tr.TrainConfigError, match="--resume"):
