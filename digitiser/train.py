@@ -98,6 +98,9 @@ class TrainConfig:
     # its own config says, mirror averaging included), instead of to the init weights': several readers
     # distilled into one network of the init's size (MODEL_CARD.md, "Distillation"). () = the init weights.
     anchor_from: tuple[tuple[str, str], ...] = ()
+    # Chance that the model reads a crop degraded (`degrade`: ink lighter or darker, grey paper, blur, noise, JPEG)
+    # while the anchor reads it clean: its target is what the anchor reads on the clean scan. 0 = off.
+    p_degrade: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -260,6 +263,30 @@ def _data_worker_init() -> None:
     cv2.setNumThreads(1)
 
 
+def degrade(x: np.ndarray, step_rng, p: float) -> np.ndarray:
+    """x (B, C, h, w) ink in [0, 1], each crop with chance p as a worse scan of the same page would show it:
+    ink lighter or darker (gamma, scale), grey paper, blur, noise, JPEG; parameters drawn per crop. Labels hold."""
+    out = x.copy()
+    for i in np.flatnonzero(step_rng.random(len(x)) < p):
+        c = x[i] ** step_rng.uniform(0.7, 1.4) * step_rng.uniform(0.5, 1.0)
+        c = c + step_rng.uniform(0.0, 0.12) * (1 - c)
+        if step_rng.random() < 0.5:
+            sigma = step_rng.uniform(0.3, 1.0)
+            c = np.stack([cv2.GaussianBlur(plane, (0, 0), sigma) for plane in c])
+        c = c + step_rng.normal(0.0, step_rng.uniform(0.0, 0.04), c.shape)
+        if step_rng.random() < 0.4:
+            c = np.stack([_jpeg(plane, int(step_rng.integers(30, 91))) for plane in c])
+        out[i] = np.clip(c, 0, 1)
+    return out
+
+
+def _jpeg(plane: np.ndarray, quality: int) -> np.ndarray:
+    gray = np.clip(255 - plane * 255, 0, 255).round().astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok, "cv2 could not JPEG-encode a crop"
+    return 1 - cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+
+
 # ----------------------------------------------------------------------------- loss and schedule
 
 def seg_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -411,8 +438,11 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
     for step, (x, y) in enumerate(batches(cfg, start, data_workers), start=start):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
+        seen = x
+        if cfg.p_degrade > 0:
+            seen = torch.from_numpy(degrade(x.numpy(), np.random.default_rng([cfg.seed, 2, step]), cfg.p_degrade))
+        x, seen, y = x.to(device), seen.to(device), y.to(device)
+        logits = model(seen)
         loss = seg_loss(logits, y, cfg)
         if anchor is not None:
             with torch.no_grad():

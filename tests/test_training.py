@@ -460,6 +460,27 @@ def test_a_checkpoint_written_before_a_config_field_existed_resumes(tmp_path):
     assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == full
 
 
+def test_degraded_crops_are_seeded_and_stay_ink():
+    x = np.random.default_rng(0).random((6, 1, 32, 32), dtype=np.float32) ** 8   # mostly paper, some ink
+    rng = lambda: np.random.default_rng([5, 2, 7])  # noqa: E731
+    assert (tr.degrade(x, rng(), 0.0) == x).all()
+    worse = tr.degrade(x, rng(), 1.0)
+    assert worse.dtype == x.dtype and worse.shape == x.shape and 0 <= worse.min() and worse.max() <= 1
+    assert all((worse[i] != x[i]).any() for i in range(len(x)))
+    assert (tr.degrade(x, rng(), 1.0) == worse).all()                            # a pure function of the step
+
+
+def test_a_degrading_fine_tune_differs_and_resumes_to_the_same_bytes(tmp_path):
+    parent = tr.train(tiny_config(steps=4), tmp_path / "parent")
+    init = dict(init_weights=str(parent), init_sha256=ckpt.sha256_file(parent), seed=1, anchor_weight=10.0)
+    cfg = tiny_config(steps=12, p_degrade=0.7, **init)
+    degraded = tr.train(cfg, tmp_path / "degraded").read_bytes()
+    assert degraded != tr.train(tiny_config(steps=12, **init), tmp_path / "clean").read_bytes()
+    tr.train(cfg, tmp_path / "part")
+    _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
+    assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == degraded
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     tr.train(tiny_config(steps=4), tmp_path / "run")
     with pytest.raises(tr.TrainConfigError, match="--resume"):
