@@ -281,10 +281,11 @@ def degrade(x: np.ndarray, step_rng, p: float) -> np.ndarray:
 
 
 def _jpeg(plane: np.ndarray, quality: int) -> np.ndarray:
+    """One ink plane through a JPEG of the grey image it stands for, and read back as the segmenter reads ink."""
     gray = np.clip(255 - plane * 255, 0, 255).round().astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok, "cv2 could not JPEG-encode a crop"
-    return 1 - cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    return ink_planes(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE), 1)[0]
 
 
 # ----------------------------------------------------------------------------- loss and schedule
