@@ -174,11 +174,16 @@ RECIPES = ROOT / "training" / "recipes"
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.json")), ids=lambda p: p.name)
 def test_shipped_recipes_are_valid_configs(path):
     """The model card's training commands must run as written: each config parses, its crops fit the
-    network, and a fine-tune pins the weights it starts from."""
+    network, a fine-tune pins the weights it starts from, and every pinned file the repository holds (the
+    shipped weights, a committed teacher; not a run's output under runs/) still has its pinned bytes."""
     cfg = tr.load_config(path)
     assert cfg.crop[0] % cfg.model.multiple == 0 and cfg.crop[1] % cfg.model.multiple == 0
     assert (cfg.init_weights is None) == (cfg.init_sha256 is None)
     assert callable(tr.resolve_source(cfg.data_source))
+    pins = list(cfg.anchor_from or []) + ([(cfg.init_weights, cfg.init_sha256)] if cfg.init_weights else [])
+    for file, sha in pins:
+        if not file.startswith("runs/"):
+            assert ckpt.sha256_file(ROOT / file) == sha, f"{path.name} pins {file} at {sha[:12]}: the file changed"
 
 
 def test_stage7_trains_on_generator_version_2_from_the_stage6_weights():
