@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "serve's `tracing` config takes them), e.g. --tracing min_prob=0.3")
     s.set_defaults(func=commands.evaluate)
 
+    s = sub.add_parser("compare", help="compare eval reports of one folder on the scans both read (paired)")
+    s.add_argument("base", help="a `digitise eval --json` report")
+    s.add_argument("other", nargs="+", help="reports of the same folder to compare with it")
+    s.set_defaults(func=commands.compare)
+
     s = sub.add_parser("batch", help="convert an archive: SRC listing -> DST results root (Ray Data)")
     s.add_argument("src", help="folder, file:// or s3://bucket/prefix with scans")
     s.add_argument("dst", help="results root: folder, file:// or s3://bucket/prefix")

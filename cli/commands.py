@@ -93,6 +93,20 @@ def evaluate(args) -> int:
     return 0
 
 
+def compare(args) -> int:
+    import json
+    from pathlib import Path
+    from digitiser.metrics import compare, format_comparison
+    base = json.loads(Path(args.base).read_text())
+    for path in args.other:
+        try:
+            print(format_comparison(compare(base, json.loads(Path(path).read_text())), args.base, path))
+        except ValueError as e:
+            error("compare", f"{path}: {e}")
+            return 2
+    return 0
+
+
 def qc(args) -> int:
     import contracts
     from digitiser.qc import qc_request

@@ -256,6 +256,59 @@ def _group_means(recs: list[dict]) -> dict:
     return row
 
 
+PAIRED = ("mae_1", "mae_2", "swap_rate")
+
+
+def compare(base: dict, other: dict, resamples: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two ``digitise eval`` reports of one folder (their per-scan records).
+
+    Two segmenters (or tracers) that refuse different scans are not compared by their means: refusing the hardest
+    scans lowers a mean as surely as reading them better does. So the means are taken over the scans both read
+    (n_both), with the difference other - base and its 95% interval from a seeded bootstrap over those scans;
+    the scans only one of them reads are listed apart with the MAEs that one read them at (worst curve).
+    """
+    a = {r["id"]: r for r in base["per_scan"]}
+    b = {r["id"]: r for r in other["per_scan"]}
+    def size(r):
+        return r.get("width"), r.get("height")
+    if set(a) != set(b) or any(size(a[k]) != size(b[k]) for k in a):
+        raise ValueError("the reports cover different scans (ids or image sizes differ): "
+                         "compare reports of the same folder")
+    both = sorted(k for k in a if not a[k]["failed"] and not b[k]["failed"])
+    out = {"n_scans": len(a), "n_both": len(both)}
+    if both:
+        idx = np.random.default_rng(seed).integers(0, len(both), (resamples, len(both)))
+        for key in PAIRED:
+            x = np.array([a[k][key] for k in both], float)
+            y = np.array([b[k][key] for k in both], float)
+            lo, hi = np.percentile((y - x)[idx].mean(axis=1), [2.5, 97.5])
+            out[key] = {"base": float(x.mean()), "other": float(y.mean()), "diff": float((y - x).mean()),
+                        "ci95": [float(lo), float(hi)]}
+
+    def only(read: dict, refused: dict) -> dict:
+        ids = sorted(k for k in read if not read[k]["failed"] and refused[k]["failed"])
+        return {k: max(read[k]["mae_1"], read[k]["mae_2"]) for k in ids}
+    out["only_base"], out["only_other"] = only(a, b), only(b, a)
+    return out
+
+
+def format_comparison(c: dict, base_name: str, other_name: str) -> str:
+    """Human-readable ``compare`` result (errors in % of track width)."""
+    lines = [f"{c['n_scans']} scans, both read {c['n_both']}; base {base_name}, other {other_name}",
+             f"{'on the scans both read':24}{'base':>9}{'other':>9}{'diff':>9}  95% interval of the diff"]
+    for key, label in zip(PAIRED, ("MAE curve 1", "MAE curve 2", "swap rate")):
+        if key in c:
+            m = c[key]
+            lines.append(f"{label:24}{100 * m['base']:>8.2f}%{100 * m['other']:>8.2f}%{100 * m['diff']:>+8.2f}%"
+                         f"  [{100 * m['ci95'][0]:+.2f}%, {100 * m['ci95'][1]:+.2f}%]")
+    for key, who in (("only_base", "base"), ("only_other", "other")):
+        worst = c[key]
+        gross = sum(v > 0.1 for v in worst.values())
+        lines.append(f"read by {who} only: {len(worst)} scans, {gross} of them more than 10% of the width off"
+                     + (f" ({', '.join(sorted(worst)[:8])}{' ...' if len(worst) > 8 else ''})" if worst else ""))
+    return "\n".join(lines)
+
+
 def format_table(summary: dict) -> str:
     """Human-readable report of a ``summarise`` result (errors shown in % of track width)."""
     def pct(v, digits=2):

@@ -37,6 +37,31 @@ def test_eval_traces_with_the_parameters_given_and_refuses_unknown_ones(tmp_path
         assert says in capsys.readouterr().err
 
 
+def test_compare_pairs_two_reports_of_one_folder(tmp_path, capsys):
+    """`digitise compare`: the same scans traced with a coverage bar of 100% refuse some that the defaults read;
+    those are listed as read by the base only and kept out of both means; other folders are refused."""
+    data, other = tmp_path / "eval", tmp_path / "other"
+    write_dataset(str(data), n=4, seed=11)
+    assert main(["eval", str(data), "--json", str(tmp_path / "base.json")]) == 0
+    assert main(["eval", str(data), "--json", str(tmp_path / "strict.json"), "--tracing", "min_coverage=1.0"]) == 0
+    base, strict = (json.loads((tmp_path / f"{n}.json").read_text())["per_scan"] for n in ("base", "strict"))
+    both = [a["id"] for a, b in zip(base, strict) if not a["failed"] and not b["failed"]]
+    lost = [a["id"] for a, b in zip(base, strict) if not a["failed"] and b["failed"]]
+    assert lost, "the 100% bar should refuse a scan the defaults read"
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "base.json"), str(tmp_path / "base.json"),
+                 str(tmp_path / "strict.json")]) == 0
+    itself, paired = capsys.readouterr().out.split("4 scans, ")[1:]
+    assert "+0.00%  [+0.00%, +0.00%]" in itself and "read by base only: 0 scans" in itself
+    mae_1 = np.mean([r["mae_1"] for r in base if r["id"] in both])
+    assert f"both read {len(both)}" in paired and f"MAE curve 1{100 * mae_1:>21.2f}%" in paired
+    assert f"read by base only: {len(lost)} scans" in paired and lost[0] in paired
+    write_dataset(str(other), n=4, seed=12)
+    assert main(["eval", str(other), "--json", str(tmp_path / "o.json")]) == 0
+    assert main(["compare", str(tmp_path / "base.json"), str(tmp_path / "o.json")]) == 2
+    assert "different scans" in capsys.readouterr().err
+
+
 def test_pixel_kind_tells_colour_grey_and_bilevel_scans_apart():
     import cv2
     from digitiser.evaluate import pixel_kind

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from digitiser.metrics import (curve_errors, format_table, iou_per_class, legible_fraction, on_third_line,
-                               qc_overlay, roughness, scan_record, summarise, swap_rate)
+from digitiser.metrics import (compare, curve_errors, format_comparison, format_table, iou_per_class,
+                               legible_fraction, on_third_line, qc_overlay, roughness, scan_record, summarise,
+                               swap_rate)
 from digitiser.tracing import CurveNotFound
 
 
@@ -216,3 +217,36 @@ def test_qc_overlay_colours():
 def test_qc_overlay_accepts_bgr_and_no_truth():
     img = np.zeros((300, 100, 3), np.uint8)
     assert qc_overlay(img, positions()).shape == (300, 100, 3)
+
+
+def _report(maes: dict) -> dict:
+    """A report of scans id -> (mae_1, mae_2), or None where the scan was refused."""
+    return {"per_scan": [{"id": k, "width": 200, "height": 900, "failed": v is None,
+                          **({} if v is None else {"mae_1": v[0], "mae_2": v[1], "swap_rate": 0.0})}
+                         for k, v in maes.items()]}
+
+
+def test_compare_takes_its_means_over_the_scans_both_read():
+    """A reader that refuses the hardest scan has the lower mean without reading anything better: the paired
+    comparison keeps that scan out of both means and lists it apart."""
+    base = _report({"a": (0.01, 0.02), "b": (0.02, 0.02), "c": (0.03, 0.02), "hard": (0.30, 0.05)})
+    other = _report({"a": (0.01, 0.01), "b": (0.03, 0.02), "c": (0.03, 0.02), "hard": None})
+    c = compare(base, other)
+    assert c["n_both"] == 3 and c["only_base"] == {"hard": 0.30} and c["only_other"] == {}
+    assert c["mae_1"]["base"] == pytest.approx(0.02) and c["mae_1"]["diff"] == pytest.approx(0.01 / 3)
+    assert c["mae_2"]["diff"] == pytest.approx(-0.01 / 3)
+    lo, hi = c["mae_1"]["ci95"]
+    assert 0 <= lo <= c["mae_1"]["diff"] <= hi <= 0.01   # the bootstrap means of three scans' differences
+    text = format_comparison(c, "base.json", "other.json")
+    assert "both read 3" in text and "read by base only: 1 scans, 1 of them more than 10% of the width off (hard)" in text
+    assert compare(base, other) == c   # seeded
+
+
+def test_compare_refuses_reports_of_different_scans():
+    base = _report({"a": (0.01, 0.02), "b": (0.02, 0.02)})
+    with pytest.raises(ValueError, match="different scans"):
+        compare(base, _report({"a": (0.01, 0.02), "c": (0.02, 0.02)}))
+    resized = _report({"a": (0.01, 0.02), "b": (0.02, 0.02)})
+    resized["per_scan"][1]["width"] = 300   # another folder's scan_00001
+    with pytest.raises(ValueError, match="different scans"):
+        compare(base, resized)
