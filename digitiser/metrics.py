@@ -3,7 +3,8 @@
 Positions are fractions of track width on the 300-point depth grid, shape (300, 2): column 0 is curve 1 (solid),
 column 1 curve 2 (dashed/dotted). NaN in a truth or prediction marks a point without a value; such points are
 left out of every metric. Masks are HxW integer class maps (0 background, 1 curve 1, 2 curve 2).
-Summaries are JSON-able: a metric with no data is None, never NaN.
+Summaries are JSON-able: a metric with no data is None, never NaN. `compare` pairs two reports of one folder on
+the scans both read (`digitise compare`).
 """
 from __future__ import annotations
 
@@ -269,6 +270,7 @@ def compare(base: dict, other: dict, resamples: int = 2000, seed: int = 0) -> di
     """
     a = {r["id"]: r for r in base["per_scan"]}
     b = {r["id"]: r for r in other["per_scan"]}
+
     def size(r):
         return r.get("width"), r.get("height")
     if set(a) != set(b) or any(size(a[k]) != size(b[k]) for k in a):
@@ -276,18 +278,20 @@ def compare(base: dict, other: dict, resamples: int = 2000, seed: int = 0) -> di
                          "compare reports of the same folder")
     both = sorted(k for k in a if not a[k]["failed"] and not b[k]["failed"])
     out = {"n_scans": len(a), "n_both": len(both)}
-    if both:
-        idx = np.random.default_rng(seed).integers(0, len(both), (resamples, len(both)))
-        for key in PAIRED:
-            x = np.array([a[k][key] for k in both], float)
-            y = np.array([b[k][key] for k in both], float)
-            lo, hi = np.percentile((y - x)[idx].mean(axis=1), [2.5, 97.5])
+    rng = np.random.default_rng(seed)
+    for key in PAIRED:
+        scored = [k for k in both if a[k][key] is not None and b[k][key] is not None]  # None: no truth there
+        if scored:
+            x = np.array([a[k][key] for k in scored])
+            y = np.array([b[k][key] for k in scored])
+            means = (y - x)[rng.integers(0, len(scored), (resamples, len(scored)))].mean(axis=1)
+            lo, hi = np.percentile(means, [2.5, 97.5])
             out[key] = {"base": float(x.mean()), "other": float(y.mean()), "diff": float((y - x).mean()),
                         "ci95": [float(lo), float(hi)]}
 
     def only(read: dict, refused: dict) -> dict:
         ids = sorted(k for k in read if not read[k]["failed"] and refused[k]["failed"])
-        return {k: max(read[k]["mae_1"], read[k]["mae_2"]) for k in ids}
+        return {k: max(read[k][m] or 0.0 for m in ("mae_1", "mae_2")) for k in ids}
     out["only_base"], out["only_other"] = only(a, b), only(b, a)
     return out
 
