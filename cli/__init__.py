@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracing", action="append", default=[], metavar="NAME=VALUE",
                    help="a tracing parameter other than its default (repeatable; the names of TracingParams, as "
                         "serve's `tracing` config takes them), e.g. --tracing min_prob=0.3")
+    s.add_argument("--sweep", metavar="NAME=V1,V2,...",
+                   help="evaluate once per value of one tracing parameter, the scans segmented once: one line each "
+                        "(refusals beside errors), and with --json one report each (report.NAME=V.json), "
+                        "e.g. --sweep min_prob=0.3,0.45,0.55")
     s.set_defaults(func=commands.evaluate)
 
     s = sub.add_parser("compare", help="compare eval reports of one folder on the scans both read (paired)")

@@ -80,17 +80,36 @@ def grow(args) -> int:
 
 def evaluate(args) -> int:
     from digitiser import evaluate
-    from digitiser.metrics import format_table
+    from digitiser.metrics import format_sweep, format_table
     from digitiser.tracing import TracingParams
     try:
         tracing = TracingParams.from_pairs(args.tracing)
+        sweep = _sweep(args.sweep, args.tracing) if args.sweep else None
+        if sweep and args.qc:
+            raise ValueError("--qc draws one tracing's worst scans: run it without --sweep")
     except ValueError as e:
         error("eval", e)
         return 2
+    if sweep:
+        print(format_sweep(evaluate.run_sweep(args.dir, sweep, weights=args.weights, json_path=args.json,
+                                              perfect_segmenter=args.perfect_segmenter)))
+        return 0
     summary = evaluate.run(args.dir, weights=args.weights, json_path=args.json, qc_dir=args.qc,
                            perfect_segmenter=args.perfect_segmenter, tracing=tracing)
     print(format_table(summary))
     return 0
+
+
+def _sweep(spec: str, fixed: list[str]) -> dict:
+    """"min_prob=0.3,0.45" (and the fixed --tracing pairs) -> {"min_prob=0.3": TracingParams, ...}."""
+    from digitiser.tracing import TracingParams
+    name, sep, values = spec.partition("=")
+    labels = [f"{name.strip()}={v.strip()}" for v in values.split(",") if v.strip()]
+    if not sep or not labels:
+        raise ValueError(f"--sweep {spec!r}: expected NAME=V1,V2,... (a tracing parameter and its values)")
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"--sweep {spec!r}: a value is given twice")
+    return {label: TracingParams.from_pairs(fixed + [label]) for label in labels}
 
 
 def compare(args) -> int:

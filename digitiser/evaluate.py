@@ -44,48 +44,69 @@ def image_for(truth: Path) -> Path:
 def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5, perfect_segmenter: bool = False) -> dict:
     """Score every scan with ground truth in `folder`; returns the summary (see metrics.summarise).
     perfect_segmenter: trace each scan's truth mask instead of the segmenter's probabilities."""
-    truths = truth_files(folder)
-    assert truths, f"no *.truth.npz files in {folder}: make some with `digitise synth {folder} --n 300`"
-    records, t0 = [], time.monotonic()
-    for start in range(0, len(truths), MAX_BATCH):
-        records += _evaluate_batch(truths[start:start + MAX_BATCH], digitiser, perfect_segmenter)
-        log.info("eval: %d/%d scans (%.2f s/scan)", len(records), len(truths), (time.monotonic() - t0) / len(records))
-    summary = summarise(records, worst_k=worst_k, min_coverage=digitiser.tracing.min_coverage)
-    summary["seconds_per_scan"] = (time.monotonic() - t0) / len(truths)
-    summary["model_version"] = digitiser.model_version
-    summary["probabilities"] = "truth masks" if perfect_segmenter else "segmenter"
-    summary["tracing"] = digitiser.tracing.to_dict()
-    summary["per_scan"] = records  # so a changed figure can be traced to the scans that changed it
+    summary = evaluate_tracings(folder, digitiser, [digitiser.tracing], worst_k, perfect_segmenter)[0]
     if qc_dir:
         _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir), perfect_segmenter)
     return summary
 
 
-def _evaluate_batch(truths: list[Path], digitiser: Digitiser, perfect_segmenter: bool) -> list[dict]:
+def evaluate_tracings(folder, digitiser: Digitiser, tracings: list[TracingParams], worst_k: int = 5,
+                      perfect_segmenter: bool = False) -> list[dict]:
+    """`evaluate` once per tracing of the same probabilities: each scan is segmented once, so sweeping a tracing
+    parameter (e.g. min_prob, which trades refusals for error) costs one segmentation of the folder."""
+    truths = truth_files(folder)
+    assert truths, f"no *.truth.npz files in {folder}: make some with `digitise synth {folder} --n 300`"
+    records, t0 = [[] for _ in tracings], time.monotonic()
+    for start in range(0, len(truths), MAX_BATCH):
+        for kept, new in zip(records, _evaluate_batch(truths[start:start + MAX_BATCH], digitiser, tracings,
+                                                      perfect_segmenter)):
+            kept += new
+        done = len(records[0])
+        log.info("eval: %d/%d scans (%.2f s/scan)", done, len(truths), (time.monotonic() - t0) / done)
+    seconds = (time.monotonic() - t0) / len(truths)
+    summaries = []
+    for tracing, recs in zip(tracings, records):
+        summary = summarise(recs, worst_k=worst_k, min_coverage=tracing.min_coverage)
+        summary["seconds_per_scan"] = seconds   # segmenting once and tracing each way
+        summary["model_version"] = digitiser.model_version
+        summary["probabilities"] = "truth masks" if perfect_segmenter else "segmenter"
+        summary["tracing"] = tracing.to_dict()
+        summary["per_scan"] = recs  # so a changed figure can be traced to the scans that changed it
+        summaries.append(summary)
+    return summaries
+
+
+def _evaluate_batch(truths: list[Path], digitiser: Digitiser, tracings: list[TracingParams],
+                    perfect_segmenter: bool) -> list[list[dict]]:
+    """Per tracing, the records of one batch of scans (segmented once)."""
     scans = [decode_scan(image_for(t).read_bytes()) for t in truths]
     cals = [contracts.Calibration.from_dict(json.loads(t.with_name(image_for(t).stem + ".json").read_text()))
             for t in truths]
     loaded = [np.load(t) for t in truths]
     probabilities = _probabilities([truth["mask"] for truth in loaded], scans, digitiser, perfect_segmenter)
-    records = []
-    for t, truth, scan, cal, probs in zip(truths, loaded, scans, cals, probabilities):
-        scan_id = t.name[: -len(".truth.npz")]
-        legible = legible_fraction(truth["mask"], truth["x_frac"], digitiser.tracing.observe_px)
-        try:
-            result = digitiser.finish(scan, cal, probs)
-        except ValueError as e:
-            rec = scan_record(scan_id, error=e, legible=legible)
-        else:
-            pred_x = _fractions(result, cal)
-            rec = scan_record(scan_id, pred_x=pred_x, true_x=truth["x_frac"],
-                              pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
-            if "third_x" in truth and np.isfinite(truth["third_x"]).any():
-                rec["on_third_1"], rec["on_third_2"] = on_third_line(pred_x, truth["x_frac"], truth["third_x"],
-                                                                     scan.width)
-        records.append({**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan),
-                        "roughness": roughness(truth["x_frac"]),
-                        **{k: [str(f) for f in truth[k]] for k in ("features", "styles") if k in truth}})
-    return records
+    return [[_record(t, truth, scan, cal, probs, digitiser, tracing)
+             for t, truth, scan, cal, probs in zip(truths, loaded, scans, cals, probabilities)]
+            for tracing in tracings]
+
+
+def _record(t: Path, truth, scan, cal: contracts.Calibration, probs: np.ndarray, digitiser: Digitiser,
+            tracing: TracingParams) -> dict:
+    scan_id = t.name[: -len(".truth.npz")]
+    legible = legible_fraction(truth["mask"], truth["x_frac"], tracing.observe_px)
+    try:
+        result = digitiser.finish(scan, cal, probs, tracing)
+    except ValueError as e:
+        rec = scan_record(scan_id, error=e, legible=legible)
+    else:
+        pred_x = _fractions(result, cal)
+        rec = scan_record(scan_id, pred_x=pred_x, true_x=truth["x_frac"],
+                          pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
+        if "third_x" in truth and np.isfinite(truth["third_x"]).any():
+            rec["on_third_1"], rec["on_third_2"] = on_third_line(pred_x, truth["x_frac"], truth["third_x"],
+                                                                 scan.width)
+    return {**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan),
+            "roughness": roughness(truth["x_frac"]),
+            **{k: [str(f) for f in truth[k]] for k in ("features", "styles") if k in truth}}
 
 
 def _probabilities(masks: list[np.ndarray], scans, digitiser: Digitiser, perfect_segmenter: bool) -> list[np.ndarray]:
@@ -130,5 +151,28 @@ def run(folder: str | Path, weights: str | Path | None = None, json_path: str | 
     is returned and, with json_path, written there as JSON. The caller prints `format_table(summary)`."""
     summary = evaluate(folder, Digitiser(weights, tracing=tracing), qc_dir=qc_dir, perfect_segmenter=perfect_segmenter)
     if json_path:
-        Path(json_path).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        _write_json(Path(json_path), summary)
     return summary
+
+
+def run_sweep(folder: str | Path, tracings: dict[str, TracingParams], weights: str | Path | None = None,
+              json_path: str | Path | None = None, perfect_segmenter: bool = False) -> dict[str, dict]:
+    """`digitise eval --sweep NAME=V1,V2,..`: one summary per labelled tracing (label "NAME=V"), the folder
+    segmented once; with json_path each is written beside it as a report of its own (`sweep_path`), so that
+    `digitise compare` can pair any two. The caller prints `format_sweep(summaries)`."""
+    summaries = dict(zip(tracings, evaluate_tracings(folder, Digitiser(weights), list(tracings.values()),
+                                                     perfect_segmenter=perfect_segmenter)))
+    if json_path:
+        for label, summary in summaries.items():
+            _write_json(sweep_path(json_path, label), summary)
+    return summaries
+
+
+def sweep_path(json_path: str | Path, label: str) -> Path:
+    """Where a sweep writes the report of one value: report.json -> report.min_prob=0.35.json."""
+    path = Path(json_path)
+    return path.with_name(f"{path.stem}.{label}{path.suffix or '.json'}")
+
+
+def _write_json(path: Path, summary: dict) -> None:
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -296,6 +296,24 @@ def compare(base: dict, other: dict, resamples: int = 2000, seed: int = 0) -> di
     return out
 
 
+def format_sweep(summaries: dict[str, dict]) -> str:
+    """One line per tracing of a sweep (``evaluate.run_sweep``): refusals beside the errors, since a threshold
+    that refuses more scans lowers the means by leaving out the hardest."""
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    n = max(len(label) for label in summaries) + 2
+    lines = [f"{'tracing':{n}}{'scans':>6}{'failed':>7}{'legible':>8}{'MAE 1':>8}{'MAE 2':>8}{'p95 1':>8}{'p95 2':>8}"
+             f"{'swap':>7}"]
+    for label, s in summaries.items():
+        lines.append(f"{label:{n}}{s['n_scans']:>6}{s['n_failed']:>7}{s.get('n_failed_legible', '-'):>8}"
+                     f"{pct(s['mae_1']):>8}{pct(s['mae_2']):>8}{pct(s['p95_1']):>8}{pct(s['p95_2']):>8}"
+                     f"{pct(s['swap_rate']):>7}")
+    lines.append("failed: refused (CurveNotFound or another error); legible: of those, scans whose truth shows each "
+                 "curve at most depth points")
+    return "\n".join(lines)
+
+
 def format_comparison(c: dict, base_name: str, other_name: str) -> str:
     """Human-readable ``compare`` result (errors in % of track width)."""
     lines = [f"{c['n_scans']} scans, both read {c['n_both']}; base {base_name}, other {other_name}",

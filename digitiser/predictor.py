@@ -131,6 +131,9 @@ class Digitiser:
         logits = self.model(torch.from_numpy(batch).to(self.device))
         return torch.softmax(logits.float(), dim=1)[:len(tiles)].cpu().numpy()
 
-    def finish(self, scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray) -> contracts.Digitisation:
-        """Trace both curves and build the result (`build_result` with this digitiser's model and tracer)."""
-        return build_result(scan, calibration, probs, model_version=self.model_version, tracing=self.tracing)
+    def finish(self, scan: DecodedScan, calibration: contracts.Calibration, probs: np.ndarray,
+               tracing: TracingParams | None = None) -> contracts.Digitisation:
+        """Trace both curves and build the result (`build_result` with this digitiser's model and its tracing,
+        or `tracing` where given)."""
+        return build_result(scan, calibration, probs, model_version=self.model_version,
+                            tracing=tracing or self.tracing)

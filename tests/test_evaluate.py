@@ -37,6 +37,32 @@ def test_eval_traces_with_the_parameters_given_and_refuses_unknown_ones(tmp_path
         assert says in capsys.readouterr().err
 
 
+def test_a_sweep_reports_each_value_as_its_own_eval_would(tmp_path, capsys):
+    """--sweep NAME=V1,V2: the scans segmented once, traced once per value (with the fixed --tracing pairs);
+    each value's report holds what `digitise eval --tracing NAME=V` writes, and its line says what it refused."""
+    data = tmp_path / "eval"
+    write_dataset(str(data), n=4, seed=11)
+    assert main(["eval", str(data), "--sweep", "min_coverage=0.5,1.0", "--tracing", "pin_px=5",
+                 "--json", str(tmp_path / "sweep.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert main(["eval", str(data), "--tracing", "min_coverage=1.0", "--tracing", "pin_px=5",
+                 "--json", str(tmp_path / "one.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())
+    swept = {v: json.loads((tmp_path / f"sweep.min_coverage={v}.json").read_text()) for v in ("0.5", "1.0")}
+    assert swept["1.0"]["per_scan"] == one["per_scan"] and swept["1.0"]["tracing"] == one["tracing"]
+    assert swept["0.5"]["tracing"]["pin_px"] == 5 and swept["0.5"]["tracing"]["min_coverage"] == 0.5
+    assert swept["0.5"]["n_failed"] < swept["1.0"]["n_failed"]   # the 100% bar refuses what 50% reads
+    for v, s in swept.items():
+        row = next(line for line in lines if line.startswith(f"min_coverage={v} ")).split()
+        assert row[1:3] == [str(s["n_scans"]), str(s["n_failed"])]
+    for bad, says in ((["--sweep", "min_coverage"], "expected NAME=V1,V2"),
+                      (["--sweep", "min_prob=0.3,0.3"], "given twice"),
+                      (["--sweep", "min_prop=0.3"], "NAME one of"),
+                      (["--sweep", "min_prob=0.3,0.4", "--qc", str(tmp_path / "qc")], "without --sweep")):
+        assert main(["eval", str(data), *bad]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_compare_pairs_two_reports_of_one_folder(tmp_path, capsys):
     """`digitise compare`: the same scans traced with a coverage bar of 100% refuse some that the defaults read;
     those are listed as read by the base only and kept out of both means; other folders are refused."""
