@@ -4,6 +4,8 @@ the libraries' typed configs, call one function each, and do the printing.
 """
 import argparse
 import logging
+import os
+import sys
 
 from cli import commands
 from cli.batch import batch
@@ -145,5 +147,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("lasio").setLevel(logging.WARNING)  # it logs INFO on every read of a LAS with hyphens
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:   # stdout closed early (`digitise compare ... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit's flush cannot fail again
+        return 0
 

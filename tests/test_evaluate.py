@@ -1,5 +1,7 @@
 """`digitise eval` end to end: synthetic scans with truth -> shipped weights -> report, per-scan records, QC."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -83,6 +85,11 @@ def test_compare_pairs_two_reports_of_one_folder(tmp_path, capsys):
     if both:   # the scans both read: their base mean, none of the lost ones'
         assert f"MAE curve 1{100 * np.mean([r['mae_1'] for r in base if r['id'] in both]):>21.2f}%" in paired
     assert f"read by base only: {len(lost)} scans" in paired and lost[0] in paired
+    head = subprocess.Popen([sys.executable, "-m", "cli", "compare", *[str(tmp_path / "base.json")] * 300],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)   # ~200 KB: more than a pipe holds
+    head.stdout.readline()
+    head.stdout.close()   # as `| head -1` does
+    assert head.wait(timeout=60) == 0 and b"BrokenPipeError" not in head.stderr.read()
     write_dataset(str(other), n=4, seed=12)
     assert main(["eval", str(other), "--json", str(tmp_path / "o.json")]) == 0
     assert main(["compare", str(tmp_path / "base.json"), str(tmp_path / "o.json")]) == 2
