@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-04"
+REVISION = "2026-12-07"
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,13 @@ class TracingParams:
         curve (the curves ran together, one drawn over the other), not straight; 0 turns this off.
     pin_px: a row's ink within this many px of the track edge, along the row from the curve, is a run into
         the edge; between two such runs into the same edge the curve is pinned there; 0 turns this off.
-    border_px: an edge column (within this many px of either side) whose evidence runs over at least 80% of
-        the rows is the track's border line (or an edge mark), which a path must not follow: its probabilities
-        are ignored. A curve on the border line is invisible anyway and is placed there by pinning. 0: off.
+    border_px: an edge column (within this many px of either side) whose evidence peaks there on at least
+        ``border_rows`` of the rows is the track's border line (or an edge mark), which a path must not follow:
+        its probabilities are ignored. A curve on the border line is invisible anyway and is placed there by
+        pinning. 0: off.
+    border_rows: see border_px. The segmenter marks a border line on some rows only (a third to four fifths of
+        them on foreign scans), and a path that reaches it rides it wherever the curve's own ink is fainter;
+        a curve run off scale along the edge for more than this fraction of the depth is refused instead.
     """
 
     min_coverage: float = 0.5
@@ -80,12 +84,14 @@ class TracingParams:
     together_px: float = 15.0
     pin_px: int = 12
     border_px: int = 3
+    border_rows: float = 0.5
 
     def __post_init__(self):
         checks = [
             (0.0 <= self.min_coverage <= 1.0, "min_coverage must be in [0, 1]"),
             (0.0 < self.min_prob <= 1.0, "min_prob must be in (0, 1]"),
             (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
+            (0.0 < self.border_rows <= 1.0, "border_rows must be in (0, 1]"),
             (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
              "move_cost_ink must be > 0, move_cost_paper >= 0"),
             (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0
@@ -159,7 +165,7 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
     observed = np.empty((N_DEPTH, 2), dtype=bool)
     planes = np.array(probs[1:], dtype=np.float32)
     if params.border_px and W > 4 * params.border_px:
-        _drop_border(planes, params.border_px, params.refine_min_prob)
+        _drop_border(planes, params.border_px, params.refine_min_prob, params.border_rows)
     traced = trace_planes(planes, params)
     if params.pin_px > 0:
         traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
@@ -177,13 +183,13 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
     return x_frac, observed
 
 
-def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: float = 0.8) -> None:
+def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: float) -> None:
     """Zero, in place, each edge column (within border_px of either edge) whose evidence of either class runs
-    over at least min_rows of the track's rows: that is the border line, straight and full-height (the
-    segmenter may label parts of it curve 1 and parts curve 2; it is not evidence for either). A row counts only where
-    the column's evidence (p >= min_prob) is at least that of the first column inside the band, so the ink
-    peaks at the border: a curve running just inside it (its centre past the band) keeps its outer columns.
-    A curve run off scale along the edge covers part of the depth only and keeps its columns (it is pinned)."""
+    over at least min_rows of the track's rows: that is the border line, straight and full-height, though the
+    segmenter marks it on some rows only and may label parts of it curve 1 and parts curve 2 (it is evidence for
+    neither). A row counts only where the column's evidence (p >= min_prob) is at least that of the first column
+    inside the band, so the ink peaks at the border: a curve running just inside it (its centre past the band)
+    keeps its outer columns. A curve run off scale along the edge for less of the depth keeps its columns."""
     W = planes.shape[2]
     ink = planes.sum(axis=0)   # either class: the segmenter may split the border line between them
     for cols, inside in ((np.arange(border_px), border_px), (np.arange(W - border_px, W), W - 1 - border_px)):

@@ -9,7 +9,7 @@ import pytest
 
 from digitiser.imageio import decode_scan
 from digitiser.predictor import Digitiser
-from digitiser.tracing import TracingParams, trace
+from digitiser.tracing import CurveNotFound, TracingParams, trace
 from foreign import render_scan
 
 
@@ -25,17 +25,37 @@ def _traced(digitiser, seed, i, params=TracingParams()):
     return x, observed, scan
 
 
-@pytest.mark.parametrize("i", [243, pytest.param(175, marks=pytest.mark.xfail(
-    strict=True, reason="the border's evidence covers under 80% of the rows: not dropped, still ridden"))])
-def test_visible_solid_curve_is_not_replaced_by_the_track_border(digitiser, i):
-    """A solid curve plotted as a nearly straight vertical line (a log at a constant value), faint in the
-    segmenter's map: the path used to ride the track's right border line instead (MAE 0.52 / 0.34 of the
-    width). A full-height border line is not evidence (`border_px`), so the curve is read where its ink is."""
-    x, _, scan = _traced(digitiser, 2718, i)
+def test_visible_solid_curve_is_not_replaced_by_the_track_border(digitiser):
+    """A solid curve plotted as a nearly straight vertical line (a log at a constant value; scan 243), faint
+    in the segmenter's map: the path used to ride the track's right border line instead (MAE 0.52 of the
+    width). A border line is not evidence (`border_px`), so the curve is read where its ink is."""
+    x, _, scan = _traced(digitiser, 2718, 243)
     err = np.abs(x[:, 0] - scan["x_frac"][:, 0])
     assert np.nanmax(err) < 0.05, f"curve 1 off by up to {np.nanmax(err):.2f} of the width"
-    before, _, _ = _traced(digitiser, 2718, i, TracingParams(border_px=0))
+    before, _, _ = _traced(digitiser, 2718, 243, TracingParams(border_px=0))
     assert np.nanmax(np.abs(before[:, 0] - scan["x_frac"][:, 0])) > 0.3  # the scan still shows the old failure
+
+
+@pytest.mark.parametrize("seed, i", [(4242, 258), (31415, 122)])
+def test_border_line_marked_on_part_of_its_rows_is_not_read_as_the_curve(digitiser, seed, i):
+    """The segmenter marks a border line as curve 1 on half to four fifths of its rows: with the line taken
+    for the border only from 80% of the rows up (revision 2026-12-04), curve 1 was read on it at 124 / 220 of the
+    300 depth points while its ink ran more than 8 px inside (MAE 0.43 / 0.49). From half the rows up
+    (`border_rows`) no depth point is read there: the curve is read off the border, or refused."""
+    scan = render_scan(seed, i)
+    probs = digitiser.segment_scans([decode_scan(scan["encoded"])])[0]
+    w = probs.shape[2]
+
+    def read_on_the_border(params):
+        try:
+            x, _ = trace(probs, params)
+        except CurveNotFound:
+            return 0   # refused: not a gross error
+        read, ink = x[:, 0] * w, scan["x_frac"][:, 0] * w
+        return int((((read < 2) | (read > w - 2)) & (np.minimum(ink, w - ink) > 8)).sum())
+
+    assert read_on_the_border(TracingParams()) == 0
+    assert read_on_the_border(TracingParams(border_rows=0.8)) > 100   # the scan still shows the old failure
 
 
 def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(digitiser):

@@ -409,6 +409,9 @@ def test_params_to_dict_is_json_with_the_tracer_revision():
 def test_params_validated():
     with pytest.raises(ValueError, match="min_prob"):
         TracingParams(min_prob=0.0)
+    for rows in (0.0, 1.5):
+        with pytest.raises(ValueError, match="border_rows"):
+            TracingParams(border_rows=rows)
 
 
 def test_to_values_linear_and_reversed():
@@ -460,6 +463,22 @@ def test_border_line_split_between_the_classes_is_not_followed():
     x_frac, _ = trace(probs_from(a1, a2), TracingParams(min_prob=0.4))
     assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
     assert np.abs(x_frac[:, 1] - truth(np.full(h, 60.0), h, w)).max() * w < 1.0
+
+
+def test_border_line_marked_on_part_of_its_rows_is_not_followed():
+    """The segmenter marks the border line in stretches only (60% of the rows here; a third to four fifths of
+    them on foreign scans), and a path that reaches it rides each stretch wherever the curve is fainter. From
+    half the rows up (`border_rows`) the line is the border, not evidence; at 80% (revision 2026-12-04) it was
+    ridden."""
+    h, w = 800, 200
+    x1 = 150.0 + 10 * np.sin(np.arange(h) / 40)
+    a1 = 0.45 * stroke(h, w, x1)
+    a1[(np.arange(h) // 80) % 5 < 3, -2:] = 0.9
+    p = probs_from(a1, dashed(h, w, np.full(h, 60.0)))
+    x_frac, _ = trace(p, TracingParams(min_prob=0.4))
+    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
+    ridden, _ = trace(p, TracingParams(min_prob=0.4, border_rows=0.8))
+    assert (ridden[:, 0] * w > w - 3).mean() > 0.4
 
 
 def test_curve_only_on_the_border_columns_is_refused_unless_border_px_is_zero():
