@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-07"
+REVISION = "2026-12-07b"
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ class TracingParams:
     border_px: an edge column (within this many px of either side) whose evidence peaks there on at least
         ``border_rows`` of the rows is the track's border line (or an edge mark), which a path must not follow:
         its probabilities are ignored. A curve on the border line is invisible anyway and is placed there by
-        pinning. 0: off.
+        pinning. A path that jumped to the band over paper and left it the same way rode a line marked on fewer
+        rows: it is traced again without the band on those rows (``_ridden_border``). 0: both off.
     border_rows: see border_px. The segmenter marks a border line on some rows only (a third to four fifths of
         them on foreign scans), and a path that reaches it rides it wherever the curve's own ink is fainter;
         a curve run off scale along the edge for more than this fraction of the depth is refused instead.
@@ -167,6 +168,13 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
     if params.border_px and W > 4 * params.border_px:
         _drop_border(planes, params.border_px, params.refine_min_prob, params.border_rows)
     traced = trace_planes(planes, params)
+    if params.border_px and W > 4 * params.border_px:   # a curve that rode the border is traced again without it
+        for k, (plane, (rows, xs, _)) in enumerate(zip(planes, traced)):
+            ridden = _ridden_border(plane, rows, xs, params.border_px, params.refine_min_prob, 2 * params.observe_px)
+            if ridden.any():
+                plane[ridden[:, 0], :params.border_px] = 0.0
+                plane[ridden[:, 1], W - params.border_px:] = 0.0
+                traced[k] = trace_planes(planes[k:k + 1], params)[0]
     if params.pin_px > 0:
         traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
     for i, (rows, xs, ink) in enumerate(traced):
@@ -196,6 +204,44 @@ def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: 
         edge, ref = ink[:, cols], ink[:, inside:inside + 1]
         seen = ((edge >= min_prob) & (edge >= ref)).mean(axis=0) >= min_rows   # (border_px,)
         planes[:, :, cols[seen]] = 0.0
+
+
+def _ridden_border(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, border_px: int, min_prob: float,
+                   gap: float, reach: int = 3, min_fill: float = 0.5) -> np.ndarray:
+    """(H, 2) bool: the rows of each stretch where the path ran on the left / right border band (its centre
+    within border_px + 1 of the edge) having jumped there over paper, and left it the same way.
+
+    A curve drawn along the edge (run off scale, or hugging it) reaches the edge along its own ink: on the row it
+    leaves from (within ``reach`` rows), at least ``min_fill`` of the columns between it and the edge hold
+    evidence (p >= min_prob), or it was within 2 * border_px of the edge already. A path that crossed paper to the
+    edge rode a border line that the segmenter marked there on some rows (foreign scan 33: curve 1 on the left
+    border for stretches while its broken ink runs 30-50 px inside). A stretch that starts or ends at the top or
+    bottom of the scan is judged by its other end alone. Stretches: rows on the band at most ``gap`` rows apart.
+    rows, xs: the path's rows on evidence and its centre there (trace_planes)."""
+    H, W = plane.shape
+    ridden = np.zeros((H, 2), bool)
+    on_band = (xs < border_px + 1) | (xs > W - border_px - 1)
+    starts = np.flatnonzero(on_band & ~np.r_[False, on_band[:-1] & (np.diff(rows) <= gap)])
+    for i in starts:
+        j = i
+        while j + 1 < rows.size and on_band[j + 1] and rows[j + 1] - rows[j] <= gap:
+            j += 1
+        right = xs[i] > W / 2
+        ends = [_reached_along_ink(plane, rows[k], xs[k], right, border_px, min_prob, reach, min_fill)
+                for k in (i - 1, j + 1) if 0 <= k < rows.size]
+        if ends and not any(ends):
+            ridden[rows[i]:rows[j] + 1, int(right)] = True
+    return ridden
+
+
+def _reached_along_ink(plane, row, x, right, border_px, min_prob, reach, min_fill) -> bool:
+    """Whether the row from column x to the (right or left) edge holds evidence on min_fill of its columns."""
+    H, W = plane.shape
+    lo, hi = (int(x) + 1, W) if right else (0, int(x))
+    if hi - lo <= 2 * border_px:
+        return True
+    window = plane[max(row - reach, 0):row + reach + 1, lo:hi].max(axis=0)
+    return bool((window >= min_prob).mean() >= min_fill)
 
 
 def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, ...]]:

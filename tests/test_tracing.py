@@ -468,8 +468,9 @@ def test_border_line_split_between_the_classes_is_not_followed():
 def test_border_line_marked_on_part_of_its_rows_is_not_followed():
     """The segmenter marks the border line in stretches only (60% of the rows here; a third to four fifths of
     them on foreign scans), and a path that reaches it rides each stretch wherever the curve is fainter. From
-    half the rows up (`border_rows`) the line is the border, not evidence; at 80% (revision 2026-12-04) it was
-    ridden."""
+    half the rows up (`border_rows`) the line is the border, not evidence (here the path would also have been
+    caught jumping to it over paper, `_ridden_border`; foreign scans where only this rule holds are in
+    test_gross_errors.py)."""
     h, w = 800, 200
     x1 = 150.0 + 10 * np.sin(np.arange(h) / 40)
     a1 = 0.45 * stroke(h, w, x1)
@@ -477,8 +478,37 @@ def test_border_line_marked_on_part_of_its_rows_is_not_followed():
     p = probs_from(a1, dashed(h, w, np.full(h, 60.0)))
     x_frac, _ = trace(p, TracingParams(min_prob=0.4))
     assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
-    ridden, _ = trace(p, TracingParams(min_prob=0.4, border_rows=0.8))
+    ridden, _ = trace(p, TracingParams(min_prob=0.4, border_px=0))
     assert (ridden[:, 0] * w > w - 3).mean() > 0.4
+
+
+def test_border_marked_on_a_few_rows_is_not_ridden_where_the_curve_is_faint():
+    """The border line marked on a quarter of the rows (under `border_rows`: it stays evidence) just where the
+    curve, 40 px inside, is faint (a broken 1-bit curve; foreign scan 33): the path jumped over paper to ride each
+    marked stretch. A stretch reached and left over paper is traced again without the border there."""
+    h, w = 800, 200
+    x1 = 40.0 + 8 * np.sin(np.arange(h) / 40)
+    a1 = 0.45 * stroke(h, w, x1)
+    faint = (np.arange(h) // 100) % 4 == 1   # rows 100-199, 500-599
+    a1[faint] *= 0.3
+    a1[faint, :2] = 0.9
+    p = probs_from(a1, dashed(h, w, np.full(h, 150.0)))
+    x_frac, observed = trace(p, TracingParams(min_prob=0.4))
+    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
+    ridden, _ = trace(p, TracingParams(min_prob=0.4, border_px=0))
+    assert (ridden[:, 0] * w < 3).mean() > 0.2
+
+
+def test_curve_that_runs_into_the_edge_along_its_ink_is_read_on_the_edge():
+    """A curve that steps to the left edge along a row, runs on the edge column for 150 rows (the segmenter
+    marks it there) and steps back: reached along its own ink, so it is read on the edge, observed."""
+    h, w = 800, 200
+    x1 = np.where((np.arange(h) >= 300) & (np.arange(h) < 450), 0.0, 60.0)
+    p = probs_from(stroke(h, w, x1), dashed(h, w, np.full(h, 150.0)))
+    x_frac, observed = trace(p)
+    rows = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1)
+    on_edge = (rows > 305) & (rows < 445)   # clear of the steps
+    assert observed[on_edge, 0].all() and (x_frac[on_edge, 0] * w < 1.5).all()
 
 
 def test_curve_only_on_the_border_columns_is_refused_unless_border_px_is_zero():
