@@ -437,19 +437,23 @@ def test_to_values_rejects_bad_scale_and_log_bounds():
         to_values(np.zeros(3), 0, 10, "sqrt")
 
 
-def test_track_border_line_is_not_followed():
+@pytest.mark.parametrize("marked", [1.0, 0.6])
+def test_track_border_line_is_not_followed(marked):
     """A faint solid curve (p 0.45) at 0.75 of the width beside a border line the segmenter half-labels as
-    curve 1 (p 0.9 on the last two columns): the path used to ride the border; the border columns are not
-    evidence (border_px), so the curve is read where it is."""
+    curve 1 (p 0.9 on the last two columns) on all its rows, or in stretches over 60% of them (a third to four
+    fifths of them on foreign scans): the path used to ride the border; a line marked on at least half the rows
+    (`border_rows`) is the border, not evidence, so the curve is read where it is. (The stretches would also be
+    caught as reached over paper, `_ridden_border`; foreign scans where only `border_rows` holds are in
+    test_gross_errors.py.)"""
     h, w = 800, 200
     x1 = 150.0 + 10 * np.sin(np.arange(h) / 40)
     a1 = 0.45 * stroke(h, w, x1)
-    a1[:, -2:] = 0.9
+    a1[(np.arange(h) // 40) % 5 < 5 * marked, -2:] = 0.9   # 120 rows marked, 80 not, ... at 0.6
     p = probs_from(a1, dashed(h, w, np.full(h, 60.0)))
     x_frac, _ = trace(p, TracingParams(min_prob=0.4))
     assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
     ridden, _ = trace(p, TracingParams(min_prob=0.4, border_px=0))
-    assert (ridden[:, 0] * w > w - 3).mean() > 0.9
+    assert (ridden[:, 0] * w > w - 3).mean() > 0.9 * marked - 0.15
 
 
 def test_border_line_split_between_the_classes_is_not_followed():
@@ -463,23 +467,6 @@ def test_border_line_split_between_the_classes_is_not_followed():
     x_frac, _ = trace(probs_from(a1, a2), TracingParams(min_prob=0.4))
     assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
     assert np.abs(x_frac[:, 1] - truth(np.full(h, 60.0), h, w)).max() * w < 1.0
-
-
-def test_border_line_marked_on_part_of_its_rows_is_not_followed():
-    """The segmenter marks the border line in stretches only (60% of the rows here; a third to four fifths of
-    them on foreign scans), and a path that reaches it rides each stretch wherever the curve is fainter. From
-    half the rows up (`border_rows`) the line is the border, not evidence (here the path would also have been
-    caught jumping to it over paper, `_ridden_border`; foreign scans where only this rule holds are in
-    test_gross_errors.py)."""
-    h, w = 800, 200
-    x1 = 150.0 + 10 * np.sin(np.arange(h) / 40)
-    a1 = 0.45 * stroke(h, w, x1)
-    a1[(np.arange(h) // 80) % 5 < 3, -2:] = 0.9
-    p = probs_from(a1, dashed(h, w, np.full(h, 60.0)))
-    x_frac, _ = trace(p, TracingParams(min_prob=0.4))
-    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0
-    ridden, _ = trace(p, TracingParams(min_prob=0.4, border_px=0))
-    assert (ridden[:, 0] * w > w - 3).mean() > 0.4
 
 
 def test_border_marked_on_a_few_rows_is_not_ridden_where_the_curve_is_faint():
