@@ -12,6 +12,7 @@ breakdown by it.
 family's drawing alone leave (a floor no segmenter can go under with this tracer), so that a figure can be split
 into the segmenter's share and the tracer's.
 """
+import hashlib
 import json
 import logging
 import time
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 
 def truth_files(folder) -> list[Path]:
     return sorted(Path(folder).glob("*.truth.npz"))
+
+
+def truth_digest(truths: list[Path]) -> str:
+    """sha256 over the truth files' names and bytes: two reports with one digest scored the same scans."""
+    h = hashlib.sha256()
+    for t in truths:
+        h.update(t.name.encode() + b"\0" + t.read_bytes())
+    return h.hexdigest()
 
 
 def image_for(truth: Path) -> Path:
@@ -64,6 +73,7 @@ def evaluate_tracings(folder, digitiser: Digitiser, tracings: list[TracingParams
         done = len(records[0])
         log.info("eval: %d/%d scans (%.2f s/scan)", done, len(truths), (time.monotonic() - t0) / done)
     seconds = (time.monotonic() - t0) / len(truths)
+    digest = truth_digest(truths)
     summaries = []
     for tracing, recs in zip(tracings, records):
         summary = summarise(recs, worst_k=worst_k, min_coverage=tracing.min_coverage)
@@ -71,6 +81,7 @@ def evaluate_tracings(folder, digitiser: Digitiser, tracings: list[TracingParams
         summary["model_version"] = digitiser.model_version
         summary["probabilities"] = "truth masks" if perfect_segmenter else "segmenter"
         summary["tracing"] = tracing.to_dict()
+        summary["truth_digest"] = digest   # `digitise compare` pairs only reports of the same truth
         summary["per_scan"] = recs  # so a changed figure can be traced to the scans that changed it
         summaries.append(summary)
     return summaries

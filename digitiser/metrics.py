@@ -268,6 +268,9 @@ def compare(base: dict, other: dict, resamples: int = 2000, seed: int = 0) -> di
     (n_both), with the difference other - base and its 95% interval from a seeded bootstrap over those scans;
     the scans only one of them reads are listed apart with the MAEs that one read them at (worst curve).
     """
+    if base.get("truth_digest") and other.get("truth_digest") and base["truth_digest"] != other["truth_digest"]:
+        raise ValueError("the reports scored different truth files (truth_digest differs): compare reports of the "
+                         "same folder")
     a = {r["id"]: r for r in base["per_scan"]}
     b = {r["id"]: r for r in other["per_scan"]}
 

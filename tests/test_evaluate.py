@@ -15,7 +15,7 @@ def test_eval_reports_every_scan_with_legibility_and_overlays(tmp_path, capsys):
     assert main(["eval", str(data), "--json", str(report), "--qc", str(qc)]) == 0
     s = json.loads(report.read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # no NaN
     assert s["n_scans"] == 4 and len(s["per_scan"]) == 4
-    assert s["tracing"]["min_coverage"] == 0.5 and len(s["model_version"]) == 64
+    assert s["tracing"]["min_coverage"] == 0.5 and len(s["model_version"]) == 64 and len(s["truth_digest"]) == 64
     for rec in s["per_scan"]:
         assert 0.0 <= rec["legible_1"] <= 1.0 and 0.0 <= rec["legible_2"] <= 1.0
         assert rec["failed"] or (rec["mae_1"] is not None and rec["iou_1"] is not None)
@@ -52,6 +52,7 @@ def test_a_sweep_reports_each_value_as_its_own_eval_would(tmp_path, capsys):
     one = json.loads((tmp_path / "one.json").read_text())
     swept = {v: json.loads((tmp_path / f"sweep.min_coverage={v}.json").read_text()) for v in ("0.5", "1.0")}
     assert swept["1.0"]["per_scan"] == one["per_scan"] and swept["1.0"]["tracing"] == one["tracing"]
+    assert swept["1.0"]["truth_digest"] == swept["0.5"]["truth_digest"] == one["truth_digest"]
     assert swept["0.5"]["tracing"]["pin_px"] == 5 and swept["0.5"]["tracing"]["min_coverage"] == 0.5
     assert swept["0.5"]["n_failed"] < swept["1.0"]["n_failed"]   # the 100% bar refuses what 50% reads
     for v, s in swept.items():
@@ -93,7 +94,7 @@ def test_compare_pairs_two_reports_of_one_folder(tmp_path, capsys):
     write_dataset(str(other), n=4, seed=12)
     assert main(["eval", str(other), "--json", str(tmp_path / "o.json")]) == 0
     assert main(["compare", str(tmp_path / "base.json"), str(tmp_path / "o.json")]) == 2
-    assert "different scans" in capsys.readouterr().err
+    assert "different truth files" in capsys.readouterr().err   # same ids, other scans: told by the digest
 
 
 def test_pixel_kind_tells_colour_grey_and_bilevel_scans_apart():

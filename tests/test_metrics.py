@@ -250,3 +250,9 @@ def test_compare_refuses_reports_of_different_scans():
     resized["per_scan"][1]["width"] = 300   # another folder's scan_00001
     with pytest.raises(ValueError, match="different scans"):
         compare(base, resized)
+    redrawn = _report({"a": (0.01, 0.02), "b": (0.02, 0.02)})   # same ids and sizes, other truth files
+    base["truth_digest"], redrawn["truth_digest"] = "1" * 64, "2" * 64
+    with pytest.raises(ValueError, match="different truth files"):
+        compare(base, redrawn)
+    del redrawn["truth_digest"]   # a report from before digests: judged by ids and sizes
+    assert compare(base, redrawn)["n_both"] == 2
