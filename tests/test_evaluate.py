@@ -123,3 +123,12 @@ def test_a_perfect_segmenter_traces_the_truth_masks(tmp_path):
     assert s["mae_1"] < 0.01 and s["mae_2"] < 0.01
     assert all(0.0 <= r["roughness"] < 0.05 for r in s["per_scan"])
     assert sum(b["n_scans"] for b in s["by_roughness"]) == 3
+
+
+def test_truth_digest_tells_the_truths_apart_not_the_files(tmp_path):
+    """A folder drawn again with the same seed has the same digest (compare pairs its reports); another seed not."""
+    from digitiser.evaluate import truth_digest, truth_files
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        write_dataset(str(tmp_path / name), n=2, seed=seed)
+    a, b, c = (truth_digest(truth_files(tmp_path / n)) for n in "abc")
+    assert a == b != c and len(a) == 64
