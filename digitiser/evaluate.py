@@ -8,6 +8,10 @@ goes to stdout as a table and to --json (with the per-scan records and the traci
 overlays of the worst scans. Each record also has the truth's roughness (`metrics.roughness`), and the summary a
 breakdown by it.
 
+`--sweep NAME=V1,V2` segments the folder once and scores it per value of one tracing parameter (`run_sweep`),
+each report its own; every report records a digest of the truths it scored (`truth_digest`), so that `digitise
+compare` pairs only reports of the same scans.
+
 `--perfect-segmenter` traces the truth masks instead of the segmenter's probabilities: what the tracer and the
 family's drawing alone leave (a floor no segmenter can go under with this tracer), so that a figure can be split
 into the segmenter's share and the tracer's.
