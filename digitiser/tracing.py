@@ -165,16 +165,16 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
     x_frac = np.empty((N_DEPTH, 2))
     observed = np.empty((N_DEPTH, 2), dtype=bool)
     planes = np.array(probs[1:], dtype=np.float32)
-    if params.border_px and W > 4 * params.border_px:
+    border = params.border_px and W > 4 * params.border_px
+    if border:
         _drop_border(planes, params.border_px, params.refine_min_prob, params.border_rows)
     traced = trace_planes(planes, params)
-    if params.border_px and W > 4 * params.border_px:   # a curve that rode the border is traced again without it
-        for k, (plane, (rows, xs, _)) in enumerate(zip(planes, traced)):
-            ridden = _ridden_border(plane, rows, xs, params.border_px, params.refine_min_prob, 2 * params.observe_px)
-            if ridden.any():
-                plane[ridden[:, 0], :params.border_px] = 0.0
-                plane[ridden[:, 1], W - params.border_px:] = 0.0
-                traced[k] = trace_planes(planes[k:k + 1], params)[0]
+    for k, (plane, (rows, xs, _)) in enumerate(zip(planes, traced) if border else ()):
+        ridden = _ridden_border(plane, rows, xs, params.border_px, params.refine_min_prob, 2 * params.observe_px)
+        if ridden.any():   # traced again without the border it rode
+            plane[ridden[:, 0], :params.border_px] = 0.0
+            plane[ridden[:, 1], W - params.border_px:] = 0.0
+            traced[k] = trace_planes(planes[k:k + 1], params)[0]
     if params.pin_px > 0:
         traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
     for i, (rows, xs, ink) in enumerate(traced):
@@ -221,11 +221,10 @@ def _ridden_border(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, border_p
     H, W = plane.shape
     ridden = np.zeros((H, 2), bool)
     on_band = (xs < border_px + 1) | (xs > W - border_px - 1)
-    starts = np.flatnonzero(on_band & ~np.r_[False, on_band[:-1] & (np.diff(rows) <= gap)])
-    for i in starts:
-        j = i
-        while j + 1 < rows.size and on_band[j + 1] and rows[j + 1] - rows[j] <= gap:
-            j += 1
+    joined = on_band[1:] & on_band[:-1] & (np.diff(rows) <= gap)   # row i + 1 continues row i's stretch
+    starts = np.flatnonzero(on_band & ~np.r_[False, joined])
+    ends = np.flatnonzero(on_band & ~np.r_[joined, False])
+    for i, j in zip(starts, ends):
         right = xs[i] > W / 2
         ends = [_reached_along_ink(plane, rows[k], xs[k], right, border_px, min_prob, reach, min_fill)
                 for k in (i - 1, j + 1) if 0 <= k < rows.size]
@@ -236,7 +235,7 @@ def _ridden_border(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, border_p
 
 def _reached_along_ink(plane, row, x, right, border_px, min_prob, reach, min_fill) -> bool:
     """Whether the row from column x to the (right or left) edge holds evidence on min_fill of its columns."""
-    H, W = plane.shape
+    W = plane.shape[1]
     lo, hi = (int(x) + 1, W) if right else (0, int(x))
     if hi - lo <= 2 * border_px:
         return True
