@@ -15,14 +15,17 @@ Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability
    centroid of the pixels within ``refine_px`` of the path that are connected to it (one-pixel holes closed,
    plus one pixel each side so anti-aliased edges count symmetrically), in pixel units with the pixel-centre
    convention: column c sits at c + 0.5.
-3. Running together: where a curve vanishes beside the other and comes back beside it (within
+3. Not the dash-dot line: where curve 2's path passes evidence components that alternate dash and dot (or two
+   dots), as a plotting program's third line does, those are dropped and the plane traced again, if other ink
+   takes their place (``dash_dot``); a dash-dot curve 2 alone in its plane is still read.
+4. Running together: where a curve vanishes beside the other and comes back beside it (within
    ``together_px`` at both ends), it was drawn under the other; its gap is bridged along the other curve's
    centreline (offset blended between the ends) instead of straight across that curve's bends.
-4. Pinned at the edge: a curve run off the scale is drawn along the track's edge line, where the segmenter
+5. Pinned at the edge: a curve run off the scale is drawn along the track's edge line, where the segmenter
    sees nothing of it; it leaves along a row and comes back along a row. Between two rows where its ink runs
    into the same edge (or a scan end and such a row) with little of its own ink in between, it is placed on
    the edge column (``pin_px``), not bridged straight across the track; those points count as bridged.
-5. Sampling: the centreline is linear in row space between those rows (gaps bridged, ends extended flat) and
+6. Sampling: the centreline is linear in row space between those rows (gaps bridged, ends extended flat) and
    is sampled at ``y_k = k * (H - 1) / 299``. Depth point k is *observed* when a row where the path is on ink
    (``p >= min_prob``) lies within ``max(observe_px, half the depth spacing)`` rows of ``y_k``: the gaps of a
    dashed or dotted line (up to ``2 * observe_px`` rows) count as seen, longer gaps as bridged.
@@ -36,6 +39,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from contracts import N_DEPTH  # the contract's depth grid
@@ -46,7 +50,7 @@ log = logging.getLogger(__name__)
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-07b"
+REVISION = "2026-12-07c"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class TracingParams:
     border_rows: see border_px. The segmenter marks a border line on some rows only (a third to four fifths of
         them on foreign scans), and a path that reaches it rides it wherever the curve's own ink is fainter;
         a curve run off scale along the edge for more than this fraction of the depth is refused instead.
+    dash_dot: curve 2's path is traced again without the components it passed that alternate dash and one or
+        two dots (a dot at most this fraction of the dash's length), where other ink takes their place: a
+        dash-dot line is the third line's style (plotting programs'), which the segmenter reads as curve 2;
+        0 turns this off.
     """
 
     min_coverage: float = 0.5
@@ -86,6 +94,7 @@ class TracingParams:
     pin_px: int = 12
     border_px: int = 3
     border_rows: float = 0.5
+    dash_dot: float = 0.45
 
     def __post_init__(self):
         checks = [
@@ -93,6 +102,7 @@ class TracingParams:
             (0.0 < self.min_prob <= 1.0, "min_prob must be in (0, 1]"),
             (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
             (0.0 < self.border_rows <= 1.0, "border_rows must be in (0, 1]"),
+            (0.0 <= self.dash_dot < 1.0, "dash_dot must be in [0, 1)"),
             (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
              "move_cost_ink must be > 0, move_cost_paper >= 0"),
             (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0
@@ -175,6 +185,8 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
             plane[ridden[:, 0], :params.border_px] = 0.0
             plane[ridden[:, 1], W - params.border_px:] = 0.0
             traced[k] = trace_planes(planes[k:k + 1], params)[0]
+    if params.dash_dot:   # curve 2's plane: a dash-dot line beside it is a third line, not curve 2
+        traced[1] = _without_dash_dot(planes[1], traced[1], params)
     if params.pin_px > 0:
         traced = [_pinned(plane, *curve, params.pin_px, params.min_prob) for plane, curve in zip(planes, traced)]
     for i, (rows, xs, ink) in enumerate(traced):
@@ -241,6 +253,78 @@ def _reached_along_ink(plane, row, x, right, border_px, min_prob, reach, min_fil
         return True
     window = plane[max(row - reach, 0):row + reach + 1, lo:hi].max(axis=0)
     return bool((window >= min_prob).mean() >= min_fill)
+
+
+def _without_dash_dot(plane: np.ndarray, curve: tuple, params: TracingParams, rounds: int = 2) -> tuple:
+    """Curve 2 traced again without the dash-dot components its path followed, where that finds other ink.
+
+    Plotting programs draw a third line (neither curve) dash-dot, and the segmenter reads it as curve 2 as
+    strongly as curve 2 itself, so the path takes one line or the other, or switches between them. The evidence
+    components (p >= min_prob) the path passes come in a sequence of lengths; a dash-dot line's alternate dash,
+    dot (or two), dash (``_dash_dot_flags``). Those components are zeroed (in ``plane``, in place) and the plane
+    traced again, kept where the new path is on ink within observe_px rows of at least half the rows the old
+    one had on them: a dash-dot curve 2 with no other line beside it stays the curve.
+    curve: (rows, xs, ink) of trace_planes. Returns the (rows, xs, ink) kept."""
+    for _ in range(rounds):
+        rows, xs, _ = curve
+        found = _dash_dot_components(plane, rows, xs, params.min_prob, params.dash_dot)
+        if found is None:
+            break
+        drop, rows_on = found
+        kept = plane[drop]
+        plane[drop] = 0.0
+        new_rows, _, new_ink = new = trace_planes(plane[None], params)[0]
+        if not new_ink.any() or _near(rows_on, new_rows[new_ink], params.observe_px).mean() < 0.5:
+            plane[drop] = kept   # nothing else there: the dash-dot line is the curve
+            break
+        curve = new
+    return curve
+
+
+def _near(rows: np.ndarray, ref: np.ndarray, radius: float) -> np.ndarray:
+    """(len(rows),) bool: a row of ref (increasing, not empty) lies within radius of each row."""
+    i = np.searchsorted(ref, rows)
+    d = np.minimum(np.abs(ref[np.maximum(i - 1, 0)] - rows), np.abs(ref[np.minimum(i, ref.size - 1)] - rows))
+    return d <= radius
+
+
+_NEAREST_FIRST = np.array([0, -1, 1, -2, 2])   # columns from the path, nearest first
+
+
+def _dash_dot_components(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, min_prob: float, dot: float,
+                         window: int = 7) -> tuple[np.ndarray, np.ndarray] | None:
+    """The evidence components (p >= min_prob) along the path (rows, xs) that belong to a dash-dot stretch of
+    it: ((H, W) bool their pixels, the path's rows on them), or None. The path passes a component where it runs
+    within 2 px of it; a component's length is its bounding box's diagonal."""
+    W = plane.shape[1]
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((plane >= min_prob).view(np.uint8), connectivity=8)
+    if n <= window or rows.size == 0:
+        return None
+    hits = labels[rows[:, None], np.clip(np.floor(xs).astype(np.int64)[:, None] + _NEAREST_FIRST, 0, W - 1)]
+    hit = hits[np.arange(rows.size), (hits > 0).argmax(axis=1)]   # per row, 0: no component near
+    passed = hit[hit > 0]
+    _, first = np.unique(passed, return_index=True)
+    seq = passed[np.sort(first)]   # in the order the path reaches them
+    if seq.size < window:
+        return None
+    flags = _dash_dot_flags(np.hypot(stats[seq, cv2.CC_STAT_WIDTH], stats[seq, cv2.CC_STAT_HEIGHT]), window, dot)
+    if not flags.any():
+        return None
+    dropped = np.zeros(n, bool)
+    dropped[seq[flags]] = True
+    return dropped[labels], rows[dropped[hit]]
+
+
+def _dash_dot_flags(lengths: np.ndarray, window: int = 7, dot: float = 0.45) -> np.ndarray:
+    """(n,) bool: the elements of every run of ``window`` consecutive lengths that alternate dash and one or two
+    dots: a dot is at most ``dot`` times the window's dash length (its upper quartile: dots may be most), at least
+    two of each, never two dashes in a row (a dashed line, its dashes broken by noise, has them) nor three
+    dots (a dotted line)."""
+    w = np.lib.stride_tricks.sliding_window_view(lengths, window)
+    short = w <= dot * np.percentile(w, 75, axis=1, keepdims=True)
+    ok = ((short.sum(axis=1) >= 2) & ((~short).sum(axis=1) >= 2)
+          & ~(~short[:, 1:] & ~short[:, :-1]).any(axis=1) & ~(short[:, 2:] & short[:, 1:-1] & short[:, :-2]).any(axis=1))
+    return np.convolve(ok.astype(np.int64), np.ones(window, np.int64))[:lengths.size] > 0
 
 
 def trace_planes(planes: np.ndarray, params: TracingParams = TracingParams()) -> list[tuple[np.ndarray, ...]]:

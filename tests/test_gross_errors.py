@@ -70,6 +70,17 @@ def test_border_marked_on_a_few_rows_is_not_ridden_by_a_faint_1_bit_curve(digiti
     assert np.abs(before[:, 0] - scan["x_frac"][:, 0]).mean() > 0.1   # the scan still shows the old failure
 
 
+@pytest.mark.parametrize("seed, i", [(2718, 56), (31415, 124)])
+def test_dash_dot_third_line_is_not_read_as_curve_2(digitiser, seed, i):
+    """A dash-dot third line beside a dashed curve 2, both read as curve 2 by the segmenter: the path followed
+    the third line the whole depth (MAE 0.57 / 0.67 of the width). Its components alternate dash and dot, so
+    curve 2 is traced again without them (`dash_dot`) and read on its own line."""
+    x, _, scan = _traced(digitiser, seed, i)
+    assert np.abs(x[:, 1] - scan["x_frac"][:, 1]).mean() < 0.02
+    before, _, _ = _traced(digitiser, seed, i, TracingParams(dash_dot=0))
+    assert np.abs(before[:, 1] - scan["x_frac"][:, 1]).mean() > 0.3   # the scan still shows the old failure
+
+
 def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(digitiser):
     """Curve 1 runs off scale along the left edge for most of the depth (scan 207): it must not be read on
     the right border line (it used to be, at 0.99 of the width, MAE 0.72); pinned, bridged or refused is fine."""
