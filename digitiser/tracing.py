@@ -282,7 +282,7 @@ def _without_dash_dot(plane: np.ndarray, curve: tuple, params: TracingParams, ro
 
 
 def _near(rows: np.ndarray, ref: np.ndarray, radius: float) -> np.ndarray:
-    """(len(rows),) bool: a row of ref (increasing, not empty) lies within radius of each row."""
+    """(len(rows),) bool: a row of ref (increasing, not empty) lies within radius of each of rows (any order)."""
     i = np.searchsorted(ref, rows)
     d = np.minimum(np.abs(ref[np.maximum(i - 1, 0)] - rows), np.abs(ref[np.minimum(i, ref.size - 1)] - rows))
     return d <= radius
@@ -529,10 +529,7 @@ def _sample(rows: np.ndarray, xs: np.ndarray, ink_rows: np.ndarray, height: int,
     radius = observe_radius(y[-1] - y[0] + 1, observe_px)   # half the depth spacing, or observe_px
     if ink_rows.size == 0:
         return x_frac, np.zeros(N_DEPTH, dtype=bool)
-    i = np.searchsorted(ink_rows, y)
-    nearest = np.minimum(np.abs(ink_rows[np.maximum(i - 1, 0)] - y),
-                         np.abs(ink_rows[np.minimum(i, ink_rows.size - 1)] - y))
-    return x_frac, nearest <= radius + 1e-9
+    return x_frac, _near(y, ink_rows, radius + 1e-9)
 
 
 def to_values(x_frac: np.ndarray, left: float, right: float, scale: str = "linear") -> np.ndarray:
