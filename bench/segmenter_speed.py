@@ -1,6 +1,6 @@
 """The model alone: images/s of the segmenter at several batch sizes, and tracing's time next to it.
 
-    .venv/bin/python bench/segmenter_speed.py [--batch-sizes 1 4 16] [--repeats 3] [--device cpu|cuda]
+    .venv/bin/python bench/segmenter_speed.py [--batch-sizes 1 4 16] [--repeats 3] [--device cpu|cuda] [--weights W]
 
 On 16 clean 1000 x 300 px scans: `Digitiser.segment` in batches of each size (after a warm-up), then
 `tracing.trace` on each scan's probabilities (timed only where it found the curves: a failed trace stops early). Writes --out (bench/results/segmenter_speed.json). Quote ratios
@@ -21,6 +21,7 @@ def add_args(p: argparse.ArgumentParser):
     p.add_argument("--repeats", type=int, default=3, help="passes over the 16 scans per batch size (best kept)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--weights", default=None, help="weights file (default: the shipped weights)")
 
 
 def measure(args) -> dict:
@@ -31,7 +32,7 @@ def measure(args) -> dict:
     from digitiser.tracing import trace
     if args.threads:
         torch.set_num_threads(args.threads)
-    d = Digitiser(device=args.device)
+    d = Digitiser(args.weights, device=args.device)
     grays = [d.pixels(decode_scan(render_scan(1000 + i, height=1000, width=300).encoded)) for i in range(16)]
     d.segment(grays[:2])  # warm-up (allocations, kernel selection)
     rates = {}
@@ -63,7 +64,8 @@ def measure(args) -> dict:
             "images_per_s": rates, "segment_s_per_scan": 1 / rates[b_max], "trace_s_per_scan": trace_s,
             "traced": f"{len(traced)}/{len(grays)}",
             "trace_over_segment": trace_s * rates[b_max],
-            "batch_speedup": rates[b_max] / rates[str(min(args.batch_sizes))], "model_version": d.model_version}
+            "batch_speedup": rates[b_max] / rates[str(min(args.batch_sizes))], "model_version": d.model_version,
+            "precision": d.model.config.precision}
 
 
 def main(argv=None) -> int:

@@ -68,6 +68,8 @@ def grow(args) -> int:
                                  context=model.config.context if args.context is None else args.context)
     if args.mirror_average:
         config = dataclasses.replace(config, mirror_average=args.mirror_average == "on")
+    if args.precision:
+        config = dataclasses.replace(config, precision=args.precision)
     try:
         bigger = grow(model, config, seed=args.seed)
     except ValueError as e:

@@ -125,10 +125,11 @@ def prune_checkpoints(run_dir, keep: int) -> None:
 # ----------------------------------------------------------------------------- shipped weights
 
 def _config_dict(config) -> dict:
-    """The config as written: fields added later (``mirror_average``, ``context``) only when set, so weights
-    without them keep the bytes, and the model version, they had before those existed."""
+    """The config as written: fields added later (``mirror_average``, ``context``, ``precision``) only when not
+    their default, so weights without them keep the bytes, and the model version, they had before those existed."""
     d = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-    return {k: v for k, v in d.items() if not (k in ("mirror_average", "context") and not v)}
+    later = {"mirror_average": False, "context": 0, "precision": "float32"}
+    return {k: v for k, v in d.items() if not (k in later and v == later[k])}
 
 
 def weights_bytes(model: torch.nn.Module, config) -> bytes:

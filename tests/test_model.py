@@ -295,13 +295,36 @@ def test_mirror_average_is_part_of_the_weights_and_their_version(tmp_path):
     assert ckpt.load_segmenter(tmp_path / "back.pt")[1] == v_plain   # same tensors, same config: same bytes
 
 
-def test_the_shipped_weights_are_stage_16_reading_both_views():
-    """The shipped file is stage 16's tensors (model version efb1e54d8acb, model card) with mirror averaging on:
-    turning it off gives stage 16's bytes back. (Stage 6's, which the recipes start from, are the file at git
-    61a6d85 with mirror averaging off: 55430149d481.)"""
+def test_bfloat16_reads_as_float32_does_within_a_few_hundredths(one_thread):
+    plain = _trained_looking(_model())
+    fast = Segmenter(dataclasses.replace(SMALL, precision="bfloat16")).eval()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        p, p_fast = torch.softmax(plain(x), dim=1), torch.softmax(fast(x), dim=1)
+    assert p_fast.dtype == torch.float32 and torch.allclose(p_fast.sum(1), torch.ones(1), atol=1e-5)
+    assert not torch.equal(p, p_fast) and (p - p_fast).abs().max() < 0.05   # really bfloat16, and close
+    assert torch.equal(fast.train()(x), plain.train()(x))   # training is float32 whatever the config says
+    with pytest.raises(ValueError, match="precision"):
+        SegmenterConfig(precision="float16")
+
+
+def test_precision_is_part_of_the_weights_and_their_version(tmp_path):
+    ckpt.save_weights(_trained_looking(_model()), SMALL, tmp_path / "plain.pt")
+    assert main(["grow", str(tmp_path / "plain.pt"), "--precision", "bfloat16", "--out", str(tmp_path / "b.pt")]) == 0
+    (plain, v_plain), (fast, v_fast) = (ckpt.load_segmenter(tmp_path / n) for n in ("plain.pt", "b.pt"))
+    assert fast.config == dataclasses.replace(SMALL, precision="bfloat16") and v_fast != v_plain
+    assert main(["grow", str(tmp_path / "b.pt"), "--precision", "float32", "--out", str(tmp_path / "back.pt")]) == 0
+    assert ckpt.load_segmenter(tmp_path / "back.pt")[1] == v_plain   # same tensors, same config: same bytes
+
+
+def test_the_shipped_weights_are_stage_16_reading_both_views_in_bfloat16():
+    """The shipped file is stage 16's tensors (model version efb1e54d8acb, model card) with mirror averaging on
+    and bfloat16 convs: turning both off gives stage 16's bytes back. (Stage 6's, which the recipes start from,
+    are the file at git 61a6d85 with mirror averaging off: 55430149d481.)"""
     shipped, _ = ckpt.load_segmenter(DEFAULT_WEIGHTS)
-    assert shipped.config.mirror_average
-    plain = dataclasses.replace(shipped.config, mirror_average=False)
+    assert shipped.config.mirror_average and shipped.config.precision == "bfloat16"
+    plain = dataclasses.replace(shipped.config, mirror_average=False, precision="float32")
     assert hashlib.sha256(ckpt.weights_bytes(shipped, plain)).hexdigest().startswith("efb1e54d8acb")
 
 

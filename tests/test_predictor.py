@@ -58,12 +58,32 @@ def test_probabilities_at_input_resolution(random_digitiser, shape):
     assert np.allclose(probs.sum(axis=0), 1, atol=1e-5)
 
 
-def test_scan_result_does_not_depend_on_batch_mates(random_digitiser):
+@pytest.fixture(scope="module")
+def bfloat16_digitiser(tmp_path_factory):
+    config = SegmenterConfig(precision="bfloat16")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "random_bf16.pt"
+    save_weights(Segmenter(config), config, path)
+    return Digitiser(path, device="cpu")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_scan_result_does_not_depend_on_batch_mates(random_digitiser, bfloat16_digitiser, precision):
+    digitiser = random_digitiser if precision == "float32" else bfloat16_digitiser
     grays = [gray(i, h, w)[1].gray for i, (h, w) in enumerate([(400, 120), (900, 300), (333, 77)])]
-    batch = random_digitiser.segment(grays)
+    batch = digitiser.segment(grays)
     for g, together in zip(grays, batch):
-        assert np.array_equal(random_digitiser.segment([g])[0], together)
-    assert all(np.array_equal(a, b) for a, b in zip(random_digitiser.segment(grays[::-1])[::-1], batch))
+        assert np.array_equal(digitiser.segment([g])[0], together)
+    assert all(np.array_equal(a, b) for a, b in zip(digitiser.segment(grays[::-1])[::-1], batch))
+
+
+def test_bfloat16_on_a_device_without_it_warns_with_the_remedy(monkeypatch, tmp_path, caplog):
+    from digitiser import predictor
+    config = SegmenterConfig(precision="bfloat16")
+    save_weights(Segmenter(config), config, tmp_path / "bf16.pt")
+    monkeypatch.setattr(predictor, "_native_bfloat16", lambda device: False)   # as on an AVX2-only CPU
+    Digitiser(tmp_path / "bf16.pt", device="cpu")
+    assert "--precision float32" in caplog.text and "up to 7x slower" in caplog.text
 
 
 def test_probabilities_do_not_depend_on_the_cpus_a_segmenter_reserved():
