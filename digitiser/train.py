@@ -32,7 +32,7 @@ import torch.utils.deterministic
 
 from contracts.files import atomic_write
 from digitiser import checkpoint as ckpt
-from digitiser.model import Segmenter, SegmenterConfig
+from digitiser.model import PRECISIONS, Segmenter, SegmenterConfig
 from digitiser.predictor import ink_planes
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ class TrainConfig:
     # a busy neighbour makes 2 OpenMP threads ~3x slower than 1 (threads spin at every barrier).
     threads: int = 1
     device: str = "cpu"
+    # The training steps' arithmetic: "bfloat16" runs the model's convs in bfloat16 (torch autocast; float32
+    # weights, optimiser and loss): 1.7x the steps/s on a CPU with AVX-512 BF16 (MODEL_CARD.md, "bfloat16").
+    # How the trained weights are read in eval is their own `model.precision`.
+    precision: str = "float32"
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     # Fine-tuning: start from these exported weights (their model config must equal `model`) instead of a
     # seeded init. The sha256 pins the file, so the config still names exactly one result.
@@ -405,6 +409,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
     m = cfg.model.multiple
     if cfg.crop[0] % m or cfg.crop[1] % m:
         raise TrainConfigError(f"crop {cfg.crop} must be multiples of 2 ** levels = {m}")
+    if cfg.precision not in PRECISIONS:
+        raise TrainConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
     existing = ckpt.list_checkpoints(out) if out.exists() else []
     if existing and not resume:
         raise TrainConfigError(f"{out} already holds checkpoints (last {existing[-1].name}); "
@@ -443,7 +449,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         if cfg.p_degrade > 0:
             seen = torch.from_numpy(degrade(x.numpy(), np.random.default_rng([cfg.seed, 2, step]), cfg.p_degrade))
         x, seen, y = x.to(device), seen.to(device), y.to(device)
-        logits = model(seen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+            logits = model(seen).float()
         loss = seg_loss(logits, y, cfg)
         if anchor is not None:
             with torch.no_grad():

@@ -505,6 +505,21 @@ def test_resume_from_a_middle_checkpoint_matches(tmp_path):
     assert tr.train(tiny_config(steps=12), tmp_path / "part", resume=True).read_bytes() == full
 
 
+def test_a_bfloat16_run_is_seeded_resumable_and_its_own(tmp_path):
+    """bfloat16 steps (TrainConfig.precision) give other weights than float32's, the same ones on every run, and
+    a resume from a middle checkpoint gives them too; the weights' own eval precision is untouched."""
+    cfg = tiny_config(steps=12, precision="bfloat16")
+    fast = tr.train(cfg, tmp_path / "full")
+    assert fast.read_bytes() == tr.train(cfg, tmp_path / "again").read_bytes()
+    assert fast.read_bytes() != tr.train(tiny_config(steps=12), tmp_path / "float32").read_bytes()
+    tr.train(cfg, tmp_path / "part")
+    _as_if_stopped_at_the_first_checkpoint(tmp_path / "part")
+    assert tr.train(cfg, tmp_path / "part", resume=True).read_bytes() == fast.read_bytes()
+    assert ckpt.load_segmenter(fast)[0].config.precision == "float32"
+    with pytest.raises(tr.TrainConfigError, match="precision"):
+        tr.train(tiny_config(steps=4, precision="float16"), tmp_path / "bad")
+
+
 def test_only_the_last_checkpoints_are_kept(tmp_path):
     tr.train(tiny_config(steps=12), tmp_path / "run")
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["ckpt_000008.pt", "ckpt_000012.pt"]
