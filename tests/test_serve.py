@@ -146,6 +146,7 @@ def test_healthz_once_the_model_passed_its_preflight(server):
     r = requests.get(f"{server.url}/healthz", timeout=30)
     assert r.status_code == 200
     assert r.json()["model_version"] == server.model_version and r.json()["tracing"] == TRACING
+    assert r.json()["precision"] == "bfloat16"   # the shipped weights' arithmetic (MODEL_CARD.md, "bfloat16")
 
 
 def test_openapi_describes_the_upload(server):
