@@ -23,7 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def autocast(device_type: str, precision: str):
+    """The arithmetic a precision names, for the code run under it: bfloat16 convs by torch autocast, or float32
+    as written (one home for the model's eval reading and training's steps)."""
+    return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "float32")
 
 
 @dataclass
@@ -137,8 +143,7 @@ class Segmenter(nn.Module):
         few hundredths of float32's (MODEL_CARD.md, "bfloat16"). Training is always float32."""
         if self.training:
             return self._logits(x)
-        dtype = PRECISIONS[self.config.precision]
-        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(x.device.type, self.config.precision):
             if not self.config.mirror_average:
                 return self._logits(x).float()
             p = torch.softmax(self._logits(x).float(), dim=1)

@@ -32,7 +32,7 @@ import torch.utils.deterministic
 
 from contracts.files import atomic_write
 from digitiser import checkpoint as ckpt
-from digitiser.model import PRECISIONS, Segmenter, SegmenterConfig
+from digitiser.model import PRECISIONS, Segmenter, SegmenterConfig, autocast
 from digitiser.predictor import ink_planes
 
 log = logging.getLogger(__name__)
@@ -449,7 +449,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, data_workers: int 
         if cfg.p_degrade > 0:
             seen = torch.from_numpy(degrade(x.numpy(), np.random.default_rng([cfg.seed, 2, step]), cfg.p_degrade))
         x, seen, y = x.to(device), seen.to(device), y.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+        with autocast(device.type, cfg.precision):
             logits = model(seen).float()
         loss = seg_loss(logits, y, cfg)
         if anchor is not None:
