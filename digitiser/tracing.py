@@ -29,6 +29,9 @@ Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability
    is sampled at ``y_k = k * (H - 1) / 299``. Depth point k is *observed* when a row where the path is on ink
    (``p >= min_prob``) lies within ``max(observe_px, half the depth spacing)`` rows of ``y_k``: the gaps of a
    dashed or dotted line (up to ``2 * observe_px`` rows) count as seen, longer gaps as bridged.
+7. A solid curve taken for a grid line: where curve 1 is refused and the track's grey pixels are given, the
+   track's one dark, straight, unbroken line that stands out of its grid becomes curve-1 evidence and the planes
+   are traced again (``dark_line``, `digitiser.dark_line`). The mask stays the segmenter's.
 
 Cost: one pass over the rows with a few O(W) array operations each, both planes at once; memory 2 bytes per
 pixel per plane for the back-pointers.
@@ -44,13 +47,14 @@ import numpy as np
 
 from contracts import N_DEPTH  # the contract's depth grid
 from digitiser import scale as scale_map
+from digitiser.dark_line import dark_line
 
 log = logging.getLogger(__name__)
 
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-07c"
+REVISION = "2026-12-07d"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ class TracingParams:
         two dots (a dot at most this fraction of the dash's length), where other ink takes their place: a
         dash-dot line is the third line's style (plotting programs'), which the segmenter reads as curve 2;
         0 turns this off.
+    dark_line: where curve 1 is refused and the track's grey pixels are given, it is read on the track's one
+        dark, straight, unbroken line that is at least this many times darker than any other line (and twice the
+        grid's), which the segmenter took for a grid line (`digitiser.dark_line`); 0 turns this off.
     """
 
     min_coverage: float = 0.5
@@ -95,6 +102,7 @@ class TracingParams:
     border_px: int = 3
     border_rows: float = 0.5
     dash_dot: float = 0.45
+    dark_line: float = 1.3
 
     def __post_init__(self):
         checks = [
@@ -103,6 +111,7 @@ class TracingParams:
             (0.0 < self.refine_min_prob <= self.min_prob, "refine_min_prob must be in (0, min_prob]"),
             (0.0 < self.border_rows <= 1.0, "border_rows must be in (0, 1]"),
             (0.0 <= self.dash_dot < 1.0, "dash_dot must be in [0, 1)"),
+            (self.dark_line == 0 or self.dark_line >= 1.0, "dark_line must be 0 (off) or >= 1"),
             (self.move_cost_ink > 0 and self.move_cost_paper >= 0,
              "move_cost_ink must be > 0, move_cost_paper >= 0"),
             (self.refine_px >= 1 and self.observe_px >= 0 and self.together_px >= 0 and self.pin_px >= 0
@@ -149,8 +158,8 @@ class CurveNotFound(ValueError):
             "that the scan is not blank, inverted or rotated, and that the segmenter weights fit this kind of scan.")
 
 
-def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
-          sample_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def trace(probs: np.ndarray, params: TracingParams = TracingParams(), sample_rows: np.ndarray | None = None,
+          gray: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Trace both curves in a segmenter output.
 
     Args:
@@ -159,6 +168,8 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
         params: tracing parameters.
         sample_rows: (300,) float64 increasing rows of the depth points (row centres, within 0..H-1); default
             ``y_k = k * (H - 1) / 299`` (the image is the depth interval). A sheet's depth ties give others.
+        gray: (H, W) uint8 grey pixels of the track, or None: where given and curve 1 is refused, curve 1 is
+            looked for as the track's one dark straight line (``params.dark_line``).
     Returns:
         x_frac: (300, 2) float64, centreline of curve 1 (column 0) and curve 2 (column 1) at the depth points'
             rows as a fraction of track width (pixel centre convention); finite
@@ -195,6 +206,10 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
         x_frac[:, i], observed[:, i] = _sample(rows_b, xs_b, rows[ink], H, W, params.observe_px, sample_rows)
     coverage = observed.mean(axis=0)
     failing = [c for c, cov in zip(CURVE_CLASSES, coverage) if cov < params.min_coverage or cov == 0]
+    if failing and failing[0] == 1 and gray is not None and params.dark_line:
+        line = dark_line(gray, planes[1], params.dark_line, params.border_px, params.min_prob)
+        if line is not None:   # the segmenter took curve 1 for a grid line: read it on the line's ink
+            return trace(np.stack([probs[0], np.maximum(probs[1], line), probs[2]]), params, sample_rows)
     if failing:
         c = failing[0]
         note = f" Curve {failing[1]} failed too ({coverage[1]:.0%})." if len(failing) > 1 else ""

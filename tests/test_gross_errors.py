@@ -152,21 +152,46 @@ def test_thin_light_curve_as_light_as_the_grid_is_followed(digitiser):
     assert np.abs(x[:, 0] - truth[:, 0]).max() < 0.02 and observed[:, 0].mean() >= 0.9
 
 
-@pytest.mark.parametrize("amplitude", [0.05, pytest.param(0.0, marks=pytest.mark.xfail(
-    strict=True, reason="a perfectly straight dark line is taken for a grid line: 0% observed, refused "
-                        "(shipped weights and stage 11 alike; model card, 'Stage 11')"))])
+@pytest.mark.parametrize("amplitude", [0.05, 0.0])
 def test_straight_solid_curve_off_the_grid_lines_is_followed(digitiser, amplitude):
     """A solid curve at a (nearly) constant value, a dark straight vertical line between grid lines (a caliper
     in gauge hole, a resistivity on a wide log scale): followed, not taken for a grid line. The foreign family
-    refuses curves spanning under 3% of the width 61% of the time (11 of 18)."""
+    refuses curves spanning under 3% of the width 61% of the time (11 of 18). Perfectly straight, the segmenter
+    gives it no evidence at all (0% observed): it is read on the track's one dark straight line (`dark_line`)."""
     from foreign.plot import Pen
     wig = _wiggle()
     image, truth = _plot(0.47 + amplitude * wig, 0.25 + wig,
                          pens=[Pen((0.2, 0.1, 0.05), 1.5), Pen((0, 0, 0), 1.5, "--"), None])
-    x, observed = trace(digitiser.segment([image])[0])
+    probs, gray = digitiser.segment([image])[0], cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    x, observed = trace(probs, gray=gray)
     # observed at 78% of the depth points with mirror averaging (81% without): a near-straight line stays
     # the segmenter's weakest solid curve; the refusal threshold is 50%
     assert np.abs(x[:, 0] - truth[:, 0]).max() < 0.01 and observed[:, 0].mean() >= 0.75
+    if amplitude == 0.0:   # the segmenter's own evidence alone: still refused
+        with pytest.raises(CurveNotFound, match="curve 1"):
+            trace(probs)
+
+
+@pytest.mark.parametrize("case", ["heavy grid", "two dark lines", "straight curve 2"])
+def test_a_refused_curve_1_is_not_read_on_a_line_that_is_not_it(digitiser, case):
+    """Where curve 1 is refused, `dark_line` reads it only on a line that stands out of everything else: not on
+    a heavy grid's lines (no curve 1 drawn), not where a straight solid third line is as dark as it (which is
+    which?), not on curve 2 drawn straight (no curve 1 drawn; a dashed third line beside). Refused in each, as
+    without the grey pixels (tests/test_tracing.py checks each guard alone)."""
+    from foreign.plot import Pen
+    h, wig = 1200, _wiggle()
+    nothing = np.full(h, np.nan)
+    solid, dashed = Pen((0, 0, 0), 1.5), Pen((0, 0, 0), 1.5, "--")
+    image, _ = {
+        "heavy grid": lambda: _plot(nothing, 0.25 + wig, pens=[solid, dashed, None], grid=(0.3, 0.3, 0.3),
+                                    grid_px=(2.5, 0.6)),
+        "two dark lines": lambda: _plot(np.full(h, 0.47), 0.25 + wig, np.full(h, 0.73),
+                                        pens=[solid, dashed, Pen((0, 0, 0), 1.5)]),
+        "straight curve 2": lambda: _plot(nothing, np.full(h, 0.47), 0.25 + wig, pens=[solid, dashed, dashed]),
+    }[case]()
+    probs, gray = digitiser.segment([image])[0], cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    with pytest.raises(CurveNotFound, match="curve 1"):
+        trace(probs, gray=gray)
 
 
 @pytest.mark.parametrize("pen", [1.5, pytest.param(1.0, marks=pytest.mark.xfail(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from digitiser import dark_line as dark_line_module
 from digitiser.tracing import (N_DEPTH, REVISION, CurveNotFound, TracingParams, _dash_dot_flags, to_values, trace,
                                trace_planes)
 
@@ -576,3 +577,68 @@ def test_dash_dot_curve_2_alone_is_still_read():
 def test_dash_dot_lines_are_told_from_dashed_and_dotted(lengths, dash_dot_line):
     flags = _dash_dot_flags(np.array(lengths, float))
     assert flags.all() if dash_dot_line else not flags.any()
+
+
+# ----------------------------------------------------------------------------- a curve taken for a grid line
+
+def ruled_track(h, w, lines, grid=0.25, pitch=30):
+    """(h, w) uint8 grey track: light grid lines every `pitch` px (ink `grid`) under `lines`, a list of
+    (xs, rows or None, ink) strokes (ink 1 = black)."""
+    ink = np.zeros((h, w))
+    for x in range(pitch // 2, w, pitch):
+        ink = np.maximum(ink, grid * stroke(h, w, np.full(h, float(x)), thickness=1))
+    for xs, rows, darkness in lines:
+        ink = np.maximum(ink, darkness * stroke(h, w, xs, rows))
+    return np.round(255 * (1 - ink)).astype(np.uint8)
+
+
+def test_a_refused_curve_1_is_read_on_the_tracks_one_dark_straight_line():
+    """A solid curve at a constant value on a slightly skewed scan: a dark straight line that the segmenter took
+    for a grid line (no curve-1 evidence at all). Refused from the probabilities alone; given the track's grey
+    pixels it is read on that line to a pixel, every depth point observed; curve 2 as before."""
+    h, w = 1200, 300
+    y = np.arange(h)
+    x1, x2 = 137 + 6 * y / h, 60 + 30 * np.sin(y / 80)
+    gray = ruled_track(h, w, [(x1, None, 0.9), (x2, dash_rows(h, 12, 12), 0.9)])
+    p = probs_from(np.zeros((h, w)), dashed(h, w, x2))
+    with pytest.raises(CurveNotFound, match="curve 1"):
+        trace(p)
+    x_frac, observed = trace(p, gray=gray)
+    assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0 and observed[:, 0].all()
+    assert np.array_equal(x_frac[:, 1], trace(probs_from(stroke(h, w, x1), dashed(h, w, x2)))[0][:, 1])
+    with pytest.raises(CurveNotFound, match="curve 1"):
+        trace(p, TracingParams(dark_line=0), gray=gray)
+
+
+@pytest.mark.parametrize("case", ["dashed", "two as dark", "as light as the grid", "border", "curve 2's line"])
+def test_a_refused_curve_1_is_not_read_on_a_line_that_may_not_be_it(case, monkeypatch):
+    """`dark_line` reads a line only where it is the one candidate: not a dashed line (curve 2's style), not one
+    of two lines as dark (which?), not a line no darker than the grid's, not the border line (nor any line within
+    2% of the width of a side: a scanner's shadow), not a line the segmenter sees as curve 2. Each scene is
+    refused as it was without the grey pixels, and read on that line with its guard off."""
+    h, w = 1200, 300
+    y = np.arange(h)
+    straight, x2 = np.full(h, 137.0), 60 + 30 * np.sin(y / 80)
+    curve2 = (x2, dash_rows(h, 12, 12), 0.9)
+    lines, guard = {
+        "dashed": ([(straight, dash_rows(h, 12, 8), 0.9), curve2], {"MIN_FILL": 0.0}),
+        "two as dark": ([(straight, None, 0.9), (np.full(h, 222.0), None, 0.85), curve2], {"dark_line": 1.0}),
+        "as light as the grid": ([(straight, None, 0.3), curve2], {"FAMILY": 0.0, "MARGIN": 0.0}),
+        "border": ([(np.full(h, 7.0), None, 0.9), curve2], {"EDGE": 0.0}),
+        "curve 2's line": ([(straight, None, 0.9)], {"_on": lambda *args: False})}[case]
+    a2 = stroke(h, w, straight) if case == "curve 2's line" else dashed(h, w, x2)
+    p, gray = probs_from(np.zeros((h, w)), a2), ruled_track(h, w, lines)
+    with pytest.raises(CurveNotFound, match="curve 1"):
+        trace(p, gray=gray)
+    params = TracingParams(dark_line=guard.pop("dark_line", TracingParams().dark_line))
+    for name, value in guard.items():
+        monkeypatch.setattr(dark_line_module, name, value)
+    x_frac, _ = trace(p, params, gray=gray)
+    assert abs(np.median(x_frac[:, 0]) * w - lines[0][0][0]) < 2   # the line that was not read
+
+
+def test_dark_line_param_validated():
+    TracingParams(dark_line=0)
+    for ratio in (-1.0, 0.5):
+        with pytest.raises(ValueError, match="dark_line"):
+            TracingParams(dark_line=ratio)
