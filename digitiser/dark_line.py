@@ -33,8 +33,8 @@ def dark_line(gray: np.ndarray, curve2: np.ndarray, ratio: float, border_px: int
     """The curve-1 evidence of the track's one dark straight line, (H, W) float32 in [0, 1], or None.
 
     gray: (H, W) uint8 track pixels (ink dark). curve2: (H, W) curve-2 class probabilities; a line on which
-    curve 2 is seen (>= min_prob, within the drift) on more than 30% of its blocks is curve 2's. ratio: how many
-    times darker than any other line it must be. border_px: the tracer's border band (`TracingParams.border_px`)."""
+    curve 2 is seen (>= min_prob, within half the drift) on more than 30% of its blocks is curve 2's. ratio: how
+    many times darker than any other line it must be. border_px: the tracer's border band (`TracingParams`)."""
     H, W = gray.shape
     ink = np.clip(np.percentile(gray, 75) - gray.astype(np.float32), 0, None)   # grey levels over the paper
     edges = np.linspace(0, H, max(4, H // BLOCK) + 1).astype(int)
@@ -81,8 +81,8 @@ def _lines(profiles: np.ndarray, drift: float, edge: int) -> list[list[tuple[int
 
 
 def _on(plane: np.ndarray, line, edges, drift: float, min_prob: float) -> bool:
-    """Whether `plane`'s class is seen along `line` (within half the drift, on half a block's rows) in more than 30% of
-    its blocks."""
+    """Whether `plane`'s class is seen along `line` (within half the drift, on half a block's rows) in more than
+    30% of its blocks."""
     r = int(np.ceil(max(3.0, drift / 2)))
     seen = [(plane[edges[b]:edges[b + 1], max(0, x - r):x + r + 1] >= min_prob).any(axis=1).mean() >= 0.5
             for b, x in line]
