@@ -4,7 +4,7 @@ import numpy as np
 
 import contracts
 from digitiser.imageio import DecodedScan
-from digitiser.tracing import TracingParams, to_values, trace
+from digitiser.tracing import TracingParams, to_values, trace_track
 from digitiser.track import cut_track
 
 
@@ -16,7 +16,7 @@ def build_result(scan: DecodedScan, calibration: contracts.Calibration, probs: n
     Needs no model: a tracing process can run it."""
     box = calibration.box(scan.width, scan.height)
     assert probs.shape[1:] == box.shape, f"probs {probs.shape} are not of the track box {box.shape}: cut_track first"
-    x_frac, observed = trace(probs, tracing, box.rows, gray=cut_track(scan, calibration).gray)
+    x_frac, observed, probs = trace_track(probs, cut_track(scan, calibration).gray, tracing, box.rows)
     curves = {spec.name: to_values(x_frac[:, k], spec.left, spec.right, spec.scale)
               for k, spec in enumerate(calibration.curves)}
     info = contracts.InputInfo(scan.sha256, scan.n_bytes, scan.width, scan.height, scan.format)

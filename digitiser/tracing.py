@@ -29,9 +29,9 @@ Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability
    is sampled at ``y_k = k * (H - 1) / 299``. Depth point k is *observed* when a row where the path is on ink
    (``p >= min_prob``) lies within ``max(observe_px, half the depth spacing)`` rows of ``y_k``: the gaps of a
    dashed or dotted line (up to ``2 * observe_px`` rows) count as seen, longer gaps as bridged.
-7. A solid curve taken for a grid line: where curve 1 is refused and the track's grey pixels are given, the
-   track's one dark, straight, unbroken line that stands out of its grid becomes curve-1 evidence and the planes
-   are traced again (``dark_line``, `digitiser.dark_line`). The mask stays the segmenter's.
+7. A solid curve taken for a grid line (`trace_track`, which also reads the track's grey pixels): where curve 1 is
+   refused, the track's one dark, straight, unbroken line that stands out of its grid becomes curve 1 and the
+   planes are traced again (``dark_line``, `digitiser.dark_line`).
 
 Cost: one pass over the rows with a few O(W) array operations each, both planes at once; memory 2 bytes per
 pixel per plane for the back-pointers.
@@ -85,9 +85,9 @@ class TracingParams:
         two dots (a dot at most this fraction of the dash's length), where other ink takes their place: a
         dash-dot line is the third line's style (plotting programs'), which the segmenter reads as curve 2;
         0 turns this off.
-    dark_line: where curve 1 is refused and the track's grey pixels are given, it is read on the track's one
-        dark, straight, unbroken line that is at least this many times darker than any other line (and twice the
-        grid's), which the segmenter took for a grid line (`digitiser.dark_line`); 0 turns this off.
+    dark_line: where curve 1 is refused, `trace_track` reads it on the track's one dark, straight, unbroken line
+        that is at least this many times darker than any other line (and twice the grid's), which the segmenter
+        took for a grid line (`digitiser.dark_line`); 0 turns this off.
     """
 
     min_coverage: float = 0.5
@@ -158,8 +158,8 @@ class CurveNotFound(ValueError):
             "that the scan is not blank, inverted or rotated, and that the segmenter weights fit this kind of scan.")
 
 
-def trace(probs: np.ndarray, params: TracingParams = TracingParams(), sample_rows: np.ndarray | None = None,
-          gray: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
+          sample_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Trace both curves in a segmenter output.
 
     Args:
@@ -168,8 +168,6 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(), sample_row
         params: tracing parameters.
         sample_rows: (300,) float64 increasing rows of the depth points (row centres, within 0..H-1); default
             ``y_k = k * (H - 1) / 299`` (the image is the depth interval). A sheet's depth ties give others.
-        gray: (H, W) uint8 grey pixels of the track, or None: where given and curve 1 is refused, curve 1 is
-            looked for as the track's one dark straight line (``params.dark_line``).
     Returns:
         x_frac: (300, 2) float64, centreline of curve 1 (column 0) and curve 2 (column 1) at the depth points'
             rows as a fraction of track width (pixel centre convention); finite
@@ -206,16 +204,43 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(), sample_row
         x_frac[:, i], observed[:, i] = _sample(rows_b, xs_b, rows[ink], H, W, params.observe_px, sample_rows)
     coverage = observed.mean(axis=0)
     failing = [c for c, cov in zip(CURVE_CLASSES, coverage) if cov < params.min_coverage or cov == 0]
-    if failing and failing[0] == 1 and gray is not None and params.dark_line:
-        line = dark_line(gray, planes[1], params.dark_line, params.border_px, params.min_prob)
-        if line is not None:   # the segmenter took curve 1 for a grid line: read it on the line's ink
-            return trace(np.stack([probs[0], np.maximum(probs[1], line), probs[2]]), params, sample_rows)
     if failing:
         c = failing[0]
         note = f" Curve {failing[1]} failed too ({coverage[1]:.0%})." if len(failing) > 1 else ""
         raise CurveNotFound(c, float(coverage[c - 1]), params.min_coverage, note)
     log.debug("traced %dx%d: coverage %.2f / %.2f", H, W, *coverage)
     return x_frac, observed
+
+
+def trace_track(probs: np.ndarray, gray: np.ndarray, params: TracingParams = TracingParams(),
+                sample_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`trace`, and where curve 1 is refused, once more with the track's one dark straight line read as curve 1
+    (``params.dark_line``, `digitiser.dark_line`): the segmenter took it for a grid line.
+
+    gray: (H, W) uint8 grey pixels of the track `probs` was read from. Returns x_frac, observed and the class
+    probabilities traced: `probs` itself, or a copy whose line pixels are curve 1 (the mask's classes)."""
+    try:
+        return (*trace(probs, params, sample_rows), probs)
+    except CurveNotFound as refused:
+        line = None
+        if refused.curve == 1 and params.dark_line:
+            line = dark_line(gray, probs[2], params.dark_line, params.border_px, params.min_prob)
+        if line is None:
+            raise
+    probs = _with_curve_1(probs, line)
+    return (*trace(probs, params, sample_rows), probs)
+
+
+def _with_curve_1(probs: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """probs with class 1 raised to `evidence` where that is higher, the other two classes scaled to the rest
+    there; every other pixel as it was."""
+    raised = evidence > probs[1]
+    rest = (1.0 - evidence) / np.maximum(probs[0] + probs[2], 1e-6)
+    out = probs.copy()
+    out[0] = np.where(raised, probs[0] * rest, probs[0])
+    out[1] = np.where(raised, evidence, probs[1])
+    out[2] = np.where(raised, probs[2] * rest, probs[2])
+    return out
 
 
 def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: float) -> None:

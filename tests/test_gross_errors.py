@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
+import contracts
 from digitiser.imageio import decode_scan
 from digitiser.predictor import Digitiser
-from digitiser.tracing import CurveNotFound, TracingParams, trace
+from digitiser.tracing import CurveNotFound, TracingParams, trace, trace_track
 from foreign import render_scan
 
 
@@ -163,13 +164,18 @@ def test_straight_solid_curve_off_the_grid_lines_is_followed(digitiser, amplitud
     image, truth = _plot(0.47 + amplitude * wig, 0.25 + wig,
                          pens=[Pen((0.2, 0.1, 0.05), 1.5), Pen((0, 0, 0), 1.5, "--"), None])
     probs, gray = digitiser.segment([image])[0], cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    x, observed = trace(probs, gray=gray)
+    x, observed, _ = trace_track(probs, gray)
     # observed at 78% of the depth points with mirror averaging (81% without): a near-straight line stays
     # the segmenter's weakest solid curve; the refusal threshold is 50%
     assert np.abs(x[:, 0] - truth[:, 0]).max() < 0.01 and observed[:, 0].mean() >= 0.75
     if amplitude == 0.0:   # the segmenter's own evidence alone: still refused
         with pytest.raises(CurveNotFound, match="curve 1"):
             trace(probs)
+        # what both routes commit: the curve, and a mask that shows it as curve 1 where its ink is
+        scan = decode_scan(cv2.imencode(".png", image)[1].tobytes())
+        result = digitiser.finish(scan, contracts.Calibration(), probs)
+        line = np.round(truth[0, 0] * image.shape[1] - 0.5).astype(int)
+        assert (result.mask[:, line - 1:line + 2] == 1).any(axis=1).mean() > 0.9
 
 
 @pytest.mark.parametrize("case", ["heavy grid", "two dark lines", "straight curve 2"])
@@ -191,7 +197,7 @@ def test_a_refused_curve_1_is_not_read_on_a_line_that_is_not_it(digitiser, case)
     }[case]()
     probs, gray = digitiser.segment([image])[0], cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     with pytest.raises(CurveNotFound, match="curve 1"):
-        trace(probs, gray=gray)
+        trace_track(probs, gray)
 
 
 @pytest.mark.parametrize("pen", [1.5, pytest.param(1.0, marks=pytest.mark.xfail(

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from digitiser import dark_line as dark_line_module
 from digitiser.tracing import (N_DEPTH, REVISION, CurveNotFound, TracingParams, _dash_dot_flags, to_values, trace,
-                               trace_planes)
+                               trace_planes, trace_track)
 
 SHIFT = 4  # cv2 fixed-point bits: 1/16 px
 
@@ -603,11 +603,16 @@ def test_a_refused_curve_1_is_read_on_the_tracks_one_dark_straight_line():
     p = probs_from(np.zeros((h, w)), dashed(h, w, x2))
     with pytest.raises(CurveNotFound, match="curve 1"):
         trace(p)
-    x_frac, observed = trace(p, gray=gray)
+    x_frac, observed, read = trace_track(p, gray)
     assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0 and observed[:, 0].all()
     assert np.array_equal(x_frac[:, 1], trace(probs_from(stroke(h, w, x1), dashed(h, w, x2)))[0][:, 1])
+    classes = read.argmax(axis=0)   # the mask's: the line is curve 1, everything else as the segmenter read it
+    on_line = np.abs(np.arange(w)[None, :] - x1[:, None]) < 0.5
+    assert (classes[on_line] == 1).mean() > 0.95 and np.array_equal(classes[:, :100], p.argmax(axis=0)[:, :100])
     with pytest.raises(CurveNotFound, match="curve 1"):
-        trace(p, TracingParams(dark_line=0), gray=gray)
+        trace_track(p, gray, TracingParams(dark_line=0))
+    read_anyway = probs_from(stroke(h, w, x1), dashed(h, w, x2))
+    assert trace_track(read_anyway, gray)[2] is read_anyway   # a read scan's probabilities are left alone
 
 
 @pytest.mark.parametrize("case", ["dashed", "two as dark", "as light as the grid", "border", "curve 2's line"])
@@ -629,11 +634,11 @@ def test_a_refused_curve_1_is_not_read_on_a_line_that_may_not_be_it(case, monkey
     a2 = stroke(h, w, straight) if case == "curve 2's line" else dashed(h, w, x2)
     p, gray = probs_from(np.zeros((h, w)), a2), ruled_track(h, w, lines)
     with pytest.raises(CurveNotFound, match="curve 1"):
-        trace(p, gray=gray)
+        trace_track(p, gray)
     params = TracingParams(dark_line=guard.pop("dark_line", TracingParams().dark_line))
     for name, value in guard.items():
         monkeypatch.setattr(dark_line_module, name, value)
-    x_frac, _ = trace(p, params, gray=gray)
+    x_frac, _, _ = trace_track(p, gray, params)
     assert abs(np.median(x_frac[:, 0]) * w - lines[0][0][0]) < 2   # the line that was not read
 
 
