@@ -37,7 +37,7 @@ def dark_line(gray: np.ndarray, curve2: np.ndarray, ratio: float, border_px: int
     many times darker than any other line it must be. border_px: the tracer's border band (`TracingParams`)."""
     H, W = gray.shape
     ink = np.clip(np.percentile(gray, 75) - gray.astype(np.float32), 0, None)   # grey levels over the paper
-    edges = np.linspace(0, H, max(4, H // BLOCK) + 1).astype(int)
+    edges = np.linspace(0, H, min(H, max(4, H // BLOCK)) + 1).astype(int)   # no empty block on a short track
     profiles = np.stack([np.quantile(cv2.dilate(ink[a:b], np.ones((1, 3), np.uint8)), INKED, axis=0)
                          for a, b in zip(edges, edges[1:])])
     drift, edge = max(3.0, 0.03 * W), max(border_px, int(EDGE * W))

@@ -642,6 +642,18 @@ def test_a_refused_curve_1_is_not_read_on_a_line_that_may_not_be_it(case, monkey
     assert abs(np.median(x_frac[:, 0]) * w - lines[0][0][0]) < 2   # the line that was not read
 
 
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 2), (3, 20), (20, 3)])
+def test_a_tiny_track_is_refused_not_crashed(h, w):
+    """A track of a few pixels with a black column and no curve evidence: a refusal, never an exception from
+    the dark-line search (a few rows make fewer than its four blocks)."""
+    p = np.zeros((3, h, w), np.float32)
+    p[0] = 1.0
+    gray = np.full((h, w), 255, np.uint8)
+    gray[:, w // 2] = 0
+    with pytest.raises(CurveNotFound):
+        trace_track(p, gray)
+
+
 def test_dark_line_param_validated():
     TracingParams(dark_line=0)
     for ratio in (-1.0, 0.5):
