@@ -41,15 +41,15 @@ def dark_line(gray: np.ndarray, curve2: np.ndarray, ratio: float, border_px: int
     profiles = np.stack([np.quantile(cv2.dilate(ink[a:b], np.ones((1, 3), np.uint8)), INKED, axis=0)
                          for a, b in zip(edges, edges[1:])])
     drift, edge = max(3.0, 0.03 * W), max(border_px, int(EDGE * W))
-    lines = [line for line in _lines(profiles, drift, edge) if len(line) >= MIN_BLOCKS * len(profiles)]
-    peaks = [profiles[b, x] for b, p in enumerate(profiles) for x in _peaks(p, edge)]
-    lines = [line for line in lines if not _on(curve2, line, edges, drift, min_prob)]
+    peaks = [_peaks(profile, edge) for profile in profiles]
+    lines = [line for line in _lines(profiles, peaks, drift) if len(line) >= MIN_BLOCKS * len(profiles)
+             and not _on(curve2, line, edges, drift, min_prob)]
     if not lines:
         return None
     levels = np.array([np.median([profiles[b, x] for b, x in line]) for line in lines])
     order = np.argsort(-levels)
     best, level = lines[order[0]], levels[order[0]]
-    family = np.median(peaks)
+    family = np.median([profiles[b, x] for b, xs in enumerate(peaks) for x in xs])
     if level < max(FAMILY * family, family + MARGIN) or (len(lines) > 1 and level < ratio * levels[order[1]]):
         return None
     xs = _path(best, edges, H)
@@ -66,12 +66,12 @@ def _peaks(profile: np.ndarray, edge: int) -> list[int]:
             and profile[x] > profile[x - 1] and profile[x] == profile[max(0, x - 3):x + 4].max()]
 
 
-def _lines(profiles: np.ndarray, drift: float, edge: int) -> list[list[tuple[int, int]]]:
+def _lines(profiles: np.ndarray, peaks: list[list[int]], drift: float) -> list[list[tuple[int, int]]]:
     """Peaks linked block to block into lines [(block, column), ...]: each block's peaks, strongest first, join
     the nearest line that reached the block above within `drift` columns, or start a line."""
     lines = []
-    for b, profile in enumerate(profiles):
-        for x in sorted(_peaks(profile, edge), key=lambda x: -profile[x]):
+    for b, (profile, columns) in enumerate(zip(profiles, peaks)):
+        for x in sorted(columns, key=lambda x: -profile[x]):
             open_lines = [line for line in lines if line[-1][0] == b - 1 and abs(line[-1][1] - x) <= drift]
             if open_lines:
                 min(open_lines, key=lambda line: abs(line[-1][1] - x)).append((b, x))
