@@ -3,7 +3,8 @@
     .venv/bin/python bench/segmenter_speed.py [--batch-sizes 1 4 16] [--repeats 3] [--device cpu|cuda] [--weights W]
 
 On 16 clean 1000 x 300 px scans: `Digitiser.segment` in batches of each size (after a warm-up), then
-`tracing.trace` on each scan's probabilities (timed only where it found the curves: a failed trace stops early). Writes --out (bench/results/segmenter_speed.json). Quote ratios
+`tracing.trace_track` on each scan's probabilities and grey pixels, as both routes trace (timed only where it
+found the curves: a failed trace stops early). Writes --out (bench/results/segmenter_speed.json). Quote ratios
 (batch 16 over batch 1, tracing over segmenting) when the machine is shared: both are measured in one run.
 """
 import argparse
@@ -29,11 +30,12 @@ def measure(args) -> dict:
 
     from digitiser import CurveNotFound, Digitiser, decode_scan
     from digitiser.synth import render_scan
-    from digitiser.tracing import trace
+    from digitiser.tracing import trace_track
     if args.threads:
         torch.set_num_threads(args.threads)
     d = Digitiser(args.weights, device=args.device)
-    grays = [d.pixels(decode_scan(render_scan(1000 + i, height=1000, width=300).encoded)) for i in range(16)]
+    scans = [decode_scan(render_scan(1000 + i, height=1000, width=300).encoded) for i in range(16)]
+    grays = [d.pixels(scan) for scan in scans]
     d.segment(grays[:2])  # warm-up (allocations, kernel selection)
     rates = {}
     for b in args.batch_sizes:
@@ -47,10 +49,10 @@ def measure(args) -> dict:
             best = min(best, time.perf_counter() - t)
         rates[str(b)] = len(grays) / best
     traced = []   # seconds of each trace that found its curves; a failed trace stops early and would flatter
-    for p in d.segment(grays):
+    for p, scan in zip(d.segment(grays), scans):
         t = time.perf_counter()
         try:
-            trace(p, d.tracing)
+            trace_track(p, scan.gray, d.tracing)   # as `build_result` traces: the grid's skew read too
         except CurveNotFound:
             continue
         traced.append(time.perf_counter() - t)

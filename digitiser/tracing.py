@@ -31,7 +31,7 @@ Per curve class c (1 = solid curve, 2 = dashed/dotted curve), on its probability
    dashed or dotted line (up to ``2 * observe_px`` rows) count as seen, longer gaps as bridged.
 7. A solid curve taken for a grid line (`trace_track`, which also reads the track's grey pixels): where curve 1 is
    refused, the track's one dark, straight, unbroken line that stands out of its grid becomes curve 1 and the
-   planes are traced again (``dark_line``, `digitiser.dark_line`).
+   planes are traced again (``dark_line``, `digitiser.track_lines`).
 
 Cost: one pass over the rows with a few O(W) array operations each, both planes at once; memory 2 bytes per
 pixel per plane for the back-pointers.
@@ -47,14 +47,19 @@ import numpy as np
 
 from contracts import N_DEPTH  # the contract's depth grid
 from digitiser import scale as scale_map
-from digitiser.dark_line import dark_line
+from digitiser.track_lines import dark_line, grid_skew
 
 log = logging.getLogger(__name__)
 
 CURVE_CLASSES = (1, 2)
 # Change this whenever `trace` gives different positions or coverage for the same probabilities and
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
-REVISION = "2026-12-07d"
+REVISION = "2026-12-07e"
+
+
+BORDER_ROWS = 8             # a border line ridden off the edge band: at least this many rows on evidence,
+BORDER_SPAN = 0.02          # ... over this fraction of the track's rows,
+BORDER_STRAIGHT_PX = 0.5    # ... within this many px of a line of the grid's skew on 90% of them
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ class TracingParams:
         ``border_rows`` of the rows is the track's border line (or an edge mark), which a path must not follow:
         its probabilities are ignored. A curve on the border line is invisible anyway and is placed there by
         pinning. A path that jumped to the band over paper and left it the same way rode a line marked on fewer
-        rows: it is traced again without the band on those rows (``_ridden_border``). 0: both off.
+        rows: it is traced again without the band on those rows (``_ridden_border``); on a skewed scan the band
+        is a straight line of the grid's skew that reaches the edge (`trace`'s ``skew``). 0: both off.
     border_rows: see border_px. The segmenter marks a border line on some rows only (a third to four fifths of
         them on foreign scans), and a path that reaches it rides it wherever the curve's own ink is fainter;
         a curve run off scale along the edge for more than this fraction of the depth is refused instead.
@@ -87,7 +93,7 @@ class TracingParams:
         0 turns this off.
     dark_line: where curve 1 is refused, `trace_track` reads it on the track's one dark, straight, unbroken line
         that is at least this many times darker than any other line (and twice the grid's), which the segmenter
-        took for a grid line (`digitiser.dark_line`); 0 turns this off.
+        took for a grid line (`digitiser.track_lines`); 0 turns this off.
     """
 
     min_coverage: float = 0.5
@@ -159,7 +165,7 @@ class CurveNotFound(ValueError):
 
 
 def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
-          sample_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+          sample_rows: np.ndarray | None = None, skew: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Trace both curves in a segmenter output.
 
     Args:
@@ -168,6 +174,8 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
         params: tracing parameters.
         sample_rows: (300,) float64 increasing rows of the depth points (row centres, within 0..H-1); default
             ``y_k = k * (H - 1) / 299`` (the image is the depth interval). A sheet's depth ties give others.
+        skew: how the scan's vertical lines lean, columns per row (`track_lines.grid_skew`, which `trace_track`
+            reads from the grey pixels): the border line is looked for along it.
     Returns:
         x_frac: (300, 2) float64, centreline of curve 1 (column 0) and curve 2 (column 1) at the depth points'
             rows as a fraction of track width (pixel centre convention); finite
@@ -189,10 +197,9 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
         _drop_border(planes, params.border_px, params.refine_min_prob, params.border_rows)
     traced = trace_planes(planes, params)
     for k, (plane, (rows, xs, _)) in enumerate(zip(planes, traced) if border else ()):
-        ridden = _ridden_border(plane, rows, xs, params.border_px, params.refine_min_prob, 2 * params.observe_px)
+        ridden = _ridden_border(plane, rows, xs, params.border_px, params.refine_min_prob, skew)
         if ridden.any():   # traced again without the border it rode
-            plane[ridden[:, 0], :params.border_px] = 0.0
-            plane[ridden[:, 1], W - params.border_px:] = 0.0
+            plane[ridden] = 0.0
             traced[k] = trace_planes(planes[k:k + 1], params)[0]
     if params.dash_dot:   # curve 2's plane: a dash-dot line beside it is a third line, not curve 2
         traced[1] = _without_dash_dot(planes[1], traced[1], params)
@@ -215,12 +222,14 @@ def trace(probs: np.ndarray, params: TracingParams = TracingParams(),
 def trace_track(probs: np.ndarray, gray: np.ndarray, params: TracingParams = TracingParams(),
                 sample_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`trace`, and where curve 1 is refused, once more with the track's one dark straight line read as curve 1
-    (``params.dark_line``, `digitiser.dark_line`): the segmenter took it for a grid line.
+    (``params.dark_line``, `digitiser.track_lines`): the segmenter took it for a grid line.
 
-    gray: (H, W) uint8 grey pixels of the track `probs` was read from. Returns x_frac, observed and the class
+    gray: (H, W) uint8 grey pixels of the track `probs` was read from; they also give the scan's skew, along
+    which the border line is looked for (`track_lines.grid_skew`). Returns x_frac, observed and the class
     probabilities traced: `probs` itself, or a copy whose line pixels are curve 1 (the mask's classes)."""
+    skew = grid_skew(gray) if params.border_px else 0.0
     try:
-        return (*trace(probs, params, sample_rows), probs)
+        return (*trace(probs, params, sample_rows, skew), probs)
     except CurveNotFound as refused:
         line = None
         if refused.curve == 1 and params.dark_line:
@@ -228,7 +237,7 @@ def trace_track(probs: np.ndarray, gray: np.ndarray, params: TracingParams = Tra
         if line is None:
             raise
     probs = _with_curve_1(probs, line)
-    return (*trace(probs, params, sample_rows), probs)
+    return (*trace(probs, params, sample_rows, skew), probs)
 
 
 def _with_curve_1(probs: np.ndarray, evidence: np.ndarray) -> np.ndarray:
@@ -259,36 +268,65 @@ def _drop_border(planes: np.ndarray, border_px: int, min_prob: float, min_rows: 
 
 
 def _ridden_border(plane: np.ndarray, rows: np.ndarray, xs: np.ndarray, border_px: int, min_prob: float,
-                   gap: float, reach: int = 3, min_fill: float = 0.5) -> np.ndarray:
-    """(H, 2) bool: the rows of each stretch where the path ran on the left / right border band (its centre
-    within border_px + 1 of the edge) having jumped there over paper, and left it the same way.
+                   skew: float, reach: int = 3, min_fill: float = 0.5) -> np.ndarray:
+    """(H, W) bool: the pixels from the edge to each stretch of the path that rode the track's border line,
+    having jumped there over paper and left it the same way.
 
-    A curve drawn along the edge (run off scale, or hugging it) reaches the edge along its own ink: on the row it
-    leaves from (within ``reach`` rows), at least ``min_fill`` of the columns between it and the edge hold
-    evidence (p >= min_prob), or it was within 2 * border_px of the edge already. A path that crossed paper to the
+    The border line runs in the band within border_px + 1 of an edge, or, on a skewed scan, along a straight
+    line parallel to the grid (`skew`, columns per row) that comes within 2 * border_px + 1 of the edge: the
+    page leans, so the line runs a few px inside the cut image's edge over part of the depth (foreign scan 130:
+    curve 1 on the right border 6 to 0 px from the edge for 1100 rows while its ink ran mid-track). Stretches:
+    the path's rows within that reach of an edge plus the skew's drift over the track, in a run; one that
+    leaves the band counts only if it lies on such a line (`_on_border_line`). A curve drawn along the edge
+    (run off scale, or hugging it) reaches the edge along its own ink: on the row it leaves from (within
+    ``reach`` rows), at least ``min_fill`` of the columns between it and the stretch hold evidence
+    (p >= min_prob), or it was within 2 * border_px of the stretch already. A path that crossed paper to the
     edge rode a border line that the segmenter marked there on some rows (foreign scan 33: curve 1 on the left
     border for stretches while its broken ink runs 30-50 px inside). A stretch that starts or ends at the top or
-    bottom of the scan is judged by its other end alone. Stretches: rows on the band at most ``gap`` rows apart.
-    rows, xs: the path's rows on evidence and its centre there (trace_planes)."""
+    bottom of the scan is judged by its other end alone. rows, xs: the path's rows on evidence and its centre
+    there (trace_planes)."""
     H, W = plane.shape
-    ridden = np.zeros((H, 2), bool)
-    on_band = (xs < border_px + 1) | (xs > W - border_px - 1)
-    joined = on_band[1:] & on_band[:-1] & (np.diff(rows) <= gap)   # row i + 1 continues row i's stretch
-    starts = np.flatnonzero(on_band & ~np.r_[False, joined])
-    ends = np.flatnonzero(on_band & ~np.r_[joined, False])
-    for i, j in zip(starts, ends):
-        right = xs[i] > W / 2
-        ends = [_reached_along_ink(plane, rows[k], xs[k], right, border_px, min_prob, reach, min_fill)
-                for k in (i - 1, j + 1) if 0 <= k < rows.size]
-        if ends and not any(ends):
-            ridden[rows[i]:rows[j] + 1, int(right)] = True
+    ridden = np.zeros((H, W), bool)
+    band, near = border_px + 1, 2 * border_px + 1
+    for right in (False, True):
+        gap = W - xs if right else xs   # the centre's distance from this edge, px
+        for i, j in _runs(gap < near + abs(skew) * H):
+            r, x = rows[i:j + 1], xs[i:j + 1]
+            if not (gap[i:j + 1] < band).all() and not _on_border_line(r, x, W if right else 0, skew, near, H):
+                continue
+            ends = [_reached_along_ink(plane, rows[k], xs[k], xs[end], border_px, min_prob, reach, min_fill)
+                    for k, end in ((i - 1, i), (j + 1, j)) if 0 <= k < rows.size]
+            if ends and not any(ends):
+                if right:
+                    ridden[r[0]:r[-1] + 1, max(int(x.min()) - border_px, 0):] = True
+                else:
+                    ridden[r[0]:r[-1] + 1, :int(x.max()) + border_px + 1] = True
     return ridden
 
 
-def _reached_along_ink(plane, row, x, right, border_px, min_prob, reach, min_fill) -> bool:
-    """Whether the row from column x to the (right or left) edge holds evidence on min_fill of its columns."""
-    W = plane.shape[1]
-    lo, hi = (int(x) + 1, W) if right else (0, int(x))
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of each run of True in a 1-D bool array."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1))
+
+
+def _on_border_line(rows: np.ndarray, xs: np.ndarray, edge: int, skew: float, near: float, H: int) -> bool:
+    """Whether a stretch of the path lies on a straight line of the grid's skew that comes within `near` px of
+    the edge column `edge` at one of the stretch's ends: at least `BORDER_ROWS` rows on evidence over
+    `BORDER_SPAN` of the track's rows (30 at least), within `BORDER_STRAIGHT_PX` of the line on 90% of them. A
+    curve is seldom that straight for that long (a slowly drifting log near the edge is, at up to 1 px)."""
+    if rows.size < BORDER_ROWS or rows[-1] - rows[0] < max(30, BORDER_SPAN * H):
+        return False
+    at = np.median(xs - skew * rows)   # the line's column at row 0
+    if np.percentile(np.abs(xs - at - skew * rows), 90) > BORDER_STRAIGHT_PX:
+        return False
+    return bool(np.abs(at + skew * rows[[0, -1]] - edge).min() < near)
+
+
+def _reached_along_ink(plane, row, x, to, border_px, min_prob, reach, min_fill) -> bool:
+    """Whether the row from column x to column `to` (where the stretch on the border begins or ends) holds
+    evidence on min_fill of its columns, or is at most 2 * border_px long."""
+    lo, hi = int(min(x, to)) + 1, int(max(x, to)) + 1
     if hi - lo <= 2 * border_px:
         return True
     window = plane[max(row - reach, 0):row + reach + 1, lo:hi].max(axis=0)

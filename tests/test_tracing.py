@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from digitiser import dark_line as dark_line_module
+from digitiser import track_lines as dark_line_module
 from digitiser.tracing import (N_DEPTH, REVISION, CurveNotFound, TracingParams, _dash_dot_flags, to_values, trace,
                                trace_planes, trace_track)
 
@@ -659,3 +659,71 @@ def test_dark_line_param_validated():
     for ratio in (-1.0, 0.5):
         with pytest.raises(ValueError, match="dark_line"):
             TracingParams(dark_line=ratio)
+
+
+def sheared_grid(h, w, skew, pitch=25, border=True):
+    """(h, w) uint8 grey track whose vertical grid lines (and border lines, 2 px inside each side at the middle
+    row) lean by `skew` columns per row, as a page scanned askew; returns it and the right border's columns."""
+    y = np.arange(h) - (h - 1) / 2
+    lines = [(x + skew * y, None, 0.3) for x in range(pitch, w - pitch // 2, pitch)]
+    right = w - 3.0 + skew * y
+    if border:
+        lines += [(2.0 + skew * y, None, 0.8), (right, None, 0.8)]
+    return ruled_track(h, w, lines, grid=0.0), right
+
+
+@pytest.mark.parametrize("skew", [-0.012, 0.0, 0.0045, 0.009])
+def test_grid_skew_is_read_from_the_tracks_vertical_lines(skew):
+    """The lean of a scanned page, from its grid and border lines: within a quarter of a pixel over the track's
+    height; 0 on a track with no vertical line at all."""
+    from digitiser.track_lines import grid_skew
+    h, w = 1000, 240
+    gray, _ = sheared_grid(h, w, skew)
+    assert abs(grid_skew(gray) - skew) * h <= 0.5
+    assert grid_skew(np.full((h, w), 250, np.uint8)) == 0.0
+
+
+def skewed_border_scene(h=1000, w=200, skew=0.008):
+    """Curve 1 (solid, x ~ 60) seen from row 350 down only; the right border line, leaning by `skew` from 5 px
+    inside the edge at the top into the edge band at the bottom, marked as curve 1 on two rows of three (as the
+    segmenter marks a border line); curve 2 (dashed) at x ~ 130."""
+    y = np.arange(h)
+    gray, border = sheared_grid(h, w, skew)
+    x1, x2 = 60 + 10 * np.sin(y / 90), 130 + 8 * np.cos(y / 70)
+    marked = [r for r in np.split(y, h // 20) if r[0] // 20 % 3]
+    a1 = np.maximum(stroke(h, w, x1, y[350:]), 0.7 * stroke(h, w, border, marked, thickness=1))
+    return probs_from(a1, dashed(h, w, x2)), gray, x1, border
+
+
+def test_a_skewed_border_line_is_not_ridden():
+    """On a page scanned askew the border line runs a few px inside the image's edge over part of the depth,
+    outside the edge band: where curve 1 is not seen (its top third here), the path rode it from the top until
+    it jumped over paper to the curve (foreign scans 130, 259: curve 1 read at 0.97-0.99 of the width for
+    hundreds of rows, MAE 0.41). Along the grid's skew (read from the grey pixels) that line is the border:
+    the curve is read where it is seen and extended, unobserved, above it."""
+    h, w = 1000, 200
+    probs, gray, x1, border = skewed_border_scene(h, w)
+    x_frac, observed, _ = trace_track(probs, gray)
+    top = np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1) < 340
+    assert (x_frac[top, 0] < 0.5).all() and not observed[top, 0].any()
+    seen = ~top & (np.arange(N_DEPTH) * (h - 1) / (N_DEPTH - 1) > 360)
+    assert np.abs(x_frac[seen, 0] - truth(x1, h, w)[seen]).max() * w < 1.0
+    rode = trace(probs)[0]   # without the skew, the line is not straight along the grid: it is ridden
+    assert (rode[top, 0] > 0.95).all()
+    with_border_off = trace_track(probs, gray, TracingParams(border_px=0))[0]
+    assert (with_border_off[top, 0] > 0.95).all()
+
+
+def test_a_straight_curve_near_the_edge_is_not_taken_for_the_border():
+    """A curve that runs off scale to the right along a straight line 5 px inside the edge, reached and left along
+    its own ink, and one straight and parallel to the grid 10 px inside the edge over the whole depth: both are
+    read where they are, on a skewed scan."""
+    h, w, skew = 1000, 200, 0.008
+    y = np.arange(h)
+    gray, border = sheared_grid(h, w, skew, border=False)
+    off_scale = np.clip(100 + 150 * np.sin(y / 300), 20, w - 6)
+    parallel = w - 11 + skew * (y - (h - 1) / 2)
+    for x1 in (off_scale, parallel):
+        x2 = 60 + 8 * np.cos(y / 70)
+        x_frac, observed, _ = trace_track(probs_from(stroke(h, w, x1), dashed(h, w, x2)), gray)
+        assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0 and observed[:, 0].all()

@@ -1,9 +1,17 @@
-"""A solid curve the segmenter took for a grid line, found in the track's own ink (plain numpy and cv2).
+"""The track's ruled lines, read from its own grey pixels (plain numpy and cv2): how its grid leans, and a solid
+curve the segmenter took for a grid line.
 
-A log at a nearly constant value on a wide scale is plotted as a straight vertical line: what the segmenter's
-training taught as a grid line, so it gives that line no curve evidence however dark it is (MODEL_CARD.md,
-"Stage 11"; the strict xfail it left). Plotters draw curves heavier than their grid, and a grid is a family of
-lines of one weight. So where curve 1 is refused, the tracer asks this module for the one line of the track that
+**The grid's skew** (`grid_skew`). A scanned page is seldom square to the scanner: its vertical lines (grid and
+border) lean by a fraction of a degree, so the track's border line runs a few pixels inside the cut image's edge
+over part of the depth, and a path that rides it there is not within the tracer's edge band. The skew is the
+horizontal shear that lines the blocks' column profiles up best (their sum is sharpest), and the tracer looks for
+the border line along it (`tracing._ridden_border`).
+
+**A dark straight line** (`dark_line`). A log at a nearly constant value on a wide scale is plotted as a straight
+vertical line: what the segmenter's training taught as a grid line, so it gives that line no curve evidence
+however dark it is (MODEL_CARD.md, "Stage 11"; the strict xfail it left). Plotters draw curves heavier than their
+grid, and a grid is a family of lines of one weight. So where curve 1 is refused, the tracer asks this module for
+the one line of the track that
 
 - runs its whole depth, nearly straight: a column of ink in at least `MIN_BLOCKS` of the blocks of `BLOCK` rows
   (inked on at least `1 - INKED` of a block's rows), moving at most `drift` columns from block to block;
@@ -18,6 +26,7 @@ lines are as dark, or the curve's ink is lighter than the grid's: a refusal is b
 """
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 BLOCK = 128        # rows per block: a line is looked for block by block, so a skewed scan's lines are followed
 INKED = 0.65       # a block's column profile is this quantile of its rows' ink: lines inked on 35% of rows show
@@ -27,6 +36,41 @@ FAMILY = 2.0       # ... at least this many times the median line's darkness
 MARGIN = 40.0      # ... and this many grey levels over it
 MIN_PEAK = 8.0     # grey levels over the paper for a column to count as a line at all
 EDGE = 0.02        # lines this close to either side (fraction of the width, at least border_px) are the border's
+MAX_SKEW = 0.035   # the steepest lean looked for, columns per row (2 degrees; scanned pages lean under 1)
+SKEW_STEP = 0.00025
+SKEW_BLOCKS = 16    # blocks of rows whose column profiles are lined up
+
+
+def grid_skew(gray: np.ndarray) -> float:
+    """The track's horizontal shear, columns per row (positive: its vertical lines lean right going down), that
+    lines up the column profiles of its blocks of rows best; 0 for a track without vertical lines to line up.
+
+    Searched in steps of a column over the track's height, then of `SKEW_STEP` (a quarter of a column over a
+    1000-row track) around the best."""
+    H, W = gray.shape
+    ink = np.clip(np.percentile(gray[::2, ::2], 75) - gray.astype(np.float32), 0, None)   # grey over the paper
+    edges = np.linspace(0, H, min(H, SKEW_BLOCKS) + 1).astype(int)
+    profiles = np.stack([ink[a:b].mean(axis=0) for a, b in zip(edges, edges[1:])])   # (blocks, W)
+    offsets = (edges[:-1] + edges[1:] - 1) / 2 - (H - 1) / 2   # each block's middle row from the track's
+    steps, coarse = round(MAX_SKEW / SKEW_STEP), int(np.clip(round(1.0 / (H * SKEW_STEP)), 1, 8))
+    best = _sharpest(profiles, offsets, np.arange(-steps, steps + 1, coarse))   # a column over the height at most
+    return float(_sharpest(profiles, offsets, best + np.arange(-coarse, coarse + 1)) * SKEW_STEP)
+
+
+def _sharpest(profiles: np.ndarray, offsets: np.ndarray, steps: np.ndarray) -> int:
+    """The shear, in `SKEW_STEP`s, whose summed profile (each block's read shear * offset columns along, linearly
+    between columns, zero past the sides) has the largest sum of squares; the smallest of equals (0 on a blank
+    track)."""
+    K, W = profiles.shape
+    shift = (steps * SKEW_STEP)[:, None] * offsets[None, :]   # (S, K) columns
+    whole = np.floor(shift).astype(np.int64)
+    part = (shift - whole).astype(np.float32)[..., None]
+    pad = int(np.abs(whole).max()) + 2
+    windows = sliding_window_view(np.pad(profiles.astype(np.float32), ((0, 0), (pad, pad))), W, axis=1)
+    k = np.arange(K)[None, :]
+    shifted = windows[k, pad + whole] * (1 - part) + windows[k, pad + whole + 1] * part   # (S, K, W)
+    sharpness = (shifted.sum(axis=1) ** 2).sum(axis=1)
+    return int(steps[np.lexsort((np.abs(steps), -sharpness))[0]])
 
 
 def dark_line(gray: np.ndarray, curve2: np.ndarray, ratio: float, border_px: int, min_prob: float):
