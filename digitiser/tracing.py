@@ -325,12 +325,15 @@ def _on_border_line(rows: np.ndarray, xs: np.ndarray, edge: int, skew: float, ne
 
 def _reached_along_ink(plane, row, x, to, border_px, min_prob, reach, min_fill) -> bool:
     """Whether the row from column x to column `to` (where the stretch on the border begins or ends) holds
-    evidence on min_fill of its columns, or is at most 2 * border_px long."""
+    evidence on min_fill of its columns, gaps of up to 2 * border_px + 1 columns closed (a dashed curve's swing
+    along the row), or is at most 2 * border_px long."""
     lo, hi = int(min(x, to)) + 1, int(max(x, to)) + 1
     if hi - lo <= 2 * border_px:
         return True
-    window = plane[max(row - reach, 0):row + reach + 1, lo:hi].max(axis=0)
-    return bool((window >= min_prob).mean() >= min_fill)
+    seen = plane[max(row - reach, 0):row + reach + 1, lo:hi].max(axis=0) >= min_prob
+    closed = cv2.morphologyEx(seen.astype(np.uint8)[None, :], cv2.MORPH_CLOSE,
+                              np.ones((1, 2 * border_px + 1), np.uint8))[0]
+    return bool(closed.mean() >= min_fill)
 
 
 def _without_dash_dot(plane: np.ndarray, curve: tuple, params: TracingParams, rounds: int = 2) -> tuple:

@@ -727,3 +727,18 @@ def test_a_straight_curve_near_the_edge_is_not_taken_for_the_border():
         x2 = 60 + 8 * np.cos(y / 70)
         x_frac, observed, _ = trace_track(probs_from(stroke(h, w, x1), dashed(h, w, x2)), gray)
         assert np.abs(x_frac[:, 0] - truth(x1, h, w)).max() * w < 1.0 and observed[:, 0].all()
+
+
+def test_a_dashed_swing_along_a_row_counts_as_reached_along_ink():
+    """A path that reaches the border band is judged by the row it came from: a dashed curve swinging along the
+    row to the edge (dashes of 4 px, gaps of 6: 40% of the row inked) came along its own ink, and the border rule
+    must not take it for a jump over paper (the truth masks of own scan 262 were read 0.185 off that way);
+    specks 10 px apart, or paper, are a jump."""
+    from digitiser.tracing import _reached_along_ink
+    row = np.zeros((7, 200), np.float32)
+    swing, specks = row.copy(), row.copy()
+    swing[3, 2:150] = np.arange(2, 150) % 10 < 4
+    specks[3, 2:150:10] = 1.0
+    def reached(plane):
+        return _reached_along_ink(plane, 3, 150.0, 1.5, border_px=3, min_prob=0.45, reach=3, min_fill=0.5)
+    assert reached(swing) and not reached(specks) and not reached(row)
