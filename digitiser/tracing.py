@@ -56,10 +56,9 @@ CURVE_CLASSES = (1, 2)
 # parameters: it is recorded in every manifest beside the parameters, so two results can be compared.
 REVISION = "2026-12-07e"
 
-
-BORDER_ROWS = 8             # a border line ridden off the edge band: at least this many rows on evidence,
-BORDER_SPAN = 0.02          # ... over this fraction of the track's rows,
-BORDER_STRAIGHT_PX = 0.5    # ... within this many px of a line of the grid's skew on 90% of them
+BORDER_LINE_ROWS = 8     # a border line ridden off the edge band: at least this many rows on evidence,
+BORDER_LINE_SPAN = 0.02  # ... over this fraction of the track's rows,
+BORDER_LINE_PX = 0.5     # ... within this many px of a line of the grid's skew on 90% of them
 
 
 @dataclass(frozen=True)
@@ -312,13 +311,13 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def _on_border_line(rows: np.ndarray, xs: np.ndarray, edge: int, skew: float, near: float, H: int) -> bool:
     """Whether a stretch of the path lies on a straight line of the grid's skew that comes within `near` px of
-    the edge column `edge` at one of the stretch's ends: at least `BORDER_ROWS` rows on evidence over
-    `BORDER_SPAN` of the track's rows (30 at least), within `BORDER_STRAIGHT_PX` of the line on 90% of them. A
+    the edge column `edge` at one of the stretch's ends: at least `BORDER_LINE_ROWS` rows on evidence over
+    `BORDER_LINE_SPAN` of the track's rows (30 at least), within `BORDER_LINE_PX` of the line on 90% of them. A
     curve is seldom that straight for that long (a slowly drifting log near the edge is, at up to 1 px)."""
-    if rows.size < BORDER_ROWS or rows[-1] - rows[0] < max(30, BORDER_SPAN * H):
+    if rows.size < BORDER_LINE_ROWS or rows[-1] - rows[0] < max(30, BORDER_LINE_SPAN * H):
         return False
     at = np.median(xs - skew * rows)   # the line's column at row 0
-    if np.percentile(np.abs(xs - at - skew * rows), 90) > BORDER_STRAIGHT_PX:
+    if np.percentile(np.abs(xs - at - skew * rows), 90) > BORDER_LINE_PX:
         return False
     return bool(np.abs(at + skew * rows[[0, -1]] - edge).min() < near)
 
