@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from digitiser import track_lines as dark_line_module
+from digitiser import track_lines
 from digitiser.tracing import (N_DEPTH, REVISION, CurveNotFound, TracingParams, _dash_dot_flags, to_values, trace,
                                trace_planes, trace_track)
 
@@ -637,7 +637,7 @@ def test_a_refused_curve_1_is_not_read_on_a_line_that_may_not_be_it(case, monkey
         trace_track(p, gray)
     params = TracingParams(dark_line=guard.pop("dark_line", TracingParams().dark_line))
     for name, value in guard.items():
-        monkeypatch.setattr(dark_line_module, name, value)
+        monkeypatch.setattr(track_lines, name, value)
     x_frac, _, _ = trace_track(p, gray, params)
     assert abs(np.median(x_frac[:, 0]) * w - lines[0][0][0]) < 2   # the line that was not read
 
@@ -674,13 +674,12 @@ def sheared_grid(h, w, skew, pitch=25, border=True):
 
 @pytest.mark.parametrize("skew", [-0.012, 0.0, 0.0045, 0.009])
 def test_grid_skew_is_read_from_the_tracks_vertical_lines(skew):
-    """The lean of a scanned page, from its grid and border lines: within a quarter of a pixel over the track's
+    """The lean of a scanned page, from its grid and border lines: within half a pixel over the track's
     height; 0 on a track with no vertical line at all."""
-    from digitiser.track_lines import grid_skew
     h, w = 1000, 240
     gray, _ = sheared_grid(h, w, skew)
-    assert abs(grid_skew(gray) - skew) * h <= 0.5
-    assert grid_skew(np.full((h, w), 250, np.uint8)) == 0.0
+    assert abs(track_lines.grid_skew(gray) - skew) * h <= 0.5
+    assert track_lines.grid_skew(np.full((h, w), 250, np.uint8)) == 0.0
 
 
 def skewed_border_scene(h=1000, w=200, skew=0.008):
