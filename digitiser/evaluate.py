@@ -6,7 +6,8 @@ black and white, as a 1-bit scan decodes; the summary breaks the means down by w
 legible each curve is by its truth (failures on scans whose curve is hidden are counted apart). The summary
 goes to stdout as a table and to --json (with the per-scan records and the tracing parameters); --qc writes
 overlays of the worst scans. Each record also has the truth's roughness (`metrics.roughness`), and the summary a
-breakdown by it.
+breakdown by it; and each curve's MAE split by what the reading lies on where it is off (an edge, the other curve,
+the third line, elsewhere: `metrics.error_by_cause`), so that a change is seen to take the error it aimed at.
 
 `--sweep NAME=V1,V2` segments the folder once and scores it per value of one tracing parameter (`run_sweep`),
 each report its own; every report records a digest of the truths it scored (`truth_digest`), so that `digitise
@@ -27,7 +28,8 @@ import numpy as np
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.metrics import legible_fraction, on_third_line, qc_overlay, roughness, scan_record, summarise
+from digitiser.metrics import (error_by_cause, legible_fraction, on_third_line, qc_overlay, roughness, scan_record,
+                               summarise)
 from digitiser.predictor import MAX_BATCH, Digitiser
 from digitiser.scale import to_fractions
 from digitiser.tracing import TracingParams
@@ -120,9 +122,10 @@ def _record(t: Path, truth, scan, cal: contracts.Calibration, probs: np.ndarray,
         pred_x = _fractions(result, cal)
         rec = scan_record(scan_id, pred_x=pred_x, true_x=truth["x_frac"],
                           pred_mask=result.mask, true_mask=truth["mask"], legible=legible)
-        if "third_x" in truth and np.isfinite(truth["third_x"]).any():
-            rec["on_third_1"], rec["on_third_2"] = on_third_line(pred_x, truth["x_frac"], truth["third_x"],
-                                                                 scan.width)
+        third_x = truth["third_x"] if "third_x" in truth and np.isfinite(truth["third_x"]).any() else None
+        if third_x is not None:
+            rec["on_third_1"], rec["on_third_2"] = on_third_line(pred_x, truth["x_frac"], third_x, scan.width)
+        rec["cause"] = error_by_cause(pred_x, truth["x_frac"], third_x)
     return {**rec, "width": scan.width, "height": scan.height, "pixels": pixel_kind(scan),
             "roughness": roughness(truth["x_frac"]),
             **{k: [str(f) for f in truth[k]] for k in ("features", "styles") if k in truth}}

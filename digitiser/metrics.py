@@ -22,6 +22,11 @@ PIXEL_KINDS = ("colour", "grey", "bilevel")   # what a scan decodes to (evaluate
 # stroke is wide is drawn as near-horizontal strokes, whose value at a depth point a scan hardly shows)
 ROUGHNESS_BINS = (0.005, 0.01, 0.02, 0.05)
 SWAP_TOL = 0.01  # fraction of track width: closer curves cannot be told apart, so no swap is counted
+# error_by_cause, fractions of width: a point read further off than GROSS is put down to what the reading lies on
+GROSS = 0.03       # (p95 target 0.02: a point this far off is on the wrong line, not a sub-pixel miss)
+EDGE_BAND = 0.02   # ... a side of the track, where the truth is not within twice this of the same side
+NEAR_LINE = 0.015  # ... the other curve's truth, or the third line's
+CAUSES = ("near", "edge", "other_curve", "third_line", "elsewhere")
 _RED, _BLUE, _GREEN = (0, 0, 255), (255, 0, 0), (0, 170, 0)  # BGR
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel drawing
 
@@ -181,6 +186,10 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["by_feature"] = by_feature(per_scan)
     if any("styles" in r for r in per_scan):
         out["by_style"] = by_style(per_scan)
+    causes = [r["cause"] for r in ok if r.get("cause")]
+    if causes:
+        out["error_by_cause"] = {curve: {c: float(np.mean([r[curve][c] for r in causes])) for c in CAUSES}
+                                 for curve in ("curve_1", "curve_2")}
     third = [r for r in ok if r.get("on_third_1") is not None]
     if third:   # truth that records a third line (the foreign family)
         out["on_third_line"] = {"n_scans": len(third),
@@ -206,6 +215,32 @@ def on_third_line(pred_x: np.ndarray, true_x: np.ndarray, third_x: np.ndarray, w
             on = apart & (np.abs(pred_x[:, k] - third_x) * width <= near_px)
         out.append(float(on.sum() / apart.sum()) if apart.any() else 0.0)
     return out[0], out[1]
+
+
+def error_by_cause(pred_x: np.ndarray, true_x: np.ndarray, third_x: np.ndarray | None = None) -> dict:
+    """Each curve's MAE split by what the reading lies on, so the parts sum to it (`CAUSES`, fractions of width):
+    near (within GROSS of the truth), and of the points further off: edge (the reading within EDGE_BAND of a
+    side where the truth is not within twice that of it), other_curve (within NEAR_LINE of the other curve's
+    truth), third_line (within NEAR_LINE of `third_x`, (300,) fractions, NaN where there is none), elsewhere.
+    Returns {"curve_1": {cause: share}, "curve_2": {...}}; all 0.0 for a curve with no point to judge."""
+    _check_positions(pred_x, true_x)
+    pred, true = np.asarray(pred_x, float), np.asarray(true_x, float)
+    third = np.full(len(pred), np.nan) if third_x is None else np.asarray(third_x, float)
+    out = {}
+    with np.errstate(invalid="ignore"):
+        for k in range(2):
+            p, t, o = pred[:, k], true[:, k], true[:, 1 - k]
+            err = np.abs(p - t)
+            judged = np.isfinite(err)
+            gross = judged & (err > GROSS)
+            edge = gross & (((p < EDGE_BAND) & ~(t < 2 * EDGE_BAND)) | ((p > 1 - EDGE_BAND) & ~(t > 1 - 2 * EDGE_BAND)))
+            other = gross & ~edge & (np.abs(p - o) <= NEAR_LINE)
+            on_third = gross & ~edge & ~other & (np.abs(p - third) <= NEAR_LINE)
+            parts = {"near": judged & ~gross, "edge": edge, "other_curve": other, "third_line": on_third,
+                     "elsewhere": gross & ~edge & ~other & ~on_third}
+            n = max(int(judged.sum()), 1)
+            out[f"curve_{k + 1}"] = {c: float(err[m].sum() / n) for c, m in parts.items()}
+    return out
 
 
 def roughness(true_x) -> float:
@@ -370,6 +405,9 @@ def format_table(summary: dict) -> str:
         for b in rows:
             lines.append(f"{label(b):{n}}{b['n_scans']:>6}{b['n_failed']:>7}{pct(b['mae_1']):>8}{pct(b['mae_2']):>8}"
                          f"{pct(b['p95_1']):>8}{pct(b['p95_2']):>8}{pct(b['swap_rate']):>7}")
+    for curve, parts in (s.get("error_by_cause") or {}).items():
+        lines.append(f"MAE of {curve.replace('_', ' ')} by what the reading lies on: "
+                     + ", ".join(f"{c.replace('_', ' ')} {pct(v, 2)}" for c, v in parts.items()))
     if s.get("on_third_line"):
         t = s["on_third_line"]
         lines.append(f"read on the third line ({t['n_scans']} traced scans with one): curve 1 {pct(t['curve_1'], 1)}, "

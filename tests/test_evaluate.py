@@ -21,6 +21,8 @@ def test_eval_reports_every_scan_with_legibility_and_overlays(tmp_path, capsys):
         assert rec["failed"] or (rec["mae_1"] is not None and rec["iou_1"] is not None)
     traced = [r for r in s["per_scan"] if not r["failed"]]
     assert s["mae_1"] == np.mean([r["mae_1"] for r in traced])
+    for k in (1, 2):   # each curve's MAE split by what the reading lies on, parts summing to it
+        assert abs(sum(s["error_by_cause"][f"curve_{k}"].values()) - s[f"mae_{k}"]) < 1e-9
     assert 0 <= s["n_illegible"] <= 4 and s["n_failed_legible"] <= s["n_failed"]
     assert sorted(p.name for p in qc.iterdir()) == sorted(f"{i}.qc.png" for i in s["worst"])
     assert f"scans 4, failed {s['n_failed']}" in capsys.readouterr().out

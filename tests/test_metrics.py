@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from digitiser.metrics import (compare, curve_errors, format_comparison, format_table, iou_per_class,
-                               legible_fraction, on_third_line, qc_overlay, roughness, scan_record, summarise,
+from digitiser.metrics import (compare, curve_errors, error_by_cause, format_comparison, format_table,
+                               iou_per_class, legible_fraction, on_third_line, qc_overlay, roughness, scan_record, summarise,
                                swap_rate)
 from digitiser.tracing import CurveNotFound
 
@@ -256,3 +256,34 @@ def test_compare_refuses_reports_of_different_scans():
         compare(base, redrawn)
     del redrawn["truth_digest"]   # a report from before digests: judged by ids and sizes
     assert compare(base, redrawn)["n_both"] == 2
+
+
+def test_error_by_cause_splits_the_mae_by_what_the_reading_lies_on():
+    true = np.stack([np.full(300, 0.3), np.full(300, 0.6)], 1)
+    third = np.full(300, 0.85)
+    read = true.copy()
+    read[:, 0] += 0.005                 # a sub-pixel miss everywhere: near
+    read[0:30, 0] = 0.995               # curve 1 on the right edge, where its truth is not
+    read[30:60, 0] = 0.6                # ... on curve 2
+    read[60:90, 0] = 0.85               # ... on the third line
+    read[90:120, 0] = 0.45              # ... on nothing named
+    read[:, 1] = 0.6 + 0.01             # curve 2 within GROSS everywhere
+    causes = error_by_cause(read, true, third)
+    c1 = causes["curve_1"]
+    assert c1["edge"] == pytest.approx(30 * 0.695 / 300) and c1["other_curve"] == pytest.approx(30 * 0.3 / 300)
+    assert c1["third_line"] == pytest.approx(30 * 0.55 / 300) and c1["elsewhere"] == pytest.approx(30 * 0.15 / 300)
+    assert c1["near"] == pytest.approx(180 * 0.005 / 300)
+    assert sum(c1.values()) == pytest.approx(curve_errors(read, true)["mae_1"])
+    assert causes["curve_2"] == {"near": pytest.approx(0.01), "edge": 0.0, "other_curve": 0.0, "third_line": 0.0,
+                                 "elsewhere": 0.0}
+    # no third line recorded: that stretch is elsewhere; read on the edge where the truth runs beside it: not edge
+    assert error_by_cause(read, true)["curve_1"]["elsewhere"] == pytest.approx(30 * (0.55 + 0.15) / 300)
+    by_edge = np.stack([np.full(300, 0.035), np.full(300, 0.6)], 1)
+    pinned = error_by_cause(by_edge * [0, 1], by_edge)["curve_1"]
+    assert pinned["edge"] == 0.0 and pinned["elsewhere"] == pytest.approx(0.035)
+    recs = records()
+    for r in recs[:2]:
+        r["cause"] = causes
+    s = summarise(recs)
+    assert s["error_by_cause"]["curve_1"]["edge"] == pytest.approx(c1["edge"])
+    assert "by what the reading lies on" in format_table(s) and "error_by_cause" not in summarise(records())
