@@ -186,10 +186,13 @@ def summarise(per_scan: list[dict], worst_k: int = 5, min_coverage: float = 0.5)
         out["by_feature"] = by_feature(per_scan)
     if any("styles" in r for r in per_scan):
         out["by_style"] = by_style(per_scan)
-    causes = [r["cause"] for r in ok if r.get("cause")]
-    if causes:
-        out["error_by_cause"] = {curve: {c: float(np.mean([r[curve][c] for r in causes])) for c in CAUSES}
-                                 for curve in ("curve_1", "curve_2")}
+    with_cause = [r for r in ok if r.get("cause")]
+    if with_cause:
+        out["error_by_cause"] = {}
+        for k in (1, 2):   # over the scans that have the curve's MAE, so that the parts sum to it
+            parts = [r["cause"][f"curve_{k}"] for r in with_cause if r[f"mae_{k}"] is not None]
+            out["error_by_cause"][f"curve_{k}"] = {c: float(np.mean([p[c] for p in parts])) if parts else None
+                                                   for c in CAUSES}
     third = [r for r in ok if r.get("on_third_1") is not None]
     if third:   # truth that records a third line (the foreign family)
         out["on_third_line"] = {"n_scans": len(third),

@@ -284,6 +284,9 @@ def test_error_by_cause_splits_the_mae_by_what_the_reading_lies_on():
     recs = records()
     for r in recs[:2]:
         r["cause"] = causes
+    recs[1]["mae_2"] = None   # a curve without a point to judge: left out of its means, as of its MAE's
+    recs[1]["cause"] = {**causes, "curve_2": dict.fromkeys(causes["curve_2"], 0.0)}
     s = summarise(recs)
     assert s["error_by_cause"]["curve_1"]["edge"] == pytest.approx(c1["edge"])
+    assert s["error_by_cause"]["curve_2"]["near"] == pytest.approx(0.01)
     assert "by what the reading lies on" in format_table(s) and "error_by_cause" not in summarise(records())
