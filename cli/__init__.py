@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate once per value of one tracing parameter, the scans segmented once: one line each "
                         "(refusals beside errors), and with --json one report each (report.NAME=V.json), "
                         "e.g. --sweep min_prob=0.3,0.45,0.55")
+    s.add_argument("--probs-cache", metavar="DIR",
+                   help="keep the segmenter's probabilities of each scan in DIR and read them from there next time "
+                        "(exact; keyed by model, tiling, device and pixels): a tracer change is measured in tracing's time")
     s.set_defaults(func=commands.evaluate)
 
     s = sub.add_parser("compare", help="compare eval reports of one folder on the scans both read (paired)")

@@ -94,10 +94,12 @@ def evaluate(args) -> int:
         return 2
     if sweep:
         print(format_sweep(evaluate.run_sweep(args.dir, sweep, weights=args.weights, json_path=args.json,
-                                              perfect_segmenter=args.perfect_segmenter)))
+                                              perfect_segmenter=args.perfect_segmenter,
+                                              probs_cache=args.probs_cache)))
         return 0
     summary = evaluate.run(args.dir, weights=args.weights, json_path=args.json, qc_dir=args.qc,
-                           perfect_segmenter=args.perfect_segmenter, tracing=tracing)
+                           perfect_segmenter=args.perfect_segmenter, tracing=tracing,
+                           probs_cache=args.probs_cache)
     print(format_table(summary))
     return 0
 

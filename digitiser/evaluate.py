@@ -13,14 +13,21 @@ the third line, elsewhere: `metrics.error_by_cause`), so that a change is seen t
 each report its own; every report records a digest of the truths it scored (`truth_digest`), so that `digitise
 compare` pairs only reports of the same scans.
 
+`--probs-cache DIR` keeps each scan's class probabilities (exact float32) keyed by everything they depend on, so a
+tracer change is measured on a folder in the time tracing takes, without segmenting it again.
+
 `--perfect-segmenter` traces the truth masks instead of the segmenter's probabilities: what the tracer and the
 family's drawing alone leave (a floor no segmenter can go under with this tracer), so that a figure can be split
 into the segmenter's share and the tracer's.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import logging
+import os
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -30,7 +37,7 @@ import contracts
 from digitiser.imageio import decode_scan
 from digitiser.metrics import (error_by_cause, legible_fraction, on_third_line, qc_overlay, roughness, scan_record,
                                summarise)
-from digitiser.predictor import MAX_BATCH, Digitiser
+from digitiser.predictor import MAX_BATCH, Digitiser, native_bfloat16
 from digitiser.scale import to_fractions
 from digitiser.tracing import TracingParams
 
@@ -60,25 +67,28 @@ def image_for(truth: Path) -> Path:
     return found[0]
 
 
-def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5, perfect_segmenter: bool = False) -> dict:
+def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5, perfect_segmenter: bool = False,
+             probs_cache=None) -> dict:
     """Score every scan with ground truth in `folder`; returns the summary (see metrics.summarise).
-    perfect_segmenter: trace each scan's truth mask instead of the segmenter's probabilities."""
-    summary = evaluate_tracings(folder, digitiser, [digitiser.tracing], worst_k, perfect_segmenter)[0]
+    perfect_segmenter: trace each scan's truth mask instead of the segmenter's probabilities.
+    probs_cache: a folder keeping the segmenter's probabilities between runs (`ProbsCache`)."""
+    summary = evaluate_tracings(folder, digitiser, [digitiser.tracing], worst_k, perfect_segmenter, probs_cache)[0]
     if qc_dir:
         _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir), perfect_segmenter)
     return summary
 
 
 def evaluate_tracings(folder, digitiser: Digitiser, tracings: list[TracingParams], worst_k: int = 5,
-                      perfect_segmenter: bool = False) -> list[dict]:
+                      perfect_segmenter: bool = False, probs_cache=None) -> list[dict]:
     """`evaluate` once per tracing of the same probabilities: each scan is segmented once, so sweeping a tracing
     parameter (e.g. min_prob, which trades refusals for error) costs one segmentation of the folder."""
     truths = truth_files(folder)
     assert truths, f"no *.truth.npz files in {folder}: make some with `digitise synth {folder} --n 300`"
     records, t0 = [[] for _ in tracings], time.monotonic()
+    cache = ProbsCache(probs_cache, digitiser) if probs_cache and not perfect_segmenter else None
     for start in range(0, len(truths), MAX_BATCH):
         for kept, new in zip(records, _evaluate_batch(truths[start:start + MAX_BATCH], digitiser, tracings,
-                                                      perfect_segmenter)):
+                                                      perfect_segmenter, cache)):
             kept += new
         done = len(records[0])
         log.info("eval: %d/%d scans (%.2f s/scan)", done, len(truths), (time.monotonic() - t0) / done)
@@ -98,13 +108,16 @@ def evaluate_tracings(folder, digitiser: Digitiser, tracings: list[TracingParams
 
 
 def _evaluate_batch(truths: list[Path], digitiser: Digitiser, tracings: list[TracingParams],
-                    perfect_segmenter: bool) -> list[list[dict]]:
+                    perfect_segmenter: bool, cache: ProbsCache | None = None) -> list[list[dict]]:
     """Per tracing, the records of one batch of scans (segmented once)."""
     scans = [decode_scan(image_for(t).read_bytes()) for t in truths]
     cals = [contracts.Calibration.from_dict(json.loads(t.with_name(image_for(t).stem + ".json").read_text()))
             for t in truths]
     loaded = [np.load(t) for t in truths]
-    probabilities = _probabilities([truth["mask"] for truth in loaded], scans, digitiser, perfect_segmenter)
+    if cache:
+        probabilities = cache.probabilities(scans)
+    else:
+        probabilities = _probabilities([truth["mask"] for truth in loaded], scans, digitiser, perfect_segmenter)
     return [[_record(t, truth, scan, cal, probs, digitiser, tracing)
              for t, truth, scan, cal, probs in zip(truths, loaded, scans, cals, probabilities)]
             for tracing in tracings]
@@ -138,6 +151,50 @@ def _probabilities(masks: list[np.ndarray], scans, digitiser: Digitiser, perfect
     return [np.stack([m == c for c in range(3)]).astype(np.float32) for m in masks]
 
 
+class ProbsCache:
+    """The segmenter's class probabilities of scans, kept in a folder between eval runs. A file is named by a hash
+    of everything the probabilities depend on (the model version, the tiling, the device and whether it computes
+    bfloat16 natively, which changes the last bits, and the pixels read), holds them exactly (float32, compressed)
+    and is written whole or not at all; one that does not load is segmented again and replaced."""
+
+    def __init__(self, folder, digitiser: Digitiser):
+        self.folder, self.digitiser = Path(folder), digitiser
+        self.folder.mkdir(parents=True, exist_ok=True)
+        d = digitiser
+        self.salt = json.dumps([d.model_version, repr(d.tiles), d.device.type, native_bfloat16(d.device)]).encode()
+
+    def path(self, scan) -> Path:
+        pixels = np.ascontiguousarray(self.digitiser.pixels(scan))
+        h = hashlib.sha256(self.salt + repr((pixels.shape, pixels.dtype.str)).encode() + pixels.tobytes())
+        return self.folder / f"{h.hexdigest()[:40]}.npz"
+
+    def probabilities(self, scans) -> list[np.ndarray]:
+        paths = [self.path(scan) for scan in scans]
+        probs = [self._load(p) for p in paths]
+        missing = [i for i, p in enumerate(probs) if p is None]
+        for i, p in zip(missing, self.digitiser.segment_scans([scans[i] for i in missing]) if missing else []):
+            self._store(paths[i], p)
+            probs[i] = p
+        return probs
+
+    @staticmethod
+    def _load(path: Path) -> np.ndarray | None:
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as f:
+                return f["probs"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            log.warning("probabilities cache: %s does not load (%s): segmenting the scan again", path, e)
+            return None
+
+    @staticmethod
+    def _store(path: Path, probs: np.ndarray) -> None:
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, probs=probs.astype(np.float32, copy=False))
+        os.replace(tmp, path)
+
+
 def pixel_kind(scan) -> str:
     """"colour" (a colour file whose channels differ), "bilevel" (only 0 and 255), else "grey"."""
     if scan.colour is not None:
@@ -168,22 +225,24 @@ def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path, perfe
 
 def run(folder: str | Path, weights: str | Path | None = None, json_path: str | Path | None = None,
         qc_dir: str | Path | None = None, perfect_segmenter: bool = False,
-        tracing: TracingParams = TracingParams()) -> dict:
+        tracing: TracingParams = TracingParams(), probs_cache: str | Path | None = None) -> dict:
     """`digitise eval`: evaluate `weights` (None: the shipped ones) traced with `tracing` on `folder`; the summary
     is returned and, with json_path, written there as JSON. The caller prints `format_table(summary)`."""
-    summary = evaluate(folder, Digitiser(weights, tracing=tracing), qc_dir=qc_dir, perfect_segmenter=perfect_segmenter)
+    summary = evaluate(folder, Digitiser(weights, tracing=tracing), qc_dir=qc_dir, perfect_segmenter=perfect_segmenter,
+                       probs_cache=probs_cache)
     if json_path:
         _write_json(Path(json_path), summary)
     return summary
 
 
 def run_sweep(folder: str | Path, tracings: dict[str, TracingParams], weights: str | Path | None = None,
-              json_path: str | Path | None = None, perfect_segmenter: bool = False) -> dict[str, dict]:
+              json_path: str | Path | None = None, perfect_segmenter: bool = False,
+              probs_cache: str | Path | None = None) -> dict[str, dict]:
     """`digitise eval --sweep NAME=V1,V2,..`: one summary per labelled tracing (label "NAME=V"), the folder
     segmented once; with json_path each is written beside it as a report of its own (`sweep_path`), so that
     `digitise compare` can pair any two. The caller prints `format_sweep(summaries)`."""
     summaries = dict(zip(tracings, evaluate_tracings(folder, Digitiser(weights), list(tracings.values()),
-                                                     perfect_segmenter=perfect_segmenter)))
+                                                     perfect_segmenter=perfect_segmenter, probs_cache=probs_cache)))
     if json_path:
         for label, summary in summaries.items():
             _write_json(sweep_path(json_path, label), summary)

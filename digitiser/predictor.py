@@ -46,7 +46,7 @@ def ink_planes(image: np.ndarray, channels: int) -> np.ndarray:
     return 1.0 - planes.astype(np.float32) / 255.0
 
 
-def _native_bfloat16(device: torch.device) -> bool:
+def native_bfloat16(device: torch.device) -> bool:
     """Whether `device` has bfloat16 arithmetic: a CPU without AVX-512 BF16 or AMX emulates it, 1.6x slower than
     float32 with AVX-512 and 7x with AVX2 alone (measured with ONEDNN_MAX_CPU_ISA); a GPU before Ampere too."""
     if device.type == "cuda":
@@ -82,7 +82,7 @@ class Digitiser:
         self._passes = ThreadPoolExecutor(self.threads, "forward") if self.threads > 1 else None
         m = self.model.config.multiple
         assert tiles.tile_h % m == 0 and tiles.tile_w % m == 0, f"tiles must be multiples of {m}"
-        if self.model.config.precision == "bfloat16" and not _native_bfloat16(self.device):
+        if self.model.config.precision == "bfloat16" and not native_bfloat16(self.device):
             log.warning("segmenter %s computes in bfloat16, which this %s has no instructions for (CPUs: AVX-512 "
                         "BF16 or AMX; GPUs: Ampere or later): it runs up to 7x slower here than in float32. For "
                         "speed here use `digitise grow WEIGHTS --precision float32 --out W32` (another model "

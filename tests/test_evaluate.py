@@ -134,3 +134,35 @@ def test_truth_digest_tells_the_truths_apart_not_the_files(tmp_path):
         write_dataset(str(tmp_path / name), n=2, seed=seed)
     a, b, c = (truth_digest(truth_files(tmp_path / n)) for n in "abc")
     assert a == b != c and len(a) == 64
+
+
+def test_a_probabilities_cache_gives_the_report_of_a_fresh_run(tmp_path, caplog):
+    """--probs-cache DIR: the first run segments and keeps each scan's probabilities, the next reads them back
+    exactly (the same per-scan records as a run without the cache); a cached file that does not load is
+    segmented again and replaced, and another model's probabilities are never read for these weights."""
+    data, cache = tmp_path / "eval", tmp_path / "cache"
+    write_dataset(str(data), n=3, seed=11)
+    reports = {}
+    for run, extra in (("plain", []), ("fills", ["--probs-cache", str(cache)]), ("reads", ["--probs-cache", str(cache)])):
+        assert main(["eval", str(data), "--json", str(tmp_path / f"{run}.json"), *extra]) == 0
+        reports[run] = json.loads((tmp_path / f"{run}.json").read_text())
+    files = sorted(cache.glob("*.npz"))
+    assert len(files) == 3 and not list(cache.glob(".*"))   # one per scan, no temporary left
+    assert reports["fills"]["per_scan"] == reports["reads"]["per_scan"] == reports["plain"]["per_scan"]
+    # the reading comes from the files: altered probabilities change the report
+    with np.load(files[0]) as f:
+        probs = f["probs"]
+    np.savez_compressed(files[0], probs=np.roll(probs, 1, axis=0))   # classes relabelled
+    assert main(["eval", str(data), "--json", str(tmp_path / "altered.json"), "--probs-cache", str(cache)]) == 0
+    assert json.loads((tmp_path / "altered.json").read_text())["per_scan"] != reports["plain"]["per_scan"]
+    files[0].write_bytes(b"not a zip")   # cut short
+    assert main(["eval", str(data), "--json", str(tmp_path / "mended.json"), "--probs-cache", str(cache)]) == 0
+    assert json.loads((tmp_path / "mended.json").read_text())["per_scan"] == reports["plain"]["per_scan"]
+    assert "does not load" in caplog.text
+    with np.load(files[0]) as f:
+        assert np.array_equal(f["probs"], probs)   # replaced by the segmenter's reading
+    # the same tensors in float32 are another model version: its readings go under other names
+    from digitiser.predictor import DEFAULT_WEIGHTS
+    assert main(["grow", str(DEFAULT_WEIGHTS), "--precision", "float32", "--out", str(tmp_path / "w32.pt")]) == 0
+    assert main(["eval", str(data), "--weights", str(tmp_path / "w32.pt"), "--probs-cache", str(cache)]) == 0
+    assert len(list(cache.glob("*.npz"))) == 6

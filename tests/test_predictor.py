@@ -81,7 +81,7 @@ def test_bfloat16_on_a_device_without_it_warns_with_the_remedy(monkeypatch, tmp_
     from digitiser import predictor
     config = SegmenterConfig(precision="bfloat16")
     save_weights(Segmenter(config), config, tmp_path / "bf16.pt")
-    monkeypatch.setattr(predictor, "_native_bfloat16", lambda device: False)   # as on an AVX2-only CPU
+    monkeypatch.setattr(predictor, "native_bfloat16", lambda device: False)   # as on an AVX2-only CPU
     Digitiser(tmp_path / "bf16.pt", device="cpu")
     assert "--precision float32" in caplog.text and "up to 7x slower" in caplog.text
 
