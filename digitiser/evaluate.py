@@ -160,8 +160,8 @@ class ProbsCache:
     def __init__(self, folder, digitiser: Digitiser):
         self.folder, self.digitiser = Path(folder), digitiser
         self.folder.mkdir(parents=True, exist_ok=True)
-        d = digitiser
-        self.salt = json.dumps([d.model_version, repr(d.tiles), d.device.type, native_bfloat16(d.device)]).encode()
+        self.salt = json.dumps([digitiser.model_version, repr(digitiser.tiles), digitiser.device.type,
+                                native_bfloat16(digitiser.device)]).encode()
 
     def path(self, scan) -> Path:
         pixels = np.ascontiguousarray(self.digitiser.pixels(scan))
@@ -172,7 +172,7 @@ class ProbsCache:
         paths = [self.path(scan) for scan in scans]
         probs = [self._load(p) for p in paths]
         missing = [i for i, p in enumerate(probs) if p is None]
-        for i, p in zip(missing, self.digitiser.segment_scans([scans[i] for i in missing]) if missing else []):
+        for i, p in zip(missing, self.digitiser.segment_scans([scans[i] for i in missing])):
             self._store(paths[i], p)
             probs[i] = p
         return probs
