@@ -74,7 +74,8 @@ def evaluate(folder, digitiser: Digitiser, qc_dir=None, worst_k: int = 5, perfec
     probs_cache: a folder keeping the segmenter's probabilities between runs (`ProbsCache`)."""
     summary = evaluate_tracings(folder, digitiser, [digitiser.tracing], worst_k, perfect_segmenter, probs_cache)[0]
     if qc_dir:
-        _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir), perfect_segmenter)
+        cache = ProbsCache(probs_cache, digitiser) if probs_cache else None
+        _write_overlays(folder, summary.get("worst", []), digitiser, Path(qc_dir), perfect_segmenter, cache)
     return summary
 
 
@@ -85,7 +86,7 @@ def evaluate_tracings(folder, digitiser: Digitiser, tracings: list[TracingParams
     truths = truth_files(folder)
     assert truths, f"no *.truth.npz files in {folder}: make some with `digitise synth {folder} --n 300`"
     records, t0 = [[] for _ in tracings], time.monotonic()
-    cache = ProbsCache(probs_cache, digitiser) if probs_cache and not perfect_segmenter else None
+    cache = ProbsCache(probs_cache, digitiser) if probs_cache else None
     for start in range(0, len(truths), MAX_BATCH):
         for kept, new in zip(records, _evaluate_batch(truths[start:start + MAX_BATCH], digitiser, tracings,
                                                       perfect_segmenter, cache)):
@@ -114,10 +115,7 @@ def _evaluate_batch(truths: list[Path], digitiser: Digitiser, tracings: list[Tra
     cals = [contracts.Calibration.from_dict(json.loads(t.with_name(image_for(t).stem + ".json").read_text()))
             for t in truths]
     loaded = [np.load(t) for t in truths]
-    if cache:
-        probabilities = cache.probabilities(scans)
-    else:
-        probabilities = _probabilities([truth["mask"] for truth in loaded], scans, digitiser, perfect_segmenter)
+    probabilities = _probabilities([truth["mask"] for truth in loaded], scans, digitiser, perfect_segmenter, cache)
     return [[_record(t, truth, scan, cal, probs, digitiser, tracing)
              for t, truth, scan, cal, probs in zip(truths, loaded, scans, cals, probabilities)]
             for tracing in tracings]
@@ -144,11 +142,13 @@ def _record(t: Path, truth, scan, cal: contracts.Calibration, probs: np.ndarray,
             **{k: [str(f) for f in truth[k]] for k in ("features", "styles") if k in truth}}
 
 
-def _probabilities(masks: list[np.ndarray], scans, digitiser: Digitiser, perfect_segmenter: bool) -> list[np.ndarray]:
-    """The segmenter's class probabilities of each scan, or (perfect_segmenter) its truth mask as certainties."""
-    if not perfect_segmenter:
-        return digitiser.segment_scans(scans)
-    return [np.stack([m == c for c in range(3)]).astype(np.float32) for m in masks]
+def _probabilities(masks: list[np.ndarray], scans, digitiser: Digitiser, perfect_segmenter: bool,
+                   cache: ProbsCache | None = None) -> list[np.ndarray]:
+    """The segmenter's class probabilities of each scan (kept in `cache` where given), or (perfect_segmenter) its
+    truth mask as certainties."""
+    if perfect_segmenter:
+        return [np.stack([m == c for c in range(3)]).astype(np.float32) for m in masks]
+    return cache.probabilities(scans) if cache else digitiser.segment_scans(scans)
 
 
 class ProbsCache:
@@ -207,14 +207,15 @@ def _fractions(result: contracts.Digitisation, cal: contracts.Calibration) -> np
     return np.stack([to_fractions(result.curves[c.name], c.left, c.right, c.scale) for c in cal.curves], axis=1)
 
 
-def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path, perfect_segmenter: bool):
+def _write_overlays(folder, worst_ids, digitiser: Digitiser, qc_dir: Path, perfect_segmenter: bool,
+                    cache: ProbsCache | None = None):
     qc_dir.mkdir(parents=True, exist_ok=True)
     for scan_id in worst_ids:
         truth_path = Path(folder) / f"{scan_id}.truth.npz"
         scan = decode_scan(image_for(truth_path).read_bytes())
         cal = contracts.Calibration.from_dict(json.loads((Path(folder) / f"{scan_id}.json").read_text()))
         truth = np.load(truth_path)
-        probs = _probabilities([truth["mask"]], [scan], digitiser, perfect_segmenter)[0]
+        probs = _probabilities([truth["mask"]], [scan], digitiser, perfect_segmenter, cache)[0]
         try:
             pred = _fractions(digitiser.finish(scan, cal, probs), cal)
         except ValueError:
