@@ -159,7 +159,6 @@ class ProbsCache:
 
     def __init__(self, folder, digitiser: Digitiser):
         self.folder, self.digitiser = Path(folder), digitiser
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.salt = json.dumps([digitiser.model_version, repr(digitiser.tiles), digitiser.device.type,
                                 native_bfloat16(digitiser.device)]).encode()
 
@@ -190,6 +189,7 @@ class ProbsCache:
 
     @staticmethod
     def _store(path: Path, probs: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)   # on first use: a run that keeps nothing makes no folder
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         np.savez_compressed(tmp, probs=probs.astype(np.float32, copy=False))
         os.replace(tmp, path)

@@ -114,10 +114,12 @@ def test_pixel_kind_tells_colour_grey_and_bilevel_scans_apart():
 
 def test_a_perfect_segmenter_traces_the_truth_masks(tmp_path):
     """--perfect-segmenter: the tracer reads the truth mask, so the masks agree exactly and what error is left is
-    the tracer's own (a floor for any segmenter); each record carries the truth's roughness."""
-    data, report = tmp_path / "eval", tmp_path / "floor.json"
+    the tracer's own (a floor for any segmenter); each record carries the truth's roughness. A probabilities
+    cache named with it is not made: truth masks are not kept."""
+    data, report, cache = tmp_path / "eval", tmp_path / "floor.json", tmp_path / "cache"
     write_dataset(str(data), n=3, seed=11)
-    assert main(["eval", str(data), "--perfect-segmenter", "--json", str(report)]) == 0
+    assert main(["eval", str(data), "--perfect-segmenter", "--json", str(report), "--probs-cache", str(cache)]) == 0
+    assert not cache.exists()
     s = json.loads(report.read_text())
     assert s["probabilities"] == "truth masks" and s["n_scans"] == 3
     traced = [r for r in s["per_scan"] if not r["failed"]]
