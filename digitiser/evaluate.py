@@ -171,6 +171,8 @@ class ProbsCache:
         paths = [self.path(scan) for scan in scans]
         probs = [self._load(p) for p in paths]
         missing = [i for i, p in enumerate(probs) if p is None]
+        if missing:   # made on first use: a run that keeps nothing makes no folder
+            self.folder.mkdir(parents=True, exist_ok=True)
         for i, p in zip(missing, self.digitiser.segment_scans([scans[i] for i in missing])):
             self._store(paths[i], p)
             probs[i] = p
@@ -189,7 +191,6 @@ class ProbsCache:
 
     @staticmethod
     def _store(path: Path, probs: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)   # on first use: a run that keeps nothing makes no folder
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         np.savez_compressed(tmp, probs=probs.astype(np.float32, copy=False))
         os.replace(tmp, path)

@@ -45,12 +45,11 @@ def _dashed(draw: ImageDraw.ImageDraw, points, on: float, off: float, fill, widt
                 left = on if inked else off
 
 
-def _track(seed: int) -> tuple[bytes, np.ndarray]:
+def _track(seed: int, excerpts: list) -> tuple[bytes, np.ndarray]:
     """A PNG track and its truth: (300, 2) fractions of the width at the contract's depth rows. Curve 1 (solid)
     keeps to the left 57% of the width and curve 2 (dashed) to the right 57%, so they cross in the middle but
     never run together for long: every track is legible."""
     rng = np.random.default_rng([20261207, seed])
-    excerpts = load()
     while True:   # a stretch where both curves have data and vary
         ex = excerpts[int(rng.integers(len(excerpts)))]
         n = int(rng.integers(150, 250))
@@ -93,12 +92,12 @@ def test_aliased_tracks_from_another_plotting_library_are_read(digitiser):
     with both curves, each within 0.02 of the width on average, and 0.01 over the eight (measured on
     2026-12-07: 0.002-0.0105, means 0.005 / 0.006; a curve read on a grid line, the other curve or the depth
     numbers is 0.05 or more)."""
-    cal = contracts.Calibration.from_dict(CALIBRATION)
+    cal, excerpts = contracts.Calibration.from_dict(CALIBRATION), load()
+    tracks = [_track(seed, excerpts) for seed in range(8)]
+    scans = [decode_scan(png) for png, _ in tracks]
     errors = []
-    for seed in range(8):
-        png, truth = _track(seed)
-        scan = decode_scan(png)
-        result = digitiser.finish(scan, cal, digitiser.segment_scans([scan])[0])   # raises CurveNotFound if refused
+    for seed, ((_, truth), scan, probs) in enumerate(zip(tracks, scans, digitiser.segment_scans(scans))):
+        result = digitiser.finish(scan, cal, probs)   # raises CurveNotFound if refused
         for k, spec in enumerate(cal.curves):
             read = (result.curves[spec.name] - spec.left) / (spec.right - spec.left)
             errors.append((seed, spec.name, float(np.mean(np.abs(read - truth[:, k])))))
