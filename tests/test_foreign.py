@@ -18,6 +18,12 @@ def scans():
     return [render_scan(5, i) for i in range(12)]
 
 
+@pytest.fixture(scope="module")
+def held_out():
+    """The first 60 scans of the family's held-out set (seed 2718), drawn once for the tests that count."""
+    return [render_scan(2718, i) for i in range(60)]
+
+
 def test_family_imports_nothing_from_the_training_generator():
     code = ("import sys, foreign; foreign.render_scan(1, 0); "
             "print(','.join(m for m in sys.modules if m.startswith('digitiser')))")
@@ -65,10 +71,10 @@ def test_truth_and_values_follow_the_calibration(scans):
         assert np.nanmin(s["x_frac"]) >= 0.5 / w - 1e-12 and np.nanmax(s["x_frac"]) <= 1 - 0.5 / w + 1e-12
 
 
-def test_features_say_what_the_track_holds():
+def test_features_say_what_the_track_holds(held_out):
     """`features` (kept in the truth file, reported by `digitise eval` as by_feature) name the light red 1-px
     curve 1 and the third line exactly where the track has them."""
-    many = [render_scan(2718, i) for i in range(60)]
+    many = held_out
     light = [s for s in many if "light pen" in s["features"]]
     third = [s for s in many if "third line" in s["features"]]
     assert 2 <= len(light) <= 15 and 8 <= len(third) <= 30
@@ -77,21 +83,21 @@ def test_features_say_what_the_track_holds():
     assert sum(np.isfinite(s["third_x"]).mean() > 0.5 for s in third) >= 0.8 * len(third)   # its path is kept
 
 
-def test_styles_name_how_curve_2_and_the_third_line_are_dashed():
+def test_styles_name_how_curve_2_and_the_third_line_are_dashed(held_out):
     """`styles` (kept in the truth file, reported by `digitise eval` as by_style): curve 2's matplotlib dash
     style in every scan, the third line's where it is drawn, as visible on:off lengths in pen widths."""
     from foreign.family import style_name
     assert style_name("--") == "dash 3.7:1.6" and style_name(":") == "dot 1:1.65" and style_name("-") == "solid"
     assert style_name("-.") == "dash-dot 6.4:1.6:1:1.6" and style_name((0, (10, 4))) == "dash 10:4"
-    many = [render_scan(2718, i) for i in range(30)]
+    many = held_out[:30]
     for s in many:
         assert s["styles"][0].startswith("curve 2 ") and len(s["styles"]) == 1 + ("third line" in s["features"])
     assert len({s["styles"][0] for s in many}) >= 4
 
 
-def test_family_covers_what_it_promises():
+def test_family_covers_what_it_promises(held_out):
     """Over 40 scans: colour and grey and 1-bit, PNG/JPEG/TIFF, narrow and wide, curves on the edge."""
-    many = [render_scan(2718, i) for i in range(40)]
+    many = held_out[:40]
     exts = {s["ext"] for s in many}
     colour = sum(s["image"].ndim == 3 for s in many)
     widths = [s["mask"].shape[1] for s in many]

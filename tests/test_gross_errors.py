@@ -3,6 +3,8 @@
 Scans come from the foreign evaluation family (`foreign`, matplotlib plots of real LAS curves), never from the
 training generator: scan i of seed 2718 is the family's own held-out set (`digitise foreign data/foreign`).
 """
+import functools
+
 import cv2
 import numpy as np
 import pytest
@@ -20,33 +22,46 @@ def digitiser():
     return Digitiser()
 
 
-def _traced(digitiser, seed, i, params=TracingParams()):
-    scan = render_scan(seed, i)
-    probs = digitiser.segment_scans([decode_scan(scan["encoded"])])[0]
+@pytest.fixture(scope="module")
+def foreign_scan(digitiser):
+    """foreign_scan(seed, i) -> (scan, decoded, probs): foreign scan i of `seed` drawn, decoded and segmented
+    once for the module (most are traced twice: with a rule and without it). Read-only, so no trace can alter
+    what the next one reads."""
+    @functools.cache
+    def segmented(seed, i):
+        scan = render_scan(seed, i)
+        decoded = decode_scan(scan["encoded"])
+        probs = digitiser.segment_scans([decoded])[0]
+        probs.setflags(write=False)
+        return scan, decoded, probs
+    return segmented
+
+
+def _traced(foreign_scan, seed, i, params=TracingParams()):
+    scan, _, probs = foreign_scan(seed, i)
     x, observed = trace(probs, params)
     return x, observed, scan
 
 
-def test_visible_solid_curve_is_not_replaced_by_the_track_border(digitiser):
+def test_visible_solid_curve_is_not_replaced_by_the_track_border(foreign_scan):
     """A solid curve plotted as a nearly straight vertical line (a log at a constant value; scan 243), faint
     in the segmenter's map: the path used to ride the track's right border line instead (MAE 0.52 of the
     width). A border line is not evidence (`border_px`), so the curve is read where its ink is."""
-    x, _, scan = _traced(digitiser, 2718, 243)
+    x, _, scan = _traced(foreign_scan, 2718, 243)
     err = np.abs(x[:, 0] - scan["x_frac"][:, 0])
     assert np.nanmax(err) < 0.05, f"curve 1 off by up to {np.nanmax(err):.2f} of the width"
-    before, _, _ = _traced(digitiser, 2718, 243, TracingParams(border_px=0))
+    before, _, _ = _traced(foreign_scan, 2718, 243, TracingParams(border_px=0))
     assert np.nanmax(np.abs(before[:, 0] - scan["x_frac"][:, 0])) > 0.3  # the scan still shows the old failure
 
 
 @pytest.mark.parametrize("seed, i", [(4242, 258), (31415, 122)])
-def test_border_line_marked_on_part_of_its_rows_is_not_read_as_the_curve(digitiser, seed, i):
+def test_border_line_marked_on_part_of_its_rows_is_not_read_as_the_curve(foreign_scan, seed, i):
     """The segmenter marks a border line as curve 1 on half to four fifths of its rows: with the line taken
     for the border only from 80% of the rows up (revision 2026-12-04), curve 1 was read on it at 124 / 220 of the
     300 depth points while its ink ran more than 8 px inside (MAE 0.43 / 0.49; 92 / 220 at revision 2026-12-07e,
     whose ridden-border rule catches some). From half the rows up (`border_rows`) no depth point is read there:
     the curve is read off the border, or refused."""
-    scan = render_scan(seed, i)
-    probs = digitiser.segment_scans([decode_scan(scan["encoded"])])[0]
+    scan, _, probs = foreign_scan(seed, i)
     w = probs.shape[2]
 
     def read_on_the_border(params):
@@ -61,67 +76,65 @@ def test_border_line_marked_on_part_of_its_rows_is_not_read_as_the_curve(digitis
     assert read_on_the_border(TracingParams(border_rows=0.8)) > 50   # the scan still shows the old failure
 
 
-def test_border_marked_on_a_few_rows_is_not_ridden_by_a_faint_1_bit_curve(digitiser):
+def test_border_marked_on_a_few_rows_is_not_ridden_by_a_faint_1_bit_curve(foreign_scan):
     """A 1-bit scan (foreign scan 33) whose solid curve breaks up 30-50 px from the left border line, which the
     segmenter marks as curve 1 on some rows: the path jumped over paper to ride the marked stretches (MAE 0.11,
     26% of the depth points more than 0.05 off). Stretches reached and left over paper are traced again
     without the border (`_ridden_border`): MAE 0.016."""
-    x, _, scan = _traced(digitiser, 2718, 33)
+    x, _, scan = _traced(foreign_scan, 2718, 33)
     err = np.abs(x[:, 0] - scan["x_frac"][:, 0])
     assert err.mean() < 0.025 and (err > 0.05).mean() < 0.1, f"MAE {err.mean():.3f}, {(err > 0.05).mean():.0%} off"
-    before, _, _ = _traced(digitiser, 2718, 33, TracingParams(border_px=0))
+    before, _, _ = _traced(foreign_scan, 2718, 33, TracingParams(border_px=0))
     assert np.abs(before[:, 0] - scan["x_frac"][:, 0]).mean() > 0.1   # the scan still shows the old failure
 
 
-def _curve_1_error(digitiser, seed, i, params=TracingParams()):
+def _curve_1_error(foreign_scan, seed, i, params=TracingParams()):
     """Curve 1's MAE as `trace_track` reads foreign scan i of `seed` (None: refused)."""
-    scan = render_scan(seed, i)
-    decoded = decode_scan(scan["encoded"])
+    scan, decoded, probs = foreign_scan(seed, i)
     try:
-        x, _, _ = trace_track(digitiser.segment_scans([decoded])[0], decoded.gray, params)
+        x, _, _ = trace_track(probs, decoded.gray, params)
     except CurveNotFound:
         return None
     return np.abs(x[:, 0] - scan["x_frac"][:, 0]).mean()
 
 
 @pytest.mark.parametrize("seed, i", [(4242, 258), (2718, 130)])
-def test_border_line_of_a_skewed_scan_is_not_read_as_the_curve(digitiser, seed, i, monkeypatch):
+def test_border_line_of_a_skewed_scan_is_not_read_as_the_curve(foreign_scan, seed, i, monkeypatch):
     """Printed askew (a shear of 0.5-0.9%), the track's border line runs up to 8 px inside the image's edge over
     part of the depth, outside the tracer's edge band: curve 1 was read on it for a third of the depth while its
     ink ran elsewhere (MAE 0.31-0.41). Along the grid's skew, read from the grey pixels
     (`track_lines.grid_skew`), the line is the border: curve 1 is read where its ink is, or refused (scan 130,
     whose curve 1 runs under curve 2 there)."""
-    error = _curve_1_error(digitiser, seed, i)
+    error = _curve_1_error(foreign_scan, seed, i)
     assert error is None or error < 0.05
     monkeypatch.setattr(tracing, "grid_skew", lambda gray: 0.0)
-    assert _curve_1_error(digitiser, seed, i) > 0.25   # taken as upright, the scan still shows the old failure
+    assert _curve_1_error(foreign_scan, seed, i) > 0.25   # taken as upright, the scan still shows the old failure
 
 
 @pytest.mark.parametrize("seed, i", [(4242, 10), (31415, 251)])
-def test_border_ridden_with_breaks_is_not_read_as_the_curve(digitiser, seed, i):
+def test_border_ridden_with_breaks_is_not_read_as_the_curve(foreign_scan, seed, i):
     """The path rode the border band for a third of the depth (curve 1 off scale at the other edge, or unseen
     mid-track; MAE 0.33 / 0.38) in pieces a few rows apart where the segmenter's marks broke off: each piece was
     judged reached along the border from the piece before. One run along the band is one stretch now."""
-    assert _curve_1_error(digitiser, seed, i) < 0.05
-    assert _curve_1_error(digitiser, seed, i, TracingParams(border_px=0)) > 0.25   # ridden without the rule
+    assert _curve_1_error(foreign_scan, seed, i) < 0.05
+    assert _curve_1_error(foreign_scan, seed, i, TracingParams(border_px=0)) > 0.25   # ridden without the rule
 
 
 @pytest.mark.parametrize("seed, i", [(2718, 56), (31415, 124)])
-def test_dash_dot_third_line_is_not_read_as_curve_2(digitiser, seed, i):
+def test_dash_dot_third_line_is_not_read_as_curve_2(foreign_scan, seed, i):
     """A dash-dot third line beside a dashed curve 2, both read as curve 2 by the segmenter: the path followed
     the third line the whole depth (MAE 0.57 / 0.67 of the width). Its components alternate dash and dot, so
     curve 2 is traced again without them (`dash_dot`) and read on its own line."""
-    x, _, scan = _traced(digitiser, seed, i)
+    x, _, scan = _traced(foreign_scan, seed, i)
     assert np.abs(x[:, 1] - scan["x_frac"][:, 1]).mean() < 0.02
-    before, _, _ = _traced(digitiser, seed, i, TracingParams(dash_dot=0))
+    before, _, _ = _traced(foreign_scan, seed, i, TracingParams(dash_dot=0))
     assert np.abs(before[:, 1] - scan["x_frac"][:, 1]).mean() > 0.3   # the scan still shows the old failure
 
 
-def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(digitiser):
+def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(foreign_scan):
     """Curve 1 runs off scale along the left edge for most of the depth (scan 207): it must not be read on
     the right border line (it used to be, at 0.99 of the width, MAE 0.72); pinned, bridged or refused is fine."""
-    scan = render_scan(2718, 207)
-    probs = digitiser.segment_scans([decode_scan(scan["encoded"])])[0]
+    scan, _, probs = foreign_scan(2718, 207)
     try:
         x, _ = trace(probs)
     except ValueError:
@@ -130,12 +143,12 @@ def test_curve_off_scale_on_one_edge_is_not_read_on_the_other_border(digitiser):
     assert (x[left, 0] < 0.9).all()
 
 
-def test_curve_run_together_with_the_other_is_not_replaced_by_a_grid_line(digitiser):
+def test_curve_run_together_with_the_other_is_not_replaced_by_a_grid_line(foreign_scan):
     """A rough solid curve drawn over the dashed one for long stretches (foreign scan 73, colour): where they
     run together curve 1's evidence is weak, and a map that also gives the middle grid line curve-1 evidence
     (a colour fine-tune's, stage 20 in the model card: 0.25 there) sends the path down that straight line for
     ~25 depth points at 0.5 of the width while the ink runs at 0.8 (off by 0.38). Read within 0.1 everywhere."""
-    x, _, scan = _traced(digitiser, 2718, 73)
+    x, _, scan = _traced(foreign_scan, 2718, 73)
     err = np.abs(x - scan["x_frac"])
     assert np.nanmax(err[:, 0]) < 0.1 and np.nanmax(err[:, 1]) < 0.1, f"off by up to {np.nanmax(err, 0)}"
 

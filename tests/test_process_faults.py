@@ -100,11 +100,11 @@ def test_killed_replicas_under_load_lose_nothing_acknowledged(online):
 
 # ----------------------------------------------------------------------------- the batch job's own Ray
 
-def _cli_batch(src, dst, weights) -> subprocess.Popen:
+def _cli_batch(src, dst, weights, env=None) -> subprocess.Popen:
     """`digitise batch` with a local Ray of its own (no --address), in its own session so it can be killed."""
     return subprocess.Popen([sys.executable, "-m", "cli", "batch", str(src), str(dst), "--batch-size", "2",
                              "--weights", weights], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env={**os.environ, **(env or {})})
 
 
 def test_ray_killed_mid_job_then_rerun_redoes_only_the_rest(ink_weights, tmp_path):
@@ -115,7 +115,8 @@ def test_ray_killed_mid_job_then_rerun_redoes_only_the_rest(ink_weights, tmp_pat
         (src / f"s{i:02d}.png").write_bytes(image)
         (src / f"s{i:02d}.json").write_text(calibration)
     manifests = lambda: sorted(dst.glob("*/manifest.json"))   # noqa: E731
-    proc = _cli_batch(src, dst, ink_weights)
+    # With its GCS killed, a driver waits Ray's 60 s for it to come back before it dies; 5 s is as real a crash.
+    proc = _cli_batch(src, dst, ink_weights, env={"RAY_gcs_rpc_server_reconnect_timeout_s": "5"})
     try:
         deadline = time.monotonic() + 240
         while not manifests() and proc.poll() is None and time.monotonic() < deadline:
