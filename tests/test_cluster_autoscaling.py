@@ -5,7 +5,7 @@ that Ray's autoscaler launches and terminates. Every process runs in a private l
 One cluster for the module; the tests run in file order and each leaves the cluster with no GPU node. A
 watcher process (tests/cluster_tools.py watch) records `cluster.snapshot()` every second; scale-up and
 scale-down times are read from that timeline and printed (`pytest -s` shows them).
-Marked `multinode` (about 5-8 minutes on the 2-core CI machine); CI runs them.
+Marked `multinode` (about 4.5 minutes on the 2-core CI machine); CI runs them.
 """
 import json
 import os
