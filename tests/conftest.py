@@ -14,6 +14,8 @@ Fixtures (pick the narrowest one you need):
 - `s3_bucket` (function): the name of a fresh, uniquely named bucket created through `s3_fs`.
 - `store` (function, params local/s3): a `Store(kind, root, fs)`; storage tests that take it run once per
   backend (ids `[local]`, `[s3]`). The root does not exist yet on either backend.
+- `digitiser` (session): a `Digitiser` of the shipped weights (`weights`), for tests that read scans through
+  the model.
 - `ink_weights` (session): stand-in weights that read every inked scan (plumbing tests, not the model).
 - `ray_local` (session): `ray.init(num_cpus=4)` on loopback only; started by the first test that asks for
   it, shut down at session end. It depends on `s3_server`, so Ray workers inherit the S3 environment.
@@ -109,6 +111,14 @@ def weights() -> str:
     if not DEFAULT_WEIGHTS.exists():
         pytest.fail(f"the shipped segmenter weights {DEFAULT_WEIGHTS} are not there")
     return str(DEFAULT_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def digitiser(weights):
+    """A `Digitiser` of the shipped weights, shared by the modules that read scans through the model (loading
+    and checking the weights once)."""
+    from digitiser.predictor import Digitiser
+    return Digitiser(weights)
 
 
 @pytest.fixture(scope="session")

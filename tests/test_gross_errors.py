@@ -11,15 +11,9 @@ import pytest
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.predictor import Digitiser
 from digitiser import tracing
 from digitiser.tracing import CurveNotFound, TracingParams, trace, trace_track
 from foreign import render_scan
-
-
-@pytest.fixture(scope="module")
-def digitiser():
-    return Digitiser()
 
 
 @pytest.fixture(scope="module")

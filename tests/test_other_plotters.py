@@ -10,22 +10,16 @@ import math
 from io import BytesIO
 
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 import contracts
 from digitiser.imageio import decode_scan
-from digitiser.predictor import Digitiser
+from digitiser.scale import to_fractions
 from foreign.excerpts import load
 
 INKS = [(0, 0, 0), (200, 0, 0), (0, 0, 190), (0, 110, 0), (170, 0, 150)]
 CALIBRATION = {"top_depth": 2000.0, "bottom_depth": 2150.0,
                "curves": [{"name": "GR", "left": 0.0, "right": 150.0}, {"name": "NPHI", "left": 0.45, "right": -0.15}]}
-
-
-@pytest.fixture(scope="module")
-def digitiser():
-    return Digitiser()
 
 
 def _dashed(draw: ImageDraw.ImageDraw, points, on: float, off: float, fill, width: int):
@@ -99,7 +93,7 @@ def test_aliased_tracks_from_another_plotting_library_are_read(digitiser):
     for seed, ((_, truth), scan, probs) in enumerate(zip(tracks, scans, digitiser.segment_scans(scans))):
         result = digitiser.finish(scan, cal, probs)   # raises CurveNotFound if refused
         for k, spec in enumerate(cal.curves):
-            read = (result.curves[spec.name] - spec.left) / (spec.right - spec.left)
+            read = to_fractions(result.curves[spec.name], spec.left, spec.right, spec.scale)
             errors.append((seed, spec.name, float(np.mean(np.abs(read - truth[:, k])))))
     worst = max(errors, key=lambda e: e[2])
     assert worst[2] < 0.02, f"track {worst[0]}: {worst[1]} read {worst[2]:.3f} of the width off on average"
