@@ -23,6 +23,9 @@ def add_args(p: argparse.ArgumentParser):
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--weights", default=None, help="weights file (default: the shipped weights)")
+    p.add_argument("--bfloat16-kernels", action="store_true",
+                   help="bfloat16 weights on bfloat16 kernels even where the device only emulates them (as before "
+                        "2026-12-08), to compare with the float32 kernels chosen there")
 
 
 def measure(args) -> dict:
@@ -34,6 +37,7 @@ def measure(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     d = Digitiser(args.weights, device=args.device)
+    d.model.bfloat16_kernels |= args.bfloat16_kernels
     scans = [decode_scan(render_scan(1000 + i, height=1000, width=300).encoded) for i in range(16)]
     grays = [d.pixels(scan) for scan in scans]
     d.segment(grays[:2])  # warm-up (allocations, kernel selection)
@@ -67,7 +71,7 @@ def measure(args) -> dict:
             "traced": f"{len(traced)}/{len(grays)}",
             "trace_over_segment": trace_s * rates[b_max],
             "batch_speedup": rates[b_max] / rates[str(min(args.batch_sizes))], "model_version": d.model_version,
-            "precision": d.model.config.precision}
+            "precision": d.model.config.precision, "arithmetic": d.arithmetic}
 
 
 def main(argv=None) -> int:

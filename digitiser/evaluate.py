@@ -37,7 +37,7 @@ import contracts
 from digitiser.imageio import decode_scan
 from digitiser.metrics import (error_by_cause, legible_fraction, on_third_line, qc_overlay, roughness, scan_record,
                                summarise)
-from digitiser.predictor import MAX_BATCH, Digitiser, native_bfloat16
+from digitiser.predictor import MAX_BATCH, Digitiser
 from digitiser.scale import to_fractions
 from digitiser.tracing import TracingParams
 
@@ -153,14 +153,14 @@ def _probabilities(masks: list[np.ndarray], scans, digitiser: Digitiser, perfect
 
 class ProbsCache:
     """The segmenter's class probabilities of scans, kept in a folder between eval runs. A file is named by a hash
-    of everything the probabilities depend on (the model version, the tiling, the device and whether it computes
-    bfloat16 natively, which changes the last bits, and the pixels read), holds them exactly (float32, compressed)
+    of everything the probabilities depend on (the model version, the tiling, the device and its arithmetic: bfloat16
+    kernels or float32 ones change the last bits; and the pixels read), holds them exactly (float32, compressed)
     and is written whole or not at all; one that does not load is segmented again and replaced."""
 
     def __init__(self, folder, digitiser: Digitiser):
         self.folder, self.digitiser = Path(folder), digitiser
         self.salt = json.dumps([digitiser.model_version, repr(digitiser.tiles), digitiser.device.type,
-                                native_bfloat16(digitiser.device)]).encode()
+                                digitiser.arithmetic]).encode()
 
     def path(self, scan) -> Path:
         pixels = np.ascontiguousarray(self.digitiser.pixels(scan))

@@ -13,7 +13,6 @@ On a CPU each forward pass runs on one torch thread, and a segmenter with severa
 side by side: torch's own intra-op threads split a conv's reductions differently for each thread count, so the
 probabilities (and then the traced curves) would depend on how many CPUs a replica or actor reserved.
 """
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from digitiser.imageio import DecodedScan
 from digitiser.result import build_result
 from digitiser.tracing import TracingParams
 
-log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "segmenter.pt"
 MAX_BATCH = 16
@@ -82,14 +80,18 @@ class Digitiser:
         self._passes = ThreadPoolExecutor(self.threads, "forward") if self.threads > 1 else None
         m = self.model.config.multiple
         assert tiles.tile_h % m == 0 and tiles.tile_w % m == 0, f"tiles must be multiples of {m}"
-        if self.model.config.precision == "bfloat16" and not native_bfloat16(self.device):
-            log.warning("segmenter %s computes in bfloat16, which this %s has no instructions for (CPUs: AVX-512 "
-                        "BF16 or AMX; GPUs: Ampere or later): it runs up to 7x slower here than in float32. For "
-                        "speed here use `digitise grow WEIGHTS --precision float32 --out W32` (another model "
-                        "version)", self.model_version[:12], self.device.type.upper())
+        # where the device only emulates bfloat16 kernels (2.2x float32's time on an AVX-512 CPU without BF16 or
+        # AMX), the same bfloat16 arithmetic runs on float32 kernels instead (`model.conv2d`)
+        self.model.bfloat16_kernels = native_bfloat16(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = False  # the same algorithm every time
             torch.backends.cudnn.deterministic = True
+
+    @property
+    def arithmetic(self) -> str:
+        """How the segmenter computes here: "float32", "bfloat16", or "bfloat16 on float32 kernels"."""
+        emulated = self.model.config.precision == "bfloat16" and not self.model.bfloat16_kernels
+        return "bfloat16 on float32 kernels" if emulated else self.model.config.precision
 
     @property
     def reads_colour(self) -> bool:

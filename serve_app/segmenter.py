@@ -139,7 +139,8 @@ class Segmenter:
     def info(self) -> dict:
         """Model and tracer identity (what request ids cover); answering means the weights passed their preflight."""
         return {"model_version": self.digitiser.model_version, "tracing": self.digitiser.tracing.to_dict(),
-                "device": str(self.digitiser.device), "precision": self.digitiser.model.config.precision}
+                "device": str(self.digitiser.device), "precision": self.digitiser.model.config.precision,
+                "arithmetic": self.digitiser.arithmetic}
 
     def stats(self) -> dict:
         """Batching counters of this replica (for tests and the /v1/stats debug route)."""

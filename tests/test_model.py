@@ -309,6 +309,27 @@ def test_bfloat16_reads_as_float32_does_within_a_few_hundredths(one_thread):
         SegmenterConfig(precision="float16")
 
 
+def test_bfloat16_on_float32_kernels_is_the_same_arithmetic_as_bfloat16_kernels(one_thread):
+    """Where a device only emulates bfloat16 kernels the predictor runs bfloat16 on float32 ones (`conv2d`): the
+    same rounding at every conv and sum, so it reads as autocast does to its last bits (the order of a conv's sums
+    differs, as between two CPUs) and not as float32 does. Every conv site is covered: the line context, the
+    up-steps' projections, the head, both views."""
+    config = dataclasses.replace(SMALL, context=2, mirror_average=True)
+    plain = _trained_looking(_model(config))
+    fast = Segmenter(dataclasses.replace(config, precision="bfloat16")).eval()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, 64, 48)
+    with torch.no_grad():
+        p, p_kernels = torch.softmax(plain(x), dim=1), torch.softmax(fast(x), dim=1)
+        fast.bfloat16_kernels = False
+        p_f32_kernels = torch.softmax(fast(x), dim=1)
+    assert p_f32_kernels.dtype == torch.float32
+    off_by = (p_f32_kernels - p_kernels).abs().max()
+    assert off_by < (p - p_kernels).abs().max() / 10 and off_by < 2e-3
+    assert (p_f32_kernels == p_kernels).float().mean() > 0.5   # most values to the bit
+    assert torch.equal(fast.train()(x), plain.train()(x))   # training is float32 whatever the kernels
+
+
 def test_precision_is_part_of_the_weights_and_their_version(tmp_path):
     ckpt.save_weights(_trained_looking(_model()), SMALL, tmp_path / "plain.pt")
     assert main(["grow", str(tmp_path / "plain.pt"), "--precision", "bfloat16", "--out", str(tmp_path / "b.pt")]) == 0

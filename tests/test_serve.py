@@ -29,6 +29,7 @@ import yaml
 import contracts
 from digitiser import Digitiser, TracingParams
 from digitiser.checkpoint import sha256_file
+from digitiser.predictor import native_bfloat16
 from digitiser.synth import digitisable_scans, render_scan
 from serve_app import BatchingConfig, ServeConfig, build_app
 from builders import free_port as _free_port
@@ -147,6 +148,8 @@ def test_healthz_once_the_model_passed_its_preflight(server):
     assert r.status_code == 200
     assert r.json()["model_version"] == server.model_version and r.json()["tracing"] == TRACING
     assert r.json()["precision"] == "bfloat16"   # the shipped weights' arithmetic (MODEL_CARD.md, "bfloat16")
+    kernels = "bfloat16" if native_bfloat16(torch.device("cpu")) else "bfloat16 on float32 kernels"
+    assert r.json()["arithmetic"] == kernels   # the replica's CPU decides which kernels compute it
 
 
 def test_openapi_describes_the_upload(server):
