@@ -10,24 +10,24 @@ import pytest
 import torch
 
 import contracts
-from digitiser import CurveNotFound, Digitiser, decode_scan, tracing
+from digitiser import CurveNotFound, Digitiser, TilePolicy, decode_scan, tracing
 from digitiser.checkpoint import save_weights
 from digitiser.model import Segmenter, SegmenterConfig
 from digitiser.synth import render_scan
 
 
 @pytest.fixture(scope="module")
-def random_digitiser(tmp_path_factory):
+def random_weights(tmp_path_factory):
     """Untrained weights: exercises the plumbing without depending on model quality."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "random.pt"
     save_weights(Segmenter(SegmenterConfig()), SegmenterConfig(), path)
-    return Digitiser(path, device="cpu")
+    return path
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    return Digitiser(device="cpu")
+def random_digitiser(random_weights):
+    return Digitiser(random_weights, device="cpu")
 
 
 def test_a_grey_segmenter_reads_the_grey_of_a_colour_scan_and_a_colour_one_its_colour(random_digitiser, tmp_path):
@@ -67,14 +67,12 @@ def bfloat16_weights(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def bfloat16_digitiser(bfloat16_weights):
-    return Digitiser(bfloat16_weights, device="cpu")
-
-
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_scan_result_does_not_depend_on_batch_mates(random_digitiser, bfloat16_digitiser, precision):
-    digitiser = random_digitiser if precision == "float32" else bfloat16_digitiser
+def test_scan_result_does_not_depend_on_batch_mates(random_weights, bfloat16_weights, precision):
+    """In passes of several tiles (a GPU's 8; a CPU's default is 1 a pass) a scan's tiles meet other scans' tiles
+    or blank ones: its probabilities must not change with them."""
+    weights = random_weights if precision == "float32" else bfloat16_weights
+    digitiser = Digitiser(weights, device="cpu", tiles=TilePolicy(chunk=4))
     grays = [gray(i, h, w)[1].gray for i, (h, w) in enumerate([(400, 120), (900, 300), (333, 77)])]
     batch = digitiser.segment(grays)
     for g, together in zip(grays, batch):
@@ -100,7 +98,7 @@ def test_bfloat16_on_a_device_without_its_kernels_runs_on_float32_ones(monkeypat
 def test_probabilities_do_not_depend_on_the_cpus_a_segmenter_reserved():
     """torch's intra-op threads change a conv's last bits with their count (so would every traced value): a
     segmenter on 1, 2 or 3 CPUs must compute the same bytes, in parallel passes where it has several."""
-    grays = [gray(i, 900, 300)[1].gray for i in range(6)]   # 12 tiles: 2 chunks to run side by side
+    grays = [gray(i, 900, 300)[1].gray for i in range(6)]   # 12 tiles: passes to run side by side
     one = Digitiser(device="cpu", threads=1).segment(grays)
     for threads in (2, 3):
         several = Digitiser(device="cpu", threads=threads).segment(grays)
@@ -145,26 +143,26 @@ def test_more_than_16_scans_is_refused(random_digitiser):
         random_digitiser.segment([np.zeros((16, 16), np.uint8)] * 17)
 
 
-def test_model_version_is_sha256_of_the_weights_file(shipped):
+def test_model_version_is_sha256_of_the_weights_file(digitiser):
     from digitiser import DEFAULT_WEIGHTS
-    assert shipped.model_version == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
+    assert digitiser.model_version == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
 
 
-def test_blank_scan_fails_with_curve_not_found(shipped):
+def test_blank_scan_fails_with_curve_not_found(digitiser):
     blank = decode_scan(cv2.imencode(".png", np.full((400, 150), 250, np.uint8))[1].tobytes())
     cal = contracts.Calibration.from_dict({})
     with pytest.raises(CurveNotFound, match="coverage"):
-        shipped.finish(blank, cal, shipped.segment_scans([blank])[0])
+        digitiser.finish(blank, cal, digitiser.segment_scans([blank])[0])
 
 
-def test_clean_scan_digitises_into_a_valid_result(shipped, tmp_path):
+def test_clean_scan_digitises_into_a_valid_result(digitiser, tmp_path):
     synth, scan = gray(3, 800, 240)
     cal = contracts.Calibration.from_dict(synth.calibration)
-    result = shipped.finish(scan, cal, shipped.segment_scans([scan])[0])
-    assert result.request_id == contracts.request_id(synth.encoded, cal, shipped.model_version, shipped.tracing.to_dict())
+    result = digitiser.finish(scan, cal, digitiser.segment_scans([scan])[0])
+    assert result.request_id == contracts.request_id(synth.encoded, cal, digitiser.model_version, digitiser.tracing.to_dict())
     receipt = contracts.commit(result, str(tmp_path))
     back = contracts.load(str(tmp_path), receipt.request_id)
-    assert back.tracing == shipped.tracing.to_dict() and back.tracing["revision"] == tracing.REVISION
+    assert back.tracing == digitiser.tracing.to_dict() and back.tracing["revision"] == tracing.REVISION
     for k, name in enumerate(cal.names):
         true = synth.values[:, k]
         span = abs(cal.curves[k].right - cal.curves[k].left)

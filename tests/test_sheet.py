@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import contracts
-from digitiser import DEFAULT_WEIGHTS, Digitiser, cut_track, decode_scan
+from digitiser import cut_track, decode_scan
 from digitiser.synth import render_scan
 
 C = contracts.Calibration
@@ -82,13 +82,6 @@ def test_a_track_outside_the_image_is_refused(calibration, match):
 
 # ----------------------------------------------------------------------------- the shipped digitiser on sheets
 
-@pytest.fixture(scope="module")
-def shipped():
-    if not DEFAULT_WEIGHTS.exists():
-        pytest.skip(f"the shipped segmenter weights {DEFAULT_WEIGHTS} are not there")
-    return Digitiser(device="cpu")
-
-
 @functools.lru_cache(maxsize=None)
 def _track(seed: int):
     return render_scan(seed, height=400, width=200, style="clean")
@@ -109,11 +102,11 @@ def _png(gray: np.ndarray) -> bytes:
     return cv2.imencode(".png", gray)[1].tobytes()
 
 
-def _digitise(shipped, image: bytes, calibration: dict) -> contracts.Digitisation:
+def _digitise(digitiser, image: bytes, calibration: dict) -> contracts.Digitisation:
     """As both routes do: decode, cut to the track, segment, trace."""
     cal = C.from_dict(calibration)
     scan = cut_track(decode_scan(image), cal)
-    return shipped.finish(scan, cal, shipped.segment_scans([scan])[0])
+    return digitiser.finish(scan, cal, digitiser.segment_scans([scan])[0])
 
 
 def _sheet_calibration(seed: int, left: int, depth_at, rows: tuple[int, int], tie_rows) -> dict:
@@ -144,7 +137,7 @@ def _positions(result: contracts.Digitisation) -> np.ndarray:
     return np.stack(out, axis=1)
 
 
-def test_a_sheet_request_matches_the_hand_cropped_track(shipped, tmp_path):
+def test_a_sheet_request_matches_the_hand_cropped_track(digitiser, tmp_path):
     """Two tracks on one sheet, each a request with its window: within 0.1 px of the hand-cropped tracks with
     v1-style calibrations, two different ids, both committed and valid."""
     sheet = _sheet(700, [(SEEDS[0], 150, 180), (SEEDS[1], 150, 420)])
@@ -152,9 +145,9 @@ def test_a_sheet_request_matches_the_hand_cropped_track(shipped, tmp_path):
     image, root, ids = _png(sheet), str(tmp_path / "results"), []
     for seed, left in ((SEEDS[0], 180), (SEEDS[1], 420)):
         calibration = _sheet_calibration(seed, left, depth_at, (170, 529), (100, 650))
-        result = _digitise(shipped, image, calibration)
+        result = _digitise(digitiser, image, calibration)
         crop, v1 = _hand_crop(sheet, calibration)
-        by_hand = _digitise(shipped, crop, v1)
+        by_hand = _digitise(digitiser, crop, v1)
         assert result.mask.shape == (360, 200) and np.array_equal(result.mask, by_hand.mask)
         assert np.abs(_positions(result) - _positions(by_hand)).max() < 0.1
         assert np.allclose(result.depth, by_hand.depth, rtol=0, atol=1e-9)
@@ -165,14 +158,14 @@ def test_a_sheet_request_matches_the_hand_cropped_track(shipped, tmp_path):
     assert report.ok and report.summary["committed"] == 2
 
 
-def test_ties_in_a_20000_row_sheet(shipped, tmp_path):
+def test_ties_in_a_20000_row_sheet(digitiser, tmp_path):
     """A 20,000-row sheet, the track 15,000 rows down; only its narrow window is segmented."""
     sheet = _sheet(20_000, [(SEEDS[0], 15_000, 60)])
     depth_at = lambda row: 1500.0 + 0.1 * row   # noqa: E731
     calibration = _sheet_calibration(SEEDS[0], 60, depth_at, (15_010, 15_390), (200, 19_900))
-    result = _digitise(shipped, _png(sheet), calibration)
+    result = _digitise(digitiser, _png(sheet), calibration)
     crop, v1 = _hand_crop(sheet, calibration)
-    assert np.abs(_positions(result) - _positions(_digitise(shipped, crop, v1))).max() < 0.1
+    assert np.abs(_positions(result) - _positions(_digitise(digitiser, crop, v1))).max() < 0.1
     assert result.mask.shape == (381, 200) and result.input.height == 20_000
     contracts.commit(result, str(tmp_path))
     back = contracts.load(str(tmp_path), result.request_id)
