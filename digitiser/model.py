@@ -36,7 +36,7 @@ def conv2d(x, weight, bias=None, **kwargs):
     """F.conv2d in x's arithmetic. A bfloat16 x outside autocast is bfloat16 read with float32 kernels
     (`Segmenter.bfloat16_kernels` off): operands rounded to bfloat16 as autocast rounds them, products summed in
     float32 as bfloat16 kernels sum them, the output rounded to bfloat16. The same arithmetic, up to the order of
-    the sums (as between two CPUs' kernels), in 0.55x the time on a CPU that only emulates bfloat16 kernels."""
+    the sums (as between two CPUs' kernels), in 0.52x the time on a CPU that only emulates bfloat16 kernels."""
     if x.dtype != torch.bfloat16 or torch.is_autocast_enabled(x.device.type):
         return F.conv2d(x, weight, bias, **kwargs)
     rounded = lambda t: None if t is None else t.to(torch.bfloat16).float()

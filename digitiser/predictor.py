@@ -83,7 +83,7 @@ class Digitiser:
         self._passes = ThreadPoolExecutor(self.threads, "forward") if self.threads > 1 else None
         m = self.model.config.multiple
         assert tiles.tile_h % m == 0 and tiles.tile_w % m == 0, f"tiles must be multiples of {m}"
-        # where the device only emulates bfloat16 kernels (2.2x float32's time on an AVX-512 CPU without BF16 or
+        # where the device only emulates bfloat16 kernels (2x float32's time on an AVX-512 CPU without BF16 or
         # AMX), the same bfloat16 arithmetic runs on float32 kernels instead (`model.conv2d`)
         self.model.bfloat16_kernels = native_bfloat16(self.device)
         if self.device.type == "cuda":
