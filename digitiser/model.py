@@ -158,7 +158,7 @@ class Segmenter(nn.Module):
         on float32 kernels (`conv2d`). Training is always float32."""
         if self.training:
             return self._logits(x)
-        emulated = self.config.precision == "bfloat16" and not self.bfloat16_kernels
+        emulated = self.bfloat16_on_float32_kernels
         with autocast(x.device.type, "float32" if emulated else self.config.precision):
             x = x.to(torch.bfloat16) if emulated else x   # what autocast's first conv reads (`conv2d`)
             if not self.config.mirror_average:
@@ -166,6 +166,10 @@ class Segmenter(nn.Module):
             p = torch.softmax(self._logits(x).float(), dim=1)
             p_mirror = torch.softmax(self._logits(x.flip(-1)).float(), dim=1).flip(-1)
             return torch.log(((p + p_mirror) / 2).clamp_min(1e-30))
+
+    @property
+    def bfloat16_on_float32_kernels(self) -> bool:
+        return self.config.precision == "bfloat16" and not self.bfloat16_kernels
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         m = self.config.multiple

@@ -93,8 +93,7 @@ class Digitiser:
     @property
     def arithmetic(self) -> str:
         """How the segmenter computes here: "float32", "bfloat16", or "bfloat16 on float32 kernels"."""
-        emulated = self.model.config.precision == "bfloat16" and not self.model.bfloat16_kernels
-        return "bfloat16 on float32 kernels" if emulated else self.model.config.precision
+        return "bfloat16 on float32 kernels" if self.model.bfloat16_on_float32_kernels else self.model.config.precision
 
     @property
     def reads_colour(self) -> bool:
